@@ -1,0 +1,1 @@
+//! The vxmesh CNI plugin. Arrives with the CNI issue; this crate holds nothing yet.

@@ -1,0 +1,174 @@
+//! Endpoints and their addresses (IPAM).
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use crate::ipam;
+use crate::keys;
+use crate::mac::MacAddr;
+use crate::model::{self, Endpoint, Network, Node};
+use crate::store::{Compare, Op, Txn};
+use crate::validate::{self, ValidationError};
+
+use super::{encode, Catalog, CatalogError};
+
+/// What a caller asks for when adding an endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointSpec {
+    pub network: String,
+    pub node: String,
+    /// `None`: a generated id.
+    pub id: Option<String>,
+    /// `None`: the lowest free address of the subnet.
+    pub ip: Option<Ipv4Addr>,
+    /// `None`: derived from the address (`MacAddr::for_endpoint`).
+    pub mac: Option<MacAddr>,
+    /// Set when vxmesh itself creates the veth (`model::veth_name`); `None` for external endpoints.
+    pub attach: bool,
+}
+
+impl Catalog {
+    /// Allocates an address (or takes the one asked for) and records the endpoint, in one
+    /// compare-and-swap transaction: an address is never handed out twice, even by several
+    /// processes or hosts at once. On any error nothing is written.
+    pub fn add_endpoint(&self, spec: &EndpointSpec) -> Result<Endpoint, CatalogError> {
+        validate::network_name(&spec.network)?;
+        validate::node_name(&spec.node)?;
+        let id = match &spec.id {
+            Some(id) => {
+                validate::endpoint_id(id)?;
+                id.clone()
+            }
+            None => format!("ep-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
+        };
+        if let Some(mac) = spec.mac {
+            validate::endpoint_mac(mac)?;
+        }
+        self.commit_with_retry(|| {
+            let (net_kv, network) = self
+                .get_decoded::<Network>(&keys::network(&spec.network))?
+                .ok_or_else(|| CatalogError::NotFound {
+                    kind: "network",
+                    name: spec.network.clone(),
+                })?;
+            let (node_kv, _) = self
+                .get_decoded::<Node>(&keys::node(&spec.node))?
+                .ok_or_else(|| CatalogError::NotFound {
+                    kind: "node",
+                    name: spec.node.clone(),
+                })?;
+            let key = keys::endpoint(&spec.network, &id);
+            if self.store.get(&key)?.is_some() {
+                return Err(CatalogError::Exists {
+                    kind: "endpoint",
+                    name: format!("{}/{id}", spec.network),
+                });
+            }
+            let existing = self.endpoints(Some(&spec.network))?;
+            let allocations = self.store.range(&keys::ipam_of(&spec.network))?;
+            let taken: BTreeSet<Ipv4Addr> = allocations
+                .kvs
+                .iter()
+                .filter_map(|kv| kv.key.rsplit('/').next()?.parse().ok())
+                .collect();
+            let ip = match spec.ip {
+                Some(ip) => {
+                    validate::endpoint_ip(&network, ip)?;
+                    if taken.contains(&ip) {
+                        let owner = existing.iter().find(|e| e.ip == ip).map(|e| e.id.as_str());
+                        return Err(ValidationError::new(
+                            "ip",
+                            ip,
+                            format!("is already in use (by {})", owner.unwrap_or("an allocation")),
+                        )
+                        .into());
+                    }
+                    ip
+                }
+                None => ipam::first_free(network.subnet, network.gateway, &taken).ok_or_else(|| {
+                    CatalogError::Exhausted {
+                        network: network.name.clone(),
+                        subnet: network.subnet.to_string(),
+                        capacity: ipam::capacity(network.subnet),
+                    }
+                })?,
+            };
+            let mac = spec.mac.unwrap_or_else(|| MacAddr::for_endpoint(ip));
+            if let Some(other) = existing.iter().find(|e| e.mac == mac) {
+                return Err(ValidationError::new(
+                    "mac",
+                    mac,
+                    format!("is already used by endpoint {}", other.id),
+                )
+                .into());
+            }
+            let endpoint = Endpoint {
+                id: id.clone(),
+                network: spec.network.clone(),
+                node: spec.node.clone(),
+                ip,
+                mac,
+                host_ifname: spec.attach.then(|| model::veth_name(&spec.network, &id)),
+            };
+            let txn = Txn {
+                compares: vec![
+                    Compare::ModRevision(net_kv.key.clone(), net_kv.mod_revision),
+                    Compare::ModRevision(node_kv.key.clone(), node_kv.mod_revision),
+                    Compare::Absent(key.clone()),
+                    Compare::Absent(keys::ipam(&spec.network, ip)),
+                ],
+                ops: vec![
+                    Op::put(key.clone(), encode(&endpoint)),
+                    Op::put(keys::ipam(&spec.network, ip), id.as_bytes()),
+                ],
+            };
+            Ok((txn, endpoint))
+        })
+    }
+
+    /// Endpoints of one network, or of all networks.
+    pub fn endpoints(&self, network: Option<&str>) -> Result<Vec<Endpoint>, CatalogError> {
+        let prefix = match network {
+            Some(n) => keys::endpoints_of(n),
+            None => keys::ENDPOINTS.to_string(),
+        };
+        Ok(self
+            .list_decoded::<Endpoint>(&prefix)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    pub fn endpoint(&self, network: &str, id: &str) -> Result<Endpoint, CatalogError> {
+        validate::network_name(network)?;
+        validate::endpoint_id(id)?;
+        self.get_decoded(&keys::endpoint(network, id))?
+            .map(|(_, e)| e)
+            .ok_or_else(|| CatalogError::NotFound {
+                kind: "endpoint",
+                name: format!("{network}/{id}"),
+            })
+    }
+
+    /// Removes an endpoint and frees its address.
+    pub fn remove_endpoint(&self, network: &str, id: &str) -> Result<Endpoint, CatalogError> {
+        validate::network_name(network)?;
+        validate::endpoint_id(id)?;
+        self.commit_with_retry(|| {
+            let (kv, endpoint) = self
+                .get_decoded::<Endpoint>(&keys::endpoint(network, id))?
+                .ok_or_else(|| CatalogError::NotFound {
+                    kind: "endpoint",
+                    name: format!("{network}/{id}"),
+                })?;
+            let txn = Txn {
+                compares: vec![Compare::ModRevision(kv.key.clone(), kv.mod_revision)],
+                ops: vec![
+                    Op::Delete(kv.key.clone()),
+                    Op::Delete(keys::ipam(network, endpoint.ip)),
+                ],
+            };
+            Ok((txn, endpoint))
+        })
+    }
+}

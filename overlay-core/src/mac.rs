@@ -1,0 +1,125 @@
+//! Ethernet MAC addresses: parsing, printing, and the deterministic MACs vxmesh gives endpoints.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A 48-bit Ethernet address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MacAddr(pub [u8; 6]);
+
+/// Why a string is not a MAC address.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("'{0}' is not a MAC address (expected six hex octets like 0a:58:0a:0a:01:02)")]
+pub struct MacParseError(pub String);
+
+impl MacAddr {
+    /// The all-zero address: in a VXLAN FDB it is the default destination for BUM traffic.
+    pub const ZERO: MacAddr = MacAddr([0; 6]);
+
+    /// The MAC vxmesh gives an endpoint with this address: locally administered, unicast,
+    /// `0a:58` followed by the IPv4 octets (the convention Kubernetes bridge plugins use).
+    pub fn for_endpoint(ip: Ipv4Addr) -> MacAddr {
+        let o = ip.octets();
+        MacAddr([0x0a, 0x58, o[0], o[1], o[2], o[3]])
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.0 == [0; 6]
+    }
+
+    /// Multicast (group) bit set: never a valid endpoint address.
+    pub fn is_multicast(&self) -> bool {
+        self.0[0] & 1 == 1
+    }
+
+    pub fn octets(&self) -> [u8; 6] {
+        self.0
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            o[0], o[1], o[2], o[3], o[4], o[5]
+        )
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = MacParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || MacParseError(s.to_string());
+        let mut out = [0u8; 6];
+        let mut parts = s.split([':', '-']);
+        for byte in out.iter_mut() {
+            let part = parts.next().ok_or_else(err)?;
+            if part.len() != 2 {
+                return Err(err());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| err())?;
+        }
+        if parts.next().is_some() {
+            return Err(err());
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl From<[u8; 6]> for MacAddr {
+    fn from(o: [u8; 6]) -> Self {
+        MacAddr(o)
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints() {
+        let m: MacAddr = "0A:58:0a:0a:01:02".parse().unwrap();
+        assert_eq!(m.to_string(), "0a:58:0a:0a:01:02");
+        assert_eq!("0a-58-0a-0a-01-02".parse::<MacAddr>().unwrap(), m);
+    }
+
+    #[test]
+    fn rejects_bad_text() {
+        for bad in ["", "0a:58:0a:0a:01", "0a:58:0a:0a:01:02:03", "zz:58:0a:0a:01:02", "a:58:0a:0a:01:02"] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn endpoint_mac_is_local_unicast() {
+        let m = MacAddr::for_endpoint(Ipv4Addr::new(10, 10, 1, 2));
+        assert_eq!(m.to_string(), "0a:58:0a:0a:01:02");
+        assert!(!m.is_multicast());
+        assert_eq!(m.0[0] & 2, 2);
+    }
+}

@@ -1,0 +1,146 @@
+//! The objects vxmesh keeps in its store: networks, nodes (hosts) and endpoints.
+//!
+//! They are stored as JSON; every field read back from the store is validated again
+//! (`validate_*`), because another version of vxmesh may have written it.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::mac::MacAddr;
+
+/// The UDP port VXLAN uses (IANA, RFC 7348).
+pub const VXLAN_PORT: u16 = 4789;
+/// Bytes VXLAN adds to each frame on an IPv4 underlay: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14.
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// An overlay network: one L2 segment (one VNI) with one IPv4 subnet, spread over every host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub name: String,
+    pub subnet: Ipv4Net,
+    /// The first usable address of the subnet, held by the network's bridge on every host.
+    pub gateway: Ipv4Addr,
+    pub vni: u32,
+    /// Explicit MTU; `None` means "underlay MTU − overhead", computed on each host.
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub encrypted: bool,
+}
+
+/// A host that takes part in the overlay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    /// The address other hosts send VXLAN packets to.
+    pub underlay: Ipv4Addr,
+}
+
+/// An address on a network, living on a node: a container attached by vxmesh, or a machine
+/// vxmesh does not manage (added with `vxmesh endpoint add`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Unique within its network.
+    pub id: String,
+    pub network: String,
+    pub node: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    /// The host end of the veth pair when vxmesh attached it; `None` for external endpoints.
+    #[serde(default)]
+    pub host_ifname: Option<String>,
+}
+
+impl Network {
+    /// The bridge device that carries this network on a host.
+    pub fn bridge_name(&self) -> String {
+        bridge_name(&self.name)
+    }
+
+    /// The VXLAN device of this network on a host.
+    pub fn vxlan_name(&self) -> String {
+        vxlan_name(&self.name)
+    }
+
+    /// The gateway with the subnet's prefix length, as it sits on the bridge.
+    pub fn gateway_net(&self) -> Ipv4Net {
+        Ipv4Net::new(self.gateway, self.subnet.prefix_len()).expect("prefix from a valid subnet")
+    }
+
+    /// The MTU of this network on a host whose underlay device has `underlay_mtu`.
+    pub fn effective_mtu(&self, underlay_mtu: u32) -> u32 {
+        let ceiling = underlay_mtu.saturating_sub(VXLAN_OVERHEAD);
+        match self.mtu {
+            Some(m) => m.min(ceiling),
+            None => ceiling,
+        }
+    }
+}
+
+/// Prefix of every bridge vxmesh makes; followed by the network name.
+pub const BRIDGE_PREFIX: &str = "vb-";
+/// Prefix of every VXLAN device vxmesh makes; followed by the network name.
+pub const VXLAN_PREFIX: &str = "vx-";
+/// Prefix of the host end of every veth vxmesh makes.
+pub const VETH_PREFIX: &str = "ve-";
+
+pub fn bridge_name(network: &str) -> String {
+    format!("{BRIDGE_PREFIX}{network}")
+}
+
+pub fn vxlan_name(network: &str) -> String {
+    format!("{VXLAN_PREFIX}{network}")
+}
+
+/// The host-side veth name for an endpoint: `ve-` and 10 hex digits of a stable hash of
+/// network and id, so it fits the 15-byte interface name limit and is the same on every call.
+pub fn veth_name(network: &str, id: &str) -> String {
+    // FNV-1a, 64 bit: stable across versions and platforms (std's hasher is not).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in network.bytes().chain([0u8]).chain(id.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{VETH_PREFIX}{:010x}", h & 0xff_ffff_ffff)
+}
+
+impl Endpoint {
+    pub fn ip_addr(&self) -> IpAddr {
+        IpAddr::V4(self.ip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_fit_the_kernel_limit() {
+        let long = "a".repeat(crate::validate::NAME_MAX);
+        assert!(bridge_name(&long).len() <= 15);
+        assert!(vxlan_name(&long).len() <= 15);
+        assert_eq!(veth_name("net1", "h1-c1").len(), 13);
+        assert_eq!(veth_name("net1", "h1-c1"), veth_name("net1", "h1-c1"));
+        assert_ne!(veth_name("net1", "h1-c1"), veth_name("net1", "h1-c2"));
+    }
+
+    #[test]
+    fn mtu_is_underlay_less_overhead_unless_lower_is_asked() {
+        let mut n = Network {
+            name: "n".into(),
+            subnet: "10.0.0.0/24".parse().unwrap(),
+            gateway: "10.0.0.1".parse().unwrap(),
+            vni: 4096,
+            mtu: None,
+            encrypted: false,
+        };
+        assert_eq!(n.effective_mtu(1500), 1450);
+        assert_eq!(n.effective_mtu(9000), 8950);
+        n.mtu = Some(1400);
+        assert_eq!(n.effective_mtu(1500), 1400);
+        n.mtu = Some(9000);
+        assert_eq!(n.effective_mtu(1500), 1450);
+    }
+}

@@ -1,0 +1,153 @@
+//! The catalog's rules: validation names the field, conflicts are refused, errors change nothing.
+
+use std::sync::Arc;
+
+use overlay_core::catalog::{Catalog, CatalogError, EndpointSpec, NetworkSpec};
+use overlay_core::store::SqliteStore;
+
+fn catalog() -> (tempfile::TempDir, Catalog) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("store.db")).unwrap();
+    (dir, Catalog::new(Arc::new(store)))
+}
+
+fn net(name: &str, subnet: &str) -> NetworkSpec {
+    NetworkSpec {
+        name: name.into(),
+        subnet: subnet.into(),
+        ..Default::default()
+    }
+}
+
+fn ep(network: &str, node: &str) -> EndpointSpec {
+    EndpointSpec {
+        network: network.into(),
+        node: node.into(),
+        ..Default::default()
+    }
+}
+
+fn field_of(e: CatalogError) -> &'static str {
+    match e {
+        CatalogError::Invalid(v) => v.field,
+        other => panic!("expected a validation error, got {other}"),
+    }
+}
+
+#[test]
+fn networks_get_unique_vnis_and_a_gateway() {
+    let (_d, c) = catalog();
+    let a = c.create_network(&net("a", "10.1.0.0/24")).unwrap();
+    let b = c.create_network(&net("b", "10.2.0.0/24")).unwrap();
+    assert_eq!(a.vni, 4096);
+    assert_eq!(b.vni, 4097);
+    assert_eq!(a.gateway.to_string(), "10.1.0.1");
+    let mut spec = net("c", "10.3.0.0/24");
+    spec.vni = Some(4096);
+    assert_eq!(field_of(c.create_network(&spec).unwrap_err()), "vni");
+    spec.vni = Some(70_000);
+    assert_eq!(c.create_network(&spec).unwrap().vni, 70_000);
+    // After removal the VNI is free again.
+    c.remove_network("a", false).unwrap();
+    assert_eq!(c.create_network(&net("d", "10.4.0.0/24")).unwrap().vni, 4096);
+}
+
+#[test]
+fn bad_networks_change_nothing() {
+    let (_d, c) = catalog();
+    c.create_network(&net("a", "10.1.0.0/16")).unwrap();
+    let before = c.store().revision().unwrap();
+    assert_eq!(field_of(c.create_network(&net("b", "10.1.2.0/24")).unwrap_err()), "subnet");
+    assert_eq!(field_of(c.create_network(&net("b", "10.0.0.0/8")).unwrap_err()), "subnet");
+    assert_eq!(field_of(c.create_network(&net("b", "10.9.0.0/33")).unwrap_err()), "subnet");
+    assert_eq!(field_of(c.create_network(&net("waytoolongname", "10.9.0.0/24")).unwrap_err()), "network name");
+    let mut enc = net("e", "10.9.0.0/24");
+    enc.encrypted = true;
+    let err = c.create_network(&enc).unwrap_err();
+    assert!(err.to_string().contains("not yet supported"), "{err}");
+    let mut mtu = net("m", "10.9.0.0/24");
+    mtu.mtu = Some(100);
+    assert_eq!(field_of(c.create_network(&mtu).unwrap_err()), "mtu");
+    assert!(matches!(c.create_network(&net("a", "10.9.0.0/24")), Err(CatalogError::Exists { .. })));
+    assert_eq!(c.store().revision().unwrap(), before);
+}
+
+#[test]
+fn ipam_hands_out_reuses_and_runs_out() {
+    let (_d, c) = catalog();
+    c.create_network(&net("small", "10.5.0.0/29")).unwrap();
+    c.add_node("h1", "192.0.2.1".parse().unwrap()).unwrap();
+    let ips: Vec<String> = (0..5)
+        .map(|_| c.add_endpoint(&ep("small", "h1")).unwrap().ip.to_string())
+        .collect();
+    assert_eq!(ips, ["10.5.0.2", "10.5.0.3", "10.5.0.4", "10.5.0.5", "10.5.0.6"]);
+    let err = c.add_endpoint(&ep("small", "h1")).unwrap_err();
+    assert!(matches!(err, CatalogError::Exhausted { .. }), "{err}");
+    let victim = c
+        .endpoints(Some("small"))
+        .unwrap()
+        .into_iter()
+        .find(|e| e.ip.to_string() == "10.5.0.4")
+        .unwrap();
+    c.remove_endpoint("small", &victim.id).unwrap();
+    assert_eq!(c.add_endpoint(&ep("small", "h1")).unwrap().ip.to_string(), "10.5.0.4");
+}
+
+#[test]
+fn endpoints_are_checked() {
+    let (_d, c) = catalog();
+    c.create_network(&net("a", "10.1.0.0/24")).unwrap();
+    c.add_node("h1", "192.0.2.1".parse().unwrap()).unwrap();
+    let before = c.store().revision().unwrap();
+    assert!(matches!(c.add_endpoint(&ep("nope", "h1")), Err(CatalogError::NotFound { kind: "network", .. })));
+    assert!(matches!(c.add_endpoint(&ep("a", "nope")), Err(CatalogError::NotFound { kind: "node", .. })));
+    let mut outside = ep("a", "h1");
+    outside.ip = Some("10.2.0.5".parse().unwrap());
+    assert_eq!(field_of(c.add_endpoint(&outside).unwrap_err()), "ip");
+    let mut gw = ep("a", "h1");
+    gw.ip = Some("10.1.0.1".parse().unwrap());
+    assert_eq!(field_of(c.add_endpoint(&gw).unwrap_err()), "ip");
+    let mut mcast = ep("a", "h1");
+    mcast.mac = Some("01:00:5e:00:00:01".parse().unwrap());
+    assert_eq!(field_of(c.add_endpoint(&mcast).unwrap_err()), "mac");
+    assert_eq!(c.store().revision().unwrap(), before);
+
+    let mut fixed = ep("a", "h1");
+    fixed.ip = Some("10.1.0.50".parse().unwrap());
+    fixed.id = Some("x".into());
+    let e = c.add_endpoint(&fixed).unwrap();
+    assert_eq!(e.mac.to_string(), "0a:58:0a:01:00:32");
+    fixed.id = Some("y".into());
+    assert_eq!(field_of(c.add_endpoint(&fixed).unwrap_err()), "ip");
+    // Node and network removal refuse while endpoints remain, unless forced.
+    assert!(matches!(c.remove_node("h1", false), Err(CatalogError::InUse { .. })));
+    assert!(matches!(c.remove_network("a", false), Err(CatalogError::InUse { .. })));
+    c.remove_node("h1", true).unwrap();
+    assert!(c.endpoints(None).unwrap().is_empty());
+    assert!(c.store().range("/vxmesh/v1/ipam/").unwrap().kvs.is_empty());
+}
+
+#[test]
+fn underlay_addresses_are_unique() {
+    let (_d, c) = catalog();
+    c.add_node("h1", "192.0.2.1".parse().unwrap()).unwrap();
+    assert_eq!(field_of(c.add_node("h2", "192.0.2.1".parse().unwrap()).unwrap_err()), "underlay");
+    assert_eq!(field_of(c.add_node("h2", "127.0.0.1".parse().unwrap()).unwrap_err()), "underlay");
+    assert_eq!(field_of(c.add_node("bad name", "192.0.2.2".parse().unwrap()).unwrap_err()), "node name");
+}
+
+#[test]
+fn snapshot_skips_bad_records() {
+    let (_d, c) = catalog();
+    c.create_network(&net("a", "10.1.0.0/24")).unwrap();
+    c.store().put("/vxmesh/v1/networks/evil", b"{not json").unwrap();
+    c.store()
+        .put(
+            "/vxmesh/v1/networks/b",
+            br#"{"name":"b","subnet":"10.2.0.0/24","gateway":"10.2.0.1","vni":5}"#,
+        )
+        .unwrap();
+    let snap = c.snapshot().unwrap();
+    assert_eq!(snap.networks.keys().collect::<Vec<_>>(), ["a"]);
+    assert_eq!(snap.problems.len(), 2, "{:?}", snap.problems);
+}
