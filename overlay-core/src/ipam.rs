@@ -9,7 +9,11 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 /// The lowest host address of `subnet` that is neither the gateway nor in `taken`.
-pub fn first_free(subnet: Ipv4Net, gateway: Ipv4Addr, taken: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+pub fn first_free(
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
+    taken: &BTreeSet<Ipv4Addr>,
+) -> Option<Ipv4Addr> {
     subnet
         .hosts()
         .find(|ip| *ip != gateway && !taken.contains(ip))
@@ -34,10 +38,16 @@ mod tests {
         let net: Ipv4Net = "10.0.0.0/29".parse().unwrap();
         let gw = "10.0.0.1".parse().unwrap();
         let mut taken = BTreeSet::new();
-        assert_eq!(first_free(net, gw, &taken), Some("10.0.0.2".parse().unwrap()));
+        assert_eq!(
+            first_free(net, gw, &taken),
+            Some("10.0.0.2".parse().unwrap())
+        );
         taken.insert("10.0.0.2".parse().unwrap());
         taken.insert("10.0.0.4".parse().unwrap());
-        assert_eq!(first_free(net, gw, &taken), Some("10.0.0.3".parse().unwrap()));
+        assert_eq!(
+            first_free(net, gw, &taken),
+            Some("10.0.0.3".parse().unwrap())
+        );
         for i in 3..=6 {
             taken.insert(Ipv4Addr::new(10, 0, 0, i));
         }

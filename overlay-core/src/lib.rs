@@ -4,12 +4,14 @@
 //! It knows nothing of services or BPF (that is `ingress-lb`).
 
 pub mod catalog;
+pub mod container;
 pub mod dataplane;
 pub mod ipam;
 pub mod keys;
 pub mod mac;
 pub mod model;
 pub mod netns;
+pub mod reconcile;
 pub mod store;
 pub mod validate;
 

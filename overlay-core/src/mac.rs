@@ -110,7 +110,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_text() {
-        for bad in ["", "0a:58:0a:0a:01", "0a:58:0a:0a:01:02:03", "zz:58:0a:0a:01:02", "a:58:0a:0a:01:02"] {
+        for bad in [
+            "",
+            "0a:58:0a:0a:01",
+            "0a:58:0a:0a:01:02:03",
+            "zz:58:0a:0a:01:02",
+            "a:58:0a:0a:01:02",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }

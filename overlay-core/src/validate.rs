@@ -56,7 +56,11 @@ fn check_chars(field: &'static str, s: &str, max: usize) -> Result<(), Validatio
         ));
     }
     if !s.as_bytes()[0].is_ascii_alphanumeric() {
-        return Err(ValidationError::new(field, s, "must start with a letter or digit"));
+        return Err(ValidationError::new(
+            field,
+            s,
+            "must start with a letter or digit",
+        ));
     }
     if let Some(c) = s
         .chars()
@@ -111,7 +115,12 @@ fn check_subnet(net: &Ipv4Net) -> Result<(), ValidationError> {
         ));
     }
     let a = net.addr();
-    if a.is_loopback() || a.is_multicast() || a.is_link_local() || a.is_unspecified() || a.octets()[0] >= 240 {
+    if a.is_loopback()
+        || a.is_multicast()
+        || a.is_link_local()
+        || a.is_unspecified()
+        || a.octets()[0] >= 240
+    {
         return Err(ValidationError::new(
             "subnet",
             &text,
@@ -157,7 +166,11 @@ pub fn underlay(ip: Ipv4Addr) -> Result<(), ValidationError> {
 
 pub fn endpoint_mac(mac: MacAddr) -> Result<(), ValidationError> {
     if mac.is_zero() || mac.is_multicast() {
-        return Err(ValidationError::new("mac", mac, "must be a unicast, non-zero address"));
+        return Err(ValidationError::new(
+            "mac",
+            mac,
+            "must be a unicast, non-zero address",
+        ));
     }
     Ok(())
 }
@@ -168,7 +181,10 @@ pub fn endpoint_ip(network: &Network, ip: Ipv4Addr) -> Result<(), ValidationErro
         return Err(ValidationError::new(
             "ip",
             ip,
-            format!("is not in network {}'s subnet {}", network.name, network.subnet),
+            format!(
+                "is not in network {}'s subnet {}",
+                network.name, network.subnet
+            ),
         ));
     }
     if ip == network.subnet.network() || ip == network.subnet.broadcast() {
@@ -193,7 +209,11 @@ pub fn stored_network(n: &Network) -> Result<(), ValidationError> {
         mtu(m)?;
     }
     if !n.subnet.contains(&n.gateway) {
-        return Err(ValidationError::new("gateway", n.gateway, "is outside the subnet"));
+        return Err(ValidationError::new(
+            "gateway",
+            n.gateway,
+            "is outside the subnet",
+        ));
     }
     Ok(())
 }
@@ -232,12 +252,18 @@ mod tests {
     #[test]
     fn subnets() {
         assert_eq!(subnet("10.10.1.0/24").unwrap().to_string(), "10.10.1.0/24");
-        assert!(subnet("10.10.1.5/24").unwrap_err().to_string().contains("10.10.1.0/24"));
+        assert!(subnet("10.10.1.5/24")
+            .unwrap_err()
+            .to_string()
+            .contains("10.10.1.0/24"));
         assert!(subnet("10.10.1.0/30").is_err());
         assert!(subnet("10.0.0.0/7").is_err());
         assert!(subnet("127.0.0.0/8").is_err());
         assert!(subnet("224.0.0.0/24").is_err());
-        assert!(subnet("bogus").unwrap_err().to_string().starts_with("invalid subnet 'bogus'"));
+        assert!(subnet("bogus")
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid subnet 'bogus'"));
         assert!(subnet("10.10.1.0").is_err());
     }
 

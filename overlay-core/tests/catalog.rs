@@ -49,7 +49,10 @@ fn networks_get_unique_vnis_and_a_gateway() {
     assert_eq!(c.create_network(&spec).unwrap().vni, 70_000);
     // After removal the VNI is free again.
     c.remove_network("a", false).unwrap();
-    assert_eq!(c.create_network(&net("d", "10.4.0.0/24")).unwrap().vni, 4096);
+    assert_eq!(
+        c.create_network(&net("d", "10.4.0.0/24")).unwrap().vni,
+        4096
+    );
 }
 
 #[test]
@@ -57,10 +60,25 @@ fn bad_networks_change_nothing() {
     let (_d, c) = catalog();
     c.create_network(&net("a", "10.1.0.0/16")).unwrap();
     let before = c.store().revision().unwrap();
-    assert_eq!(field_of(c.create_network(&net("b", "10.1.2.0/24")).unwrap_err()), "subnet");
-    assert_eq!(field_of(c.create_network(&net("b", "10.0.0.0/8")).unwrap_err()), "subnet");
-    assert_eq!(field_of(c.create_network(&net("b", "10.9.0.0/33")).unwrap_err()), "subnet");
-    assert_eq!(field_of(c.create_network(&net("waytoolongname", "10.9.0.0/24")).unwrap_err()), "network name");
+    assert_eq!(
+        field_of(c.create_network(&net("b", "10.1.2.0/24")).unwrap_err()),
+        "subnet"
+    );
+    assert_eq!(
+        field_of(c.create_network(&net("b", "10.0.0.0/8")).unwrap_err()),
+        "subnet"
+    );
+    assert_eq!(
+        field_of(c.create_network(&net("b", "10.9.0.0/33")).unwrap_err()),
+        "subnet"
+    );
+    assert_eq!(
+        field_of(
+            c.create_network(&net("waytoolongname", "10.9.0.0/24"))
+                .unwrap_err()
+        ),
+        "network name"
+    );
     let mut enc = net("e", "10.9.0.0/24");
     enc.encrypted = true;
     let err = c.create_network(&enc).unwrap_err();
@@ -68,7 +86,10 @@ fn bad_networks_change_nothing() {
     let mut mtu = net("m", "10.9.0.0/24");
     mtu.mtu = Some(100);
     assert_eq!(field_of(c.create_network(&mtu).unwrap_err()), "mtu");
-    assert!(matches!(c.create_network(&net("a", "10.9.0.0/24")), Err(CatalogError::Exists { .. })));
+    assert!(matches!(
+        c.create_network(&net("a", "10.9.0.0/24")),
+        Err(CatalogError::Exists { .. })
+    ));
     assert_eq!(c.store().revision().unwrap(), before);
 }
 
@@ -80,7 +101,10 @@ fn ipam_hands_out_reuses_and_runs_out() {
     let ips: Vec<String> = (0..5)
         .map(|_| c.add_endpoint(&ep("small", "h1")).unwrap().ip.to_string())
         .collect();
-    assert_eq!(ips, ["10.5.0.2", "10.5.0.3", "10.5.0.4", "10.5.0.5", "10.5.0.6"]);
+    assert_eq!(
+        ips,
+        ["10.5.0.2", "10.5.0.3", "10.5.0.4", "10.5.0.5", "10.5.0.6"]
+    );
     let err = c.add_endpoint(&ep("small", "h1")).unwrap_err();
     assert!(matches!(err, CatalogError::Exhausted { .. }), "{err}");
     let victim = c
@@ -90,7 +114,10 @@ fn ipam_hands_out_reuses_and_runs_out() {
         .find(|e| e.ip.to_string() == "10.5.0.4")
         .unwrap();
     c.remove_endpoint("small", &victim.id).unwrap();
-    assert_eq!(c.add_endpoint(&ep("small", "h1")).unwrap().ip.to_string(), "10.5.0.4");
+    assert_eq!(
+        c.add_endpoint(&ep("small", "h1")).unwrap().ip.to_string(),
+        "10.5.0.4"
+    );
 }
 
 #[test]
@@ -99,8 +126,17 @@ fn endpoints_are_checked() {
     c.create_network(&net("a", "10.1.0.0/24")).unwrap();
     c.add_node("h1", "192.0.2.1".parse().unwrap()).unwrap();
     let before = c.store().revision().unwrap();
-    assert!(matches!(c.add_endpoint(&ep("nope", "h1")), Err(CatalogError::NotFound { kind: "network", .. })));
-    assert!(matches!(c.add_endpoint(&ep("a", "nope")), Err(CatalogError::NotFound { kind: "node", .. })));
+    assert!(matches!(
+        c.add_endpoint(&ep("nope", "h1")),
+        Err(CatalogError::NotFound {
+            kind: "network",
+            ..
+        })
+    ));
+    assert!(matches!(
+        c.add_endpoint(&ep("a", "nope")),
+        Err(CatalogError::NotFound { kind: "node", .. })
+    ));
     let mut outside = ep("a", "h1");
     outside.ip = Some("10.2.0.5".parse().unwrap());
     assert_eq!(field_of(c.add_endpoint(&outside).unwrap_err()), "ip");
@@ -120,8 +156,14 @@ fn endpoints_are_checked() {
     fixed.id = Some("y".into());
     assert_eq!(field_of(c.add_endpoint(&fixed).unwrap_err()), "ip");
     // Node and network removal refuse while endpoints remain, unless forced.
-    assert!(matches!(c.remove_node("h1", false), Err(CatalogError::InUse { .. })));
-    assert!(matches!(c.remove_network("a", false), Err(CatalogError::InUse { .. })));
+    assert!(matches!(
+        c.remove_node("h1", false),
+        Err(CatalogError::InUse { .. })
+    ));
+    assert!(matches!(
+        c.remove_network("a", false),
+        Err(CatalogError::InUse { .. })
+    ));
     c.remove_node("h1", true).unwrap();
     assert!(c.endpoints(None).unwrap().is_empty());
     assert!(c.store().range("/vxmesh/v1/ipam/").unwrap().kvs.is_empty());
@@ -131,16 +173,30 @@ fn endpoints_are_checked() {
 fn underlay_addresses_are_unique() {
     let (_d, c) = catalog();
     c.add_node("h1", "192.0.2.1".parse().unwrap()).unwrap();
-    assert_eq!(field_of(c.add_node("h2", "192.0.2.1".parse().unwrap()).unwrap_err()), "underlay");
-    assert_eq!(field_of(c.add_node("h2", "127.0.0.1".parse().unwrap()).unwrap_err()), "underlay");
-    assert_eq!(field_of(c.add_node("bad name", "192.0.2.2".parse().unwrap()).unwrap_err()), "node name");
+    assert_eq!(
+        field_of(c.add_node("h2", "192.0.2.1".parse().unwrap()).unwrap_err()),
+        "underlay"
+    );
+    assert_eq!(
+        field_of(c.add_node("h2", "127.0.0.1".parse().unwrap()).unwrap_err()),
+        "underlay"
+    );
+    assert_eq!(
+        field_of(
+            c.add_node("bad name", "192.0.2.2".parse().unwrap())
+                .unwrap_err()
+        ),
+        "node name"
+    );
 }
 
 #[test]
 fn snapshot_skips_bad_records() {
     let (_d, c) = catalog();
     c.create_network(&net("a", "10.1.0.0/24")).unwrap();
-    c.store().put("/vxmesh/v1/networks/evil", b"{not json").unwrap();
+    c.store()
+        .put("/vxmesh/v1/networks/evil", b"{not json")
+        .unwrap();
     c.store()
         .put(
             "/vxmesh/v1/networks/b",

@@ -33,7 +33,10 @@ fn compare_and_swap() {
         ops: vec![Op::put("/k", "1")],
     };
     assert!(s.txn(&create).unwrap().succeeded);
-    assert!(!s.txn(&create).unwrap().succeeded, "second create must fail");
+    assert!(
+        !s.txn(&create).unwrap().succeeded,
+        "second create must fail"
+    );
     let rev = s.get("/k").unwrap().unwrap().mod_revision;
     let stale = Txn {
         compares: vec![Compare::ModRevision("/k".into(), rev - 1)],
@@ -43,7 +46,10 @@ fn compare_and_swap() {
     assert!(!out.succeeded);
     assert_eq!(s.get("/k").unwrap().unwrap().value, b"1");
     let fresh = Txn {
-        compares: vec![Compare::ModRevision("/k".into(), rev), Compare::Exists("/k".into())],
+        compares: vec![
+            Compare::ModRevision("/k".into(), rev),
+            Compare::Exists("/k".into()),
+        ],
         ops: vec![Op::put("/k", "2"), Op::put("/j", "3")],
     };
     let out = s.txn(&fresh).unwrap();
@@ -59,7 +65,13 @@ fn prefix_reads_and_deletes() {
     for k in ["/p/a", "/p/b", "/p0", "/q/a", "/p/c/d"] {
         s.put(k, k.as_bytes()).unwrap();
     }
-    let keys: Vec<_> = s.range("/p/").unwrap().kvs.into_iter().map(|kv| kv.key).collect();
+    let keys: Vec<_> = s
+        .range("/p/")
+        .unwrap()
+        .kvs
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
     assert_eq!(keys, ["/p/a", "/p/b", "/p/c/d"]);
     s.txn(&Txn {
         compares: vec![],
@@ -98,7 +110,10 @@ fn watch_from_a_revision() {
     assert_eq!(ev[0].value.as_deref(), Some(&b"2"[..]));
     // Nothing new: an empty answer after the timeout.
     let last = s.revision().unwrap();
-    assert!(s.watch("/w/", last, Duration::from_millis(100)).unwrap().is_empty());
+    assert!(s
+        .watch("/w/", last, Duration::from_millis(100))
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -119,7 +134,10 @@ fn leases_expire_and_take_their_keys() {
     std::thread::sleep(Duration::from_millis(500));
     s.put("/tick", b"").unwrap(); // any write expires due leases
     assert!(s.get("/l/a").unwrap().is_none());
-    assert!(matches!(s.lease_keepalive(lease), Err(StoreError::LeaseNotFound(_))));
+    assert!(matches!(
+        s.lease_keepalive(lease),
+        Err(StoreError::LeaseNotFound(_))
+    ));
     let bad = s.txn(&Txn {
         compares: vec![],
         ops: vec![Op::Put {

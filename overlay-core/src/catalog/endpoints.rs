@@ -71,28 +71,32 @@ impl Catalog {
                 .iter()
                 .filter_map(|kv| kv.key.rsplit('/').next()?.parse().ok())
                 .collect();
-            let ip = match spec.ip {
-                Some(ip) => {
-                    validate::endpoint_ip(&network, ip)?;
-                    if taken.contains(&ip) {
-                        let owner = existing.iter().find(|e| e.ip == ip).map(|e| e.id.as_str());
-                        return Err(ValidationError::new(
-                            "ip",
-                            ip,
-                            format!("is already in use (by {})", owner.unwrap_or("an allocation")),
-                        )
-                        .into());
+            let ip =
+                match spec.ip {
+                    Some(ip) => {
+                        validate::endpoint_ip(&network, ip)?;
+                        if taken.contains(&ip) {
+                            let owner = existing.iter().find(|e| e.ip == ip).map(|e| e.id.as_str());
+                            return Err(ValidationError::new(
+                                "ip",
+                                ip,
+                                format!(
+                                    "is already in use (by {})",
+                                    owner.unwrap_or("an allocation")
+                                ),
+                            )
+                            .into());
+                        }
+                        ip
                     }
-                    ip
-                }
-                None => ipam::first_free(network.subnet, network.gateway, &taken).ok_or_else(|| {
-                    CatalogError::Exhausted {
-                        network: network.name.clone(),
-                        subnet: network.subnet.to_string(),
-                        capacity: ipam::capacity(network.subnet),
-                    }
-                })?,
-            };
+                    None => ipam::first_free(network.subnet, network.gateway, &taken).ok_or_else(
+                        || CatalogError::Exhausted {
+                            network: network.name.clone(),
+                            subnet: network.subnet.to_string(),
+                            capacity: ipam::capacity(network.subnet),
+                        },
+                    )?,
+                };
             let mac = spec.mac.unwrap_or_else(|| MacAddr::for_endpoint(ip));
             if let Some(other) = existing.iter().find(|e| e.mac == mac) {
                 return Err(ValidationError::new(

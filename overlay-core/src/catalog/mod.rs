@@ -35,7 +35,9 @@ pub enum CatalogError {
     NotFound { kind: &'static str, name: String },
     #[error("{kind} '{name}' already exists")]
     Exists { kind: &'static str, name: String },
-    #[error("network '{network}' has no free address: all {capacity} addresses of {subnet} are in use")]
+    #[error(
+        "network '{network}' has no free address: all {capacity} addresses of {subnet} are in use"
+    )]
     Exhausted {
         network: String,
         subnet: String,
@@ -124,11 +126,14 @@ impl Catalog {
             match snap.networks.get(&e.network) {
                 Some(n) => match validate::stored_endpoint(&e, n) {
                     Ok(()) => snap.endpoints.push(e),
-                    Err(err) => snap.problems.push(format!("bad record in the store at {key}: {err}")),
+                    Err(err) => snap
+                        .problems
+                        .push(format!("bad record in the store at {key}: {err}")),
                 },
-                None => snap
-                    .problems
-                    .push(format!("endpoint at {key} names unknown network '{}'", e.network)),
+                None => snap.problems.push(format!(
+                    "endpoint at {key} names unknown network '{}'",
+                    e.network
+                )),
             }
         }
         Ok(snap)
@@ -152,7 +157,10 @@ impl Catalog {
         Err(CatalogError::Contended(ATTEMPTS))
     }
 
-    fn get_decoded<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(KeyValue, T)>, CatalogError> {
+    fn get_decoded<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(KeyValue, T)>, CatalogError> {
         match self.store.get(key)? {
             Some(kv) => {
                 let v = decode(&kv)?;
@@ -162,7 +170,10 @@ impl Catalog {
         }
     }
 
-    fn list_decoded<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<(KeyValue, T)>, CatalogError> {
+    fn list_decoded<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(KeyValue, T)>, CatalogError> {
         let range = self.store.range(prefix)?;
         range
             .kvs

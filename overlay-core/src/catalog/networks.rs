@@ -51,10 +51,9 @@ impl Catalog {
                     name: spec.name.clone(),
                 });
             }
-            if let Some(other) = existing
-                .iter()
-                .find(|n| n.subnet.contains(&subnet.network()) || subnet.contains(&n.subnet.network()))
-            {
+            if let Some(other) = existing.iter().find(|n| {
+                n.subnet.contains(&subnet.network()) || subnet.contains(&n.subnet.network())
+            }) {
                 return Err(ValidationError::new(
                     "subnet",
                     subnet,

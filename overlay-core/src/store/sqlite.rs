@@ -137,12 +137,15 @@ impl SqliteStore {
         let rev = if wrote || expired {
             tx.execute("UPDATE meta SET value = ?1 WHERE name = 'revision'", [next])
                 .map_err(|e| self.err(e))?;
-            if next % 1000 == 0 && next > HISTORY {
+            if next.is_multiple_of(1000) && next > HISTORY {
                 let floor = next - HISTORY;
                 tx.execute("DELETE FROM events WHERE rev <= ?1", [floor])
                     .map_err(|e| self.err(e))?;
-                tx.execute("UPDATE meta SET value = ?1 WHERE name = 'compacted'", [floor])
-                    .map_err(|e| self.err(e))?;
+                tx.execute(
+                    "UPDATE meta SET value = ?1 WHERE name = 'compacted'",
+                    [floor],
+                )
+                .map_err(|e| self.err(e))?;
             }
             next
         } else {
@@ -153,7 +156,11 @@ impl SqliteStore {
     }
 
     /// Deletes keys of expired leases at revision `rev`; true if anything was deleted.
-    fn expire_leases(&self, tx: &rusqlite::Transaction<'_>, rev: Revision) -> Result<bool, StoreError> {
+    fn expire_leases(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        rev: Revision,
+    ) -> Result<bool, StoreError> {
         let now = now_ms();
         let mut stmt = tx
             .prepare_cached("SELECT id FROM leases WHERE expires_ms <= ?1")
@@ -170,12 +177,19 @@ impl SqliteStore {
         Ok(wrote)
     }
 
-    fn drop_lease(&self, tx: &rusqlite::Transaction<'_>, id: LeaseId, rev: Revision) -> Result<bool, StoreError> {
+    fn drop_lease(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        id: LeaseId,
+        rev: Revision,
+    ) -> Result<bool, StoreError> {
         let keys: Vec<Vec<u8>> = {
             let mut stmt = tx
                 .prepare_cached("SELECT key FROM kv WHERE lease = ?1")
                 .map_err(|e| self.err(e))?;
-            let rows = stmt.query_map([id], |r| r.get(0)).map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([id], |r| r.get(0))
+                .map_err(|e| self.err(e))?;
             rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
         };
         for key in &keys {
@@ -205,7 +219,11 @@ impl SqliteStore {
             Compare::Exists(k) | Compare::Absent(k) | Compare::ModRevision(k, _) => k,
         };
         let rev: Option<Revision> = tx
-            .query_row("SELECT mod_rev FROM kv WHERE key = ?1", [key.as_bytes()], |r| r.get(0))
+            .query_row(
+                "SELECT mod_rev FROM kv WHERE key = ?1",
+                [key.as_bytes()],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| self.err(e))?;
         Ok(match c {
@@ -215,7 +233,12 @@ impl SqliteStore {
         })
     }
 
-    fn apply(&self, tx: &rusqlite::Transaction<'_>, op: &Op, rev: Revision) -> Result<bool, StoreError> {
+    fn apply(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        op: &Op,
+        rev: Revision,
+    ) -> Result<bool, StoreError> {
         match op {
             Op::Put { key, value, lease } => {
                 if let Some(l) = lease {
@@ -253,7 +276,11 @@ impl SqliteStore {
         }
     }
 
-    fn keys_with_prefix(&self, conn: &Connection, prefix: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+    fn keys_with_prefix(
+        &self,
+        conn: &Connection,
+        prefix: &str,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
         let (sql, end) = range_sql("key");
         let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
@@ -293,7 +320,11 @@ impl SqliteStore {
         for row in rows {
             let (revision, key, kind, value) = row.map_err(|e| self.err(e))?;
             out.push(Event {
-                kind: if kind == 0 { EventKind::Put } else { EventKind::Delete },
+                kind: if kind == 0 {
+                    EventKind::Put
+                } else {
+                    EventKind::Delete
+                },
                 key: self.key_string(key)?,
                 value,
                 revision,
@@ -311,7 +342,9 @@ fn sql_err(path: &Path, source: rusqlite::Error) -> StoreError {
 }
 
 fn meta(conn: &Connection, name: &str) -> rusqlite::Result<Revision> {
-    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
+    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })
 }
 
 /// The SQL that selects `cols` of every key in [?1, ?2), and a function giving ?2 for a prefix.

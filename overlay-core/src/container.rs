@@ -1,0 +1,125 @@
+//! Attaching a container to a network: the one code path the CNI plugin and the lab share.
+//!
+//! The endpoint is recorded in the store first (that allocates its address, and tells the
+//! agents on other hosts about it), then the veth is built; if building fails the record is
+//! removed again, so a failure leaves nothing behind.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+
+use crate::catalog::{Catalog, CatalogError, EndpointSpec};
+use crate::dataplane::{self, AttachSpec, Attachment, Dataplane, DataplaneError};
+use crate::model::{Endpoint, Network};
+use crate::netns::{self, NetnsError};
+
+/// A container to attach.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub network: String,
+    /// The node (host) the container runs on.
+    pub node: String,
+    /// The endpoint id: unique within the network (a container id, or a lab name).
+    pub id: String,
+    /// The host's network namespace; `None` for the calling thread's.
+    pub host_netns: Option<PathBuf>,
+    pub container_netns: PathBuf,
+    /// The interface name inside the container.
+    pub ifname: String,
+    /// A fixed address; `None` to allocate one.
+    pub ip: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("network {network}: bridge {bridge} does not exist on this host yet; is `vxmesh agent` running here?")]
+    NoBridge { network: String, bridge: String },
+}
+
+fn host_path(spec_host: &Option<PathBuf>) -> PathBuf {
+    spec_host
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(netns::THREAD_SELF_NET))
+}
+
+/// The MTU the network has on this host: its bridge's, as the agent set it.
+fn bridge_mtu(host: &Option<PathBuf>, network: &Network) -> Result<u32, ContainerError> {
+    let bridge = network.bridge_name();
+    let name = bridge.clone();
+    let link = netns::block_on_in(&host_path(host), move || async move {
+        Dataplane::connect()?.link(&name).await
+    })??;
+    link.map(|l| l.mtu).ok_or_else(|| ContainerError::NoBridge {
+        network: network.name.clone(),
+        bridge,
+    })
+}
+
+/// Records the endpoint, then builds its veth into the container. Undoes the record on failure.
+pub fn attach_container(
+    catalog: &Catalog,
+    spec: &ContainerSpec,
+) -> Result<(Endpoint, Attachment), ContainerError> {
+    let network = catalog.network(&spec.network)?;
+    let mtu = bridge_mtu(&spec.host_netns, &network)?;
+    let endpoint = catalog.add_endpoint(&EndpointSpec {
+        network: spec.network.clone(),
+        node: spec.node.clone(),
+        id: Some(spec.id.clone()),
+        ip: spec.ip,
+        mac: None,
+        attach: true,
+    })?;
+    let attach = AttachSpec {
+        host_netns: spec.host_netns.clone(),
+        container_netns: spec.container_netns.clone(),
+        bridge: network.bridge_name(),
+        host_ifname: endpoint
+            .host_ifname
+            .clone()
+            .expect("attach endpoints have a veth"),
+        container_ifname: spec.ifname.clone(),
+        address: Ipv4Net::new(endpoint.ip, network.subnet.prefix_len())
+            .expect("prefix from a valid subnet"),
+        gateway: Some(network.gateway),
+        mac: endpoint.mac,
+        mtu,
+    };
+    match dataplane::attach(&attach) {
+        Ok(a) => Ok((endpoint, a)),
+        Err(e) => {
+            if let Err(undo) = catalog.remove_endpoint(&endpoint.network, &endpoint.id) {
+                tracing::warn!(endpoint = %endpoint.id, error = %undo, "attach failed; cannot remove the endpoint record");
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Removes the container's veth and its endpoint record. Succeeds when either is already gone.
+pub fn detach_container(
+    catalog: &Catalog,
+    host_netns: Option<PathBuf>,
+    network: &str,
+    id: &str,
+) -> Result<(), ContainerError> {
+    let endpoint = match catalog.endpoint(network, id) {
+        Ok(e) => e,
+        Err(CatalogError::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(ifname) = &endpoint.host_ifname {
+        dataplane::detach(host_netns.as_deref(), ifname)?;
+    }
+    match catalog.remove_endpoint(network, id) {
+        Ok(_) | Err(CatalogError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

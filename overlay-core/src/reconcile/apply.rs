@@ -1,0 +1,457 @@
+//! Reading the kernel and changing only what differs from the desired state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
+
+use crate::dataplane::{Dataplane, DataplaneError, FdbEntry, Link, NeighEntry, VxlanSpec};
+use crate::mac::MacAddr;
+use crate::model::{self, Node, VXLAN_PORT};
+
+use super::desired::{Desired, DesiredNetwork};
+use super::sysctl;
+
+/// One change made to the kernel, for logs and for proving a second pass makes none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub action: &'static str,
+    pub object: String,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.action, self.object)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("node {node}: its underlay address {ip} is on no interface of this host")]
+    NoUnderlay { node: String, ip: Ipv4Addr },
+    #[error("{context}: {source}")]
+    Dataplane {
+        context: String,
+        #[source]
+        source: DataplaneError,
+    },
+    #[error("{context}: {source}")]
+    Sysctl {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What one pass did: every change made, and every error met (a failure on one network does
+/// not stop the others).
+#[derive(Debug, Default)]
+pub struct Report {
+    pub changes: Vec<Change>,
+    pub errors: Vec<ReconcileError>,
+}
+
+/// Applies desired state to the kernel of the network namespace its netlink socket was opened in.
+pub struct Reconciler {
+    dp: Dataplane,
+}
+
+trait Context<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T, ReconcileError>;
+}
+
+impl<T> Context<T> for Result<T, DataplaneError> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T, ReconcileError> {
+        self.map_err(|source| ReconcileError::Dataplane {
+            context: context(),
+            source,
+        })
+    }
+}
+
+impl Reconciler {
+    pub fn new(dp: Dataplane) -> Self {
+        Reconciler { dp }
+    }
+
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dp
+    }
+
+    /// One reconcile pass.
+    pub async fn apply(&self, desired: &Desired) -> Report {
+        let mut report = Report::default();
+        let mut keep: BTreeSet<String> = BTreeSet::new();
+        if let Some(node) = &desired.node {
+            match self.underlay(node).await {
+                Ok(underlay) => {
+                    for d in desired.networks.values() {
+                        keep.insert(d.network.bridge_name());
+                        keep.insert(d.network.vxlan_name());
+                        keep.extend(
+                            d.local_attached
+                                .iter()
+                                .filter_map(|e| e.host_ifname.clone()),
+                        );
+                        if let Err(e) = self.network(node, &underlay, d, &mut report.changes).await
+                        {
+                            report.errors.push(e);
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Without the underlay nothing can be built, but nothing is torn down
+                    // either: the address may be coming back.
+                    report.errors.push(e);
+                    return report;
+                }
+            }
+        }
+        if let Err(e) = self.remove_stale(&keep, &mut report.changes).await {
+            report.errors.push(e);
+        }
+        report
+    }
+
+    async fn underlay(&self, node: &Node) -> Result<Link, ReconcileError> {
+        self.dp
+            .link_with_address(IpAddr::V4(node.underlay))
+            .await
+            .ctx(|| format!("finding the underlay device of {}", node.underlay))?
+            .ok_or_else(|| ReconcileError::NoUnderlay {
+                node: node.name.clone(),
+                ip: node.underlay,
+            })
+    }
+
+    async fn network(
+        &self,
+        node: &Node,
+        underlay: &Link,
+        d: &DesiredNetwork,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ReconcileError> {
+        let net = &d.network;
+        let mtu = net.effective_mtu(underlay.mtu);
+        let bridge = self.bridge(net, mtu, changes).await?;
+        let vxlan = self
+            .vxlan(node, underlay, net, mtu, &bridge, changes)
+            .await?;
+        self.fdb(&vxlan, &d.fdb, changes).await?;
+        self.neighbours(&vxlan, &d.neighbours, changes).await?;
+        for e in &d.local_attached {
+            let Some(name) = &e.host_ifname else { continue };
+            // A veth whose bridge was recreated has lost its master: put it back.
+            if let Some(link) = self.dp.link(name).await.ctx(|| format!("reading {name}"))? {
+                self.ensure_port(&link, &bridge, mtu, changes).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn bridge(
+        &self,
+        net: &model::Network,
+        mtu: u32,
+        changes: &mut Vec<Change>,
+    ) -> Result<Link, ReconcileError> {
+        let name = net.bridge_name();
+        let ctx = |what: &str| format!("network {}: {what} bridge {name}", net.name);
+        let mut link = match self.dp.link(&name).await.ctx(|| ctx("reading"))? {
+            Some(l) if l.kind.as_deref() == Some("bridge") => l,
+            other => {
+                if let Some(l) = other {
+                    self.dp
+                        .delete_link(l.index)
+                        .await
+                        .ctx(|| ctx("replacing"))?;
+                    changes.push(change("delete link (wrong kind)", &name));
+                }
+                let l = self
+                    .dp
+                    .create_bridge(&name, mtu)
+                    .await
+                    .ctx(|| ctx("creating"))?;
+                changes.push(change("create bridge", &name));
+                l
+            }
+        };
+        // A fixed MAC: otherwise the bridge takes its ports' and the gateway's MAC changes
+        // under the containers' ARP caches whenever a port comes or goes.
+        let mac = MacAddr::for_endpoint(net.gateway);
+        if link.mac != Some(mac) {
+            self.dp
+                .set_mac(link.index, mac)
+                .await
+                .ctx(|| ctx("setting the MAC of"))?;
+            changes.push(change("set mac", format!("{name} {mac}")));
+        }
+        if link.mtu != mtu {
+            self.dp
+                .set_mtu(link.index, mtu)
+                .await
+                .ctx(|| ctx("setting the MTU of"))?;
+            changes.push(change("set mtu", format!("{name} {mtu}")));
+            link.mtu = mtu;
+        }
+        let want = IpNet::V4(net.gateway_net());
+        let have = self
+            .dp
+            .addresses(link.index)
+            .await
+            .ctx(|| ctx("reading addresses of"))?;
+        for a in have
+            .iter()
+            .filter(|a| matches!(a, IpNet::V4(_)) && **a != want)
+        {
+            self.dp
+                .delete_address(link.index, *a)
+                .await
+                .ctx(|| ctx("removing an address of"))?;
+            changes.push(change("delete address", format!("{name} {a}")));
+        }
+        if !have.contains(&want) {
+            self.dp
+                .add_address(link.index, want)
+                .await
+                .ctx(|| ctx("adding the gateway to"))?;
+            changes.push(change("add address", format!("{name} {want}")));
+        }
+        // Networks are isolated: nothing that arrives on an overlay bridge is routed elsewhere.
+        let fwd = sysctl::read(&name, "forwarding").map_err(|source| ReconcileError::Sysctl {
+            context: ctx("reading forwarding of"),
+            source,
+        })?;
+        if fwd != "0" {
+            sysctl::write(&name, "forwarding", "0").map_err(|source| ReconcileError::Sysctl {
+                context: ctx("disabling forwarding on"),
+                source,
+            })?;
+            changes.push(change("disable forwarding", &name));
+        }
+        if !link.up {
+            self.dp
+                .set_up(link.index)
+                .await
+                .ctx(|| ctx("bringing up"))?;
+            changes.push(change("set up", &name));
+        }
+        Ok(link)
+    }
+
+    async fn vxlan(
+        &self,
+        node: &Node,
+        underlay: &Link,
+        net: &model::Network,
+        mtu: u32,
+        bridge: &Link,
+        changes: &mut Vec<Change>,
+    ) -> Result<Link, ReconcileError> {
+        let name = net.vxlan_name();
+        let ctx = |what: &str| format!("network {}: {what} vxlan {name}", net.name);
+        let spec = VxlanSpec {
+            name: name.clone(),
+            vni: net.vni,
+            local: node.underlay,
+            port: VXLAN_PORT,
+            underlay_index: Some(underlay.index),
+            mtu,
+            proxy: true,
+        };
+        let current = self.dp.link(&name).await.ctx(|| ctx("reading"))?;
+        let matches = |l: &Link| {
+            l.vxlan.as_ref().is_some_and(|v| {
+                v.vni == spec.vni
+                    && v.local == Some(spec.local)
+                    && v.port == spec.port
+                    && !v.learning
+                    && v.proxy
+                    && v.underlay_index == spec.underlay_index
+            })
+        };
+        let link = match current {
+            Some(l) if matches(&l) => l,
+            other => {
+                if let Some(l) = other {
+                    self.dp
+                        .delete_link(l.index)
+                        .await
+                        .ctx(|| ctx("replacing"))?;
+                    changes.push(change("delete link (changed)", &name));
+                }
+                let l = self.dp.create_vxlan(&spec).await.ctx(|| ctx("creating"))?;
+                changes.push(change(
+                    "create vxlan",
+                    format!(
+                        "{name} vni {} local {} dstport {VXLAN_PORT}",
+                        net.vni, node.underlay
+                    ),
+                ));
+                l
+            }
+        };
+        self.ensure_port(&link, bridge, mtu, changes).await?;
+        Ok(link)
+    }
+
+    /// `link` is a port of `bridge`, with the network's MTU, and up.
+    async fn ensure_port(
+        &self,
+        link: &Link,
+        bridge: &Link,
+        mtu: u32,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ReconcileError> {
+        let name = &link.name;
+        if link.mtu != mtu {
+            self.dp
+                .set_mtu(link.index, mtu)
+                .await
+                .ctx(|| format!("setting the MTU of {name}"))?;
+            changes.push(change("set mtu", format!("{name} {mtu}")));
+        }
+        if link.master != Some(bridge.index) {
+            self.dp
+                .set_master(link.index, Some(bridge.index))
+                .await
+                .ctx(|| format!("attaching {name} to {}", bridge.name))?;
+            changes.push(change("set master", format!("{name} {}", bridge.name)));
+        }
+        if !link.up {
+            self.dp
+                .set_up(link.index)
+                .await
+                .ctx(|| format!("bringing up {name}"))?;
+            changes.push(change("set up", name));
+        }
+        Ok(())
+    }
+
+    async fn fdb(
+        &self,
+        vxlan: &Link,
+        want: &BTreeSet<FdbEntry>,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ReconcileError> {
+        let dev = &vxlan.name;
+        let have: BTreeSet<FdbEntry> = self
+            .dp
+            .fdb_entries(vxlan.index)
+            .await
+            .ctx(|| format!("reading the FDB of {dev}"))?
+            .into_iter()
+            .collect();
+        for e in have.difference(want) {
+            self.dp
+                .fdb_delete(vxlan.index, e)
+                .await
+                .ctx(|| format!("deleting FDB entry {} dst {} on {dev}", e.mac, e.dst))?;
+            changes.push(change(
+                "delete fdb",
+                format!("{} dst {} dev {dev}", e.mac, e.dst),
+            ));
+        }
+        for e in want.difference(&have) {
+            self.dp
+                .fdb_append(vxlan.index, e)
+                .await
+                .ctx(|| format!("adding FDB entry {} dst {} on {dev}", e.mac, e.dst))?;
+            changes.push(change(
+                "add fdb",
+                format!("{} dst {} dev {dev}", e.mac, e.dst),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn neighbours(
+        &self,
+        vxlan: &Link,
+        want: &BTreeMap<Ipv4Addr, MacAddr>,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ReconcileError> {
+        let dev = &vxlan.name;
+        let have = self
+            .dp
+            .neighbours(vxlan.index)
+            .await
+            .ctx(|| format!("reading neighbours of {dev}"))?;
+        let mut correct = BTreeSet::new();
+        for n in &have {
+            let IpAddr::V4(ip) = n.ip else { continue };
+            match want.get(&ip) {
+                Some(mac) if *mac == n.mac && n.permanent => {
+                    correct.insert(ip);
+                }
+                Some(_) => {} // replaced below
+                None if n.permanent => {
+                    self.dp
+                        .neigh_delete(vxlan.index, n.ip)
+                        .await
+                        .ctx(|| format!("deleting neighbour {ip} on {dev}"))?;
+                    changes.push(change("delete neighbour", format!("{ip} dev {dev}")));
+                }
+                None => {}
+            }
+        }
+        for (ip, mac) in want.iter().filter(|(ip, _)| !correct.contains(*ip)) {
+            let entry = NeighEntry {
+                ip: IpAddr::V4(*ip),
+                mac: *mac,
+                permanent: true,
+            };
+            self.dp
+                .neigh_replace(vxlan.index, &entry)
+                .await
+                .ctx(|| format!("setting neighbour {ip} on {dev}"))?;
+            changes.push(change(
+                "set neighbour",
+                format!("{ip} lladdr {mac} dev {dev}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Deletes every device vxmesh made (by its name prefix and kind) that `keep` does not hold.
+    async fn remove_stale(
+        &self,
+        keep: &BTreeSet<String>,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ReconcileError> {
+        let links = self.dp.links().await.ctx(|| "listing links".to_string())?;
+        let ours = |l: &Link| {
+            let kind = l.kind.as_deref();
+            (l.name.starts_with(model::VXLAN_PREFIX) && kind == Some("vxlan"))
+                || (l.name.starts_with(model::BRIDGE_PREFIX) && kind == Some("bridge"))
+                || (l.name.starts_with(model::VETH_PREFIX) && kind == Some("veth"))
+        };
+        // VXLAN devices first, then veths, then bridges: ports go before their bridge.
+        let order = |l: &Link| match l.kind.as_deref() {
+            Some("vxlan") => 0,
+            Some("veth") => 1,
+            _ => 2,
+        };
+        let mut stale: Vec<&Link> = links
+            .iter()
+            .filter(|l| ours(l) && !keep.contains(&l.name))
+            .collect();
+        stale.sort_by_key(|l| order(l));
+        for l in stale {
+            self.dp
+                .delete_link(l.index)
+                .await
+                .ctx(|| format!("deleting {}", l.name))?;
+            changes.push(change("delete link", &l.name));
+        }
+        Ok(())
+    }
+}
+
+fn change(action: &'static str, object: impl ToString) -> Change {
+    Change {
+        action,
+        object: object.to_string(),
+    }
+}

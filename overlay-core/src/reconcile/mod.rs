@@ -1,0 +1,13 @@
+//! The reconciler: makes one host's kernel match the store.
+//!
+//! [`Desired::compute`] turns a store snapshot into what this host should hold;
+//! [`Reconciler::apply`] reads what the kernel holds and changes only the differences, so a
+//! second pass changes nothing, and everything vxmesh made that the store no longer wants
+//! (devices, FDB and neighbour entries, veths) is removed.
+
+mod apply;
+mod desired;
+mod sysctl;
+
+pub use apply::{Change, ReconcileError, Reconciler, Report};
+pub use desired::{Desired, DesiredNetwork};

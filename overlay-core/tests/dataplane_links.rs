@@ -1,0 +1,214 @@
+//! Links, addresses, routes through the netlink dataplane, checked with `ip` as witness.
+//! Needs root. Everything happens in throwaway namespaces.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ipnet::IpNet;
+use overlay_core::dataplane::{Dataplane, DataplaneError, VxlanInfo, VxlanSpec};
+use overlay_core::netns::{self, NetnsGuard};
+use overlay_core::MacAddr;
+
+fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "vxt-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn witness(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run witness");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn in_ns<T: Send + 'static, Fut: std::future::Future<Output = T>>(
+    ns: &NetnsGuard,
+    f: impl FnOnce(Dataplane) -> Fut + Send + 'static,
+) -> T {
+    netns::block_on_in(ns.path(), move || async move {
+        let dp = Dataplane::connect().expect("connect");
+        f(dp).await
+    })
+    .expect("enter namespace")
+}
+
+#[test]
+fn bridge_and_vxlan() {
+    let ns = NetnsGuard::new(&unique("links")).unwrap();
+    let (underlay, br, vx) = in_ns(&ns, |dp| async move {
+        let (u0, _u1) = dp.create_veth("u0", "u1", 1500).await.unwrap();
+        dp.add_address(u0.index, "192.0.2.1/24".parse().unwrap())
+            .await
+            .unwrap();
+        dp.set_up(u0.index).await.unwrap();
+
+        let found = dp
+            .link_with_address(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)))
+            .await
+            .unwrap()
+            .expect("underlay found by address");
+        assert_eq!(found.index, u0.index);
+        assert!(dp
+            .link_with_address("192.0.2.99".parse().unwrap())
+            .await
+            .unwrap()
+            .is_none());
+
+        let br = dp.create_bridge("br0", 1450).await.unwrap();
+        assert_eq!(br.kind.as_deref(), Some("bridge"));
+        assert_eq!(br.mtu, 1450);
+        let spec = VxlanSpec {
+            name: "vx0".into(),
+            vni: 4242,
+            local: Ipv4Addr::new(192, 0, 2, 1),
+            port: 4789,
+            underlay_index: Some(u0.index),
+            mtu: 1450,
+            proxy: true,
+        };
+        let vx = dp.create_vxlan(&spec).await.unwrap();
+        dp.set_master(vx.index, Some(br.index)).await.unwrap();
+        dp.set_up(vx.index).await.unwrap();
+        dp.set_up(br.index).await.unwrap();
+
+        // Creating again says "exists".
+        let again = dp.create_bridge("br0", 1450).await.unwrap_err();
+        assert!(again.is_exists(), "{again}");
+        let again = dp.create_vxlan(&spec).await.unwrap_err();
+        assert!(again.is_exists(), "{again}");
+
+        let vx = dp.link("vx0").await.unwrap().unwrap();
+        let br = dp.link_by_index(br.index).await.unwrap().unwrap();
+        (u0, br, vx)
+    });
+
+    assert_eq!(vx.kind.as_deref(), Some("vxlan"));
+    assert_eq!(vx.master, Some(br.index));
+    assert!(vx.up && br.up);
+    assert_eq!(vx.mtu, 1450);
+    assert_eq!(
+        vx.vxlan,
+        Some(VxlanInfo {
+            vni: 4242,
+            local: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            port: 4789,
+            learning: false,
+            proxy: true,
+            underlay_index: Some(underlay.index),
+        })
+    );
+
+    let out = witness(&["ip", "-n", ns.name(), "-d", "link", "show", "vx0"]);
+    for want in [
+        "vxlan id 4242",
+        "local 192.0.2.1",
+        "dev u0",
+        "dstport 4789",
+        "nolearning",
+        "proxy",
+        "udpcsum",
+        "master br0",
+        "mtu 1450",
+    ] {
+        assert!(out.contains(want), "missing '{want}' in:\n{out}");
+    }
+    let out = witness(&["ip", "-n", ns.name(), "-d", "link", "show", "br0"]);
+    assert!(out.contains("bridge") && out.contains("mtu 1450"), "{out}");
+}
+
+#[test]
+fn link_settings_addresses_routes_and_delete() {
+    let ns = NetnsGuard::new(&unique("set")).unwrap();
+    let mac: MacAddr = "0a:58:0a:0a:01:09".parse().unwrap();
+    in_ns(&ns, move |dp| async move {
+        let (a, b) = dp.create_veth("va", "vb", 1400).await.unwrap();
+        assert_eq!(a.kind.as_deref(), Some("veth"));
+        assert_eq!((a.mtu, b.mtu), (1400, 1400));
+        assert!(!a.up);
+
+        dp.set_mac(a.index, mac).await.unwrap();
+        dp.set_mtu(a.index, 1300).await.unwrap();
+        dp.rename(a.index, "vrenamed").await.unwrap();
+        dp.set_up(a.index).await.unwrap();
+        let a2 = dp.link("vrenamed").await.unwrap().unwrap();
+        assert_eq!(
+            (a2.index, a2.mac, a2.mtu, a2.up),
+            (a.index, Some(mac), 1300, true)
+        );
+        assert!(dp.link("va").await.unwrap().is_none());
+        let clash = dp.rename(b.index, "vrenamed").await.unwrap_err();
+        assert!(clash.is_exists(), "{clash}");
+
+        let net: IpNet = "10.20.0.2/24".parse().unwrap();
+        dp.add_address(a.index, net).await.unwrap();
+        dp.add_address(a.index, net).await.unwrap(); // idempotent
+        assert_eq!(dp.addresses(a.index).await.unwrap(), vec![net]);
+
+        assert_eq!(dp.default_route().await.unwrap(), None);
+        let gw = Ipv4Addr::new(10, 20, 0, 1);
+        dp.add_default_route(gw).await.unwrap();
+        dp.add_default_route(gw).await.unwrap(); // same route again: fine
+        assert_eq!(dp.default_route().await.unwrap(), Some(gw));
+        let other = dp
+            .add_default_route(Ipv4Addr::new(10, 20, 0, 3))
+            .await
+            .unwrap_err();
+        assert!(other.is_exists(), "{other}");
+    });
+    let out = witness(&["ip", "-n", ns.name(), "-4", "addr", "show", "vrenamed"]);
+    assert!(out.contains("inet 10.20.0.2/24"), "{out}");
+    let out = witness(&["ip", "-n", ns.name(), "link", "show", "vrenamed"]);
+    assert!(
+        out.contains("link/ether 0a:58:0a:0a:01:09") && out.contains("mtu 1300"),
+        "{out}"
+    );
+    let out = witness(&["ip", "-n", ns.name(), "route", "show", "default"]);
+    assert!(out.contains("default via 10.20.0.1 dev vrenamed"), "{out}");
+
+    in_ns(&ns, |dp| async move {
+        let a = dp.link("vrenamed").await.unwrap().unwrap();
+        let net: IpNet = "10.20.0.2/24".parse().unwrap();
+        dp.delete_address(a.index, net).await.unwrap();
+        dp.delete_address(a.index, net).await.unwrap(); // absent: fine
+        assert!(dp.addresses(a.index).await.unwrap().is_empty());
+
+        dp.delete_link(a.index).await.unwrap();
+        dp.delete_link(a.index).await.unwrap(); // already gone: fine
+        assert!(dp.link("vrenamed").await.unwrap().is_none());
+        assert!(dp.link("vb").await.unwrap().is_none(), "peer goes with it");
+        assert!(dp.link_by_index(a.index).await.unwrap().is_none());
+
+        let err: DataplaneError = dp.set_up(a.index).await.unwrap_err();
+        assert!(err.is_not_found(), "{err}");
+        assert!(err.to_string().contains(&a.index.to_string()), "{err}");
+        let err = dp.link("this-name-is-too-long").await.unwrap_err();
+        assert!(matches!(err, DataplaneError::Invalid { .. }), "{err}");
+    });
+    let out = witness(&["ip", "-n", ns.name(), "link", "show"]);
+    assert!(!out.contains("vrenamed") && !out.contains("vb"), "{out}");
+}
+
+#[test]
+fn move_to_netns_by_fd() {
+    let a = NetnsGuard::new(&unique("mva")).unwrap();
+    let b = NetnsGuard::new(&unique("mvb")).unwrap();
+    let target = b.path().to_path_buf();
+    in_ns(&a, move |dp| async move {
+        let (_x, y) = dp.create_veth("mx", "my", 0).await.unwrap();
+        dp.move_to_netns(y.index, &target).await.unwrap();
+        assert!(dp.link("my").await.unwrap().is_none());
+    });
+    let out = witness(&["ip", "-n", b.name(), "link", "show", "my"]);
+    assert!(out.contains("my@"), "{out}");
+}

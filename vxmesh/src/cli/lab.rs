@@ -1,0 +1,192 @@
+//! `vxmesh lab …`
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use vxmesh::lab::{self, LabSpec, LabState};
+
+use super::output;
+
+#[derive(Debug, Subcommand)]
+pub enum LabCmd {
+    /// Build simulated hosts (namespaces on an underlay switch), each running an agent, with
+    /// networks and containers on them. The lab has its own store (see `lab status`).
+    Up(UpArgs),
+    /// Show the lab's hosts, networks and containers.
+    Status(PrefixArg),
+    /// Run a command in a lab host's or container's network namespace.
+    Exec(ExecArgs),
+    /// Remove everything the lab made (agents, namespaces, state). Idempotent.
+    Down(PrefixArg),
+}
+
+#[derive(Debug, Args)]
+pub struct PrefixArg {
+    /// Name of the lab; every namespace it makes starts with it.
+    #[arg(long, default_value = "vxlab")]
+    pub prefix: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub prefix: PrefixArg,
+    /// Number of hosts (h1…hN).
+    #[arg(long, default_value_t = 3)]
+    pub hosts: u32,
+    /// Containers on each host (h1-c1…), spread round robin over the networks.
+    #[arg(long, default_value_t = 2)]
+    pub containers_per_host: u32,
+    /// Number of networks (net1…, subnets 10.10.1.0/24…).
+    #[arg(long, default_value_t = 2)]
+    pub networks: u32,
+    /// MTU of the underlay links.
+    #[arg(long, default_value_t = 1500)]
+    pub mtu: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub prefix: PrefixArg,
+    /// A host (h1) or container (h1-c1).
+    pub member: String,
+    /// The command, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+fn print_state(s: &LabState) {
+    println!("lab {} (store {})", s.prefix, s.store.display());
+    println!(
+        "underlay switch: namespace {}, subnet {}\n",
+        s.switch_namespace, s.underlay_subnet
+    );
+    let hosts: Vec<_> = s
+        .hosts
+        .iter()
+        .map(|h| {
+            vec![
+                h.name.clone(),
+                h.namespace.clone(),
+                format!("{} {}", h.interface, h.address),
+                match (h.agent_pid, h.agent_running) {
+                    (Some(p), true) => format!("running (pid {p})"),
+                    (Some(p), false) => format!("NOT RUNNING (was pid {p})"),
+                    (None, _) => "not started".into(),
+                },
+            ]
+        })
+        .collect();
+    output::table(&["HOST", "NAMESPACE", "UNDERLAY", "AGENT"], &hosts);
+    println!();
+    let nets: Vec<_> = s
+        .networks
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.subnet.clone(),
+                n.gateway.to_string(),
+                n.vni.to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["NETWORK", "SUBNET", "GATEWAY", "VNI"], &nets);
+    println!();
+    let cs: Vec<_> = s
+        .containers
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.host.clone(),
+                c.namespace.clone(),
+                c.network.clone(),
+                format!("{} {}", c.interface, c.address),
+                c.mac.clone(),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "CONTAINER",
+            "HOST",
+            "NAMESPACE",
+            "NETWORK",
+            "ADDRESS",
+            "MAC",
+        ],
+        &cs,
+    );
+}
+
+pub fn run(cmd: LabCmd, json: bool) -> Result<i32> {
+    match cmd {
+        LabCmd::Up(a) => {
+            let spec = LabSpec {
+                prefix: a.prefix.prefix,
+                hosts: a.hosts,
+                containers_per_host: a.containers_per_host,
+                networks: a.networks,
+                underlay_mtu: a.mtu,
+                agent_bin: std::env::current_exe().context("finding the vxmesh binary")?,
+            };
+            let quiet = json;
+            let state = lab::up(&spec, &|line| {
+                if !quiet {
+                    eprintln!("  {line}");
+                }
+            })?;
+            if json {
+                output::json(&state);
+                return Ok(0);
+            }
+            println!();
+            print_state(&state);
+            let h1 = &state.hosts[0];
+            println!("\nWatch the overlay on the underlay, decoded as VXLAN:");
+            println!(
+                "  ip netns exec {} tcpdump -ni {} udp port 4789",
+                h1.namespace, h1.interface
+            );
+            if let Some(c) = state.containers.first() {
+                println!("Run a command in a container or host:");
+                println!(
+                    "  vxmesh lab exec --prefix {} {} -- ping {}",
+                    state.prefix, c.name, state.networks[0].gateway
+                );
+            }
+            println!(
+                "Use the lab's store:  vxmesh --store {} network ls",
+                state.store.display()
+            );
+            println!(
+                "Tear it down:         vxmesh lab down --prefix {}",
+                state.prefix
+            );
+        }
+        LabCmd::Status(p) => {
+            let state = lab::status(&p.prefix)?;
+            if json {
+                output::json(&state);
+            } else {
+                print_state(&state);
+            }
+        }
+        LabCmd::Exec(a) => return Ok(lab::exec(&a.prefix.prefix, &a.member, &a.command)?),
+        LabCmd::Down(p) => {
+            let done = lab::down(&p.prefix)?;
+            if json {
+                output::json(&done);
+            } else if done.is_empty() {
+                println!("lab {}: nothing to remove", p.prefix);
+            } else {
+                for d in done {
+                    println!("{d}");
+                }
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,47 @@
+//! The `vxmesh` command line: one file per subcommand.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub mod agent;
+pub mod endpoint;
+pub mod lab;
+pub mod network;
+pub mod node;
+pub mod output;
+
+/// vxmesh: VXLAN overlay networks between Linux hosts.
+///
+/// Desired state (networks, nodes, endpoints) is written to a store; `vxmesh agent` on every
+/// host makes the kernel follow it. `vxmesh lab` builds simulated hosts on this machine.
+#[derive(Debug, Parser)]
+#[command(name = "vxmesh", version, propagate_version = true)]
+pub struct Cli {
+    /// The store: an SQLite database file shared by every vxmesh process on this machine.
+    #[arg(long, global = true, env = "VXMESH_STORE", default_value = vxmesh::DEFAULT_STORE)]
+    pub store: PathBuf,
+    /// Print machine-readable JSON instead of tables (errors too).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, inspect and remove overlay networks.
+    #[command(subcommand)]
+    Network(network::NetworkCmd),
+    /// Add, list and remove nodes (the hosts of the overlay).
+    #[command(subcommand)]
+    Node(node::NodeCmd),
+    /// Add, list and remove endpoints on hosts vxmesh does not manage.
+    #[command(subcommand)]
+    Endpoint(endpoint::EndpointCmd),
+    /// Run the per-host reconciler: make this host's kernel match the store.
+    Agent(agent::AgentArgs),
+    /// Simulated hosts on this machine, each in its own network namespace.
+    #[command(subcommand)]
+    Lab(lab::LabCmd),
+}

@@ -1,0 +1,195 @@
+//! The lab: several simulated hosts on one machine.
+//!
+//! Each host is a network namespace joined to an underlay switch (a bridge in a namespace of
+//! its own) and runs its own `vxmesh agent`; containers are namespaces attached to the overlay
+//! through the same code path the CNI plugin uses ([`overlay_core::container`]). Everything the
+//! lab makes is named after its prefix, so `lab down` can find and remove all of it even when
+//! `lab up` failed half way.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+mod down;
+mod exec;
+mod status;
+mod up;
+
+pub use down::down;
+pub use exec::exec;
+pub use status::status;
+pub use up::{up, LabSpec};
+
+/// Where lab state lives: `/run/vxmesh/lab/PREFIX/`.
+pub const STATE_ROOT: &str = "/run/vxmesh/lab";
+/// The bridge that plays the underlay switch, inside the switch namespace.
+pub const SWITCH_BRIDGE: &str = "sw0";
+/// Every host's underlay interface.
+pub const UNDERLAY_IF: &str = "eth0";
+/// Every container's interface.
+pub const CONTAINER_IF: &str = "eth0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("invalid {field} '{value}': {reason}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("lab '{0}' is already up; run `vxmesh lab down --prefix {0}` first")]
+    AlreadyUp(String),
+    #[error("lab '{0}' is not up (no state in {1})")]
+    NotUp(String, String),
+    #[error("unknown lab host or container '{0}' (see `vxmesh lab status`)")]
+    UnknownMember(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{context}: {message}")]
+    Step { context: String, message: String },
+    #[error("lab down finished with {} error(s): {}", .0.len(), .0.join("; "))]
+    Teardown(Vec<String>),
+}
+
+impl LabError {
+    fn step(context: impl Into<String>, e: impl std::fmt::Display) -> Self {
+        LabError::Step {
+            context: context.into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A simulated host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabHost {
+    pub name: String,
+    pub namespace: String,
+    pub interface: String,
+    pub address: Ipv4Addr,
+    pub agent_pid: Option<u32>,
+    #[serde(default)]
+    pub agent_running: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabNetwork {
+    pub name: String,
+    pub subnet: String,
+    pub vni: u32,
+    pub gateway: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabContainer {
+    pub name: String,
+    pub host: String,
+    pub namespace: String,
+    pub network: String,
+    pub interface: String,
+    pub address: Ipv4Addr,
+    pub mac: String,
+}
+
+/// What a lab is made of; written to `state.json` as it is built.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    pub prefix: String,
+    pub store: PathBuf,
+    pub switch_namespace: String,
+    pub underlay_subnet: String,
+    pub hosts: Vec<LabHost>,
+    pub networks: Vec<LabNetwork>,
+    pub containers: Vec<LabContainer>,
+}
+
+pub fn state_dir(prefix: &str) -> PathBuf {
+    Path::new(STATE_ROOT).join(prefix)
+}
+
+fn state_file(prefix: &str) -> PathBuf {
+    state_dir(prefix).join("state.json")
+}
+
+impl LabState {
+    pub fn load(prefix: &str) -> Result<LabState, LabError> {
+        let path = state_file(prefix);
+        let text = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                LabError::NotUp(prefix.to_string(), state_dir(prefix).display().to_string())
+            }
+            _ => LabError::Io {
+                context: format!("reading {}", path.display()),
+                source: e,
+            },
+        })?;
+        serde_json::from_slice(&text)
+            .map_err(|e| LabError::step(format!("parsing {}", path.display()), e))
+    }
+
+    fn save(&self) -> Result<(), LabError> {
+        let path = state_file(&self.prefix);
+        let tmp = path.with_extension("json.tmp");
+        let io = |source| LabError::Io {
+            context: format!("writing {}", path.display()),
+            source,
+        };
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).expect("state serializes"),
+        )
+        .map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)
+    }
+
+    /// The namespace of a host or container, by its lab name (`h1`, `h1-c2`).
+    pub fn namespace_of(&self, member: &str) -> Option<&str> {
+        self.hosts
+            .iter()
+            .find(|h| h.name == member)
+            .map(|h| h.namespace.as_str())
+            .or_else(|| {
+                self.containers
+                    .iter()
+                    .find(|c| c.name == member)
+                    .map(|c| c.namespace.as_str())
+            })
+    }
+}
+
+/// A prefix names namespaces (`PREFIX-h1-c1`), so it must keep them within the 255 bytes of a
+/// file name and free of '/'.
+pub fn check_prefix(prefix: &str) -> Result<(), LabError> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 32
+        && prefix.as_bytes()[0].is_ascii_alphanumeric()
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(LabError::Invalid {
+            field: "prefix",
+            value: prefix.to_string(),
+            reason: "must be 1 to 32 letters, digits, '-' or '_', starting with a letter or digit"
+                .into(),
+        })
+    }
+}
+
+/// Is the process alive (and not a zombie)?
+pub fn process_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,355 @@
+//! `lab up`: build the switch, the hosts, their agents, the networks and the containers.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ipnet::{IpNet, Ipv4Net};
+use overlay_core::container::{attach_container, ContainerSpec};
+use overlay_core::dataplane::{Dataplane, DataplaneError};
+use overlay_core::netns;
+use overlay_core::NetworkSpec;
+
+use super::{
+    check_prefix, state_dir, LabContainer, LabError, LabHost, LabNetwork, LabState, CONTAINER_IF,
+    SWITCH_BRIDGE, UNDERLAY_IF,
+};
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct LabSpec {
+    pub prefix: String,
+    pub hosts: u32,
+    pub containers_per_host: u32,
+    pub networks: u32,
+    /// MTU of the underlay links (the overlay gets 50 less).
+    pub underlay_mtu: u32,
+    /// The `vxmesh` binary each host's agent runs.
+    pub agent_bin: PathBuf,
+}
+
+/// The underlay: host N gets 10.99.0.N/24.
+const UNDERLAY: [u8; 3] = [10, 99, 0];
+
+fn invalid(field: &'static str, value: impl ToString, reason: &str) -> LabError {
+    LabError::Invalid {
+        field,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn check(spec: &LabSpec) -> Result<(), LabError> {
+    check_prefix(&spec.prefix)?;
+    if !(1..=50).contains(&spec.hosts) {
+        return Err(invalid("hosts", spec.hosts, "must be between 1 and 50"));
+    }
+    if spec.containers_per_host > 50 {
+        return Err(invalid(
+            "containers-per-host",
+            spec.containers_per_host,
+            "must be between 0 and 50",
+        ));
+    }
+    if !(1..=50).contains(&spec.networks) {
+        return Err(invalid(
+            "networks",
+            spec.networks,
+            "must be between 1 and 50",
+        ));
+    }
+    if !(1280..=9000).contains(&spec.underlay_mtu) {
+        return Err(invalid(
+            "mtu",
+            spec.underlay_mtu,
+            "must be between 1280 and 9000",
+        ));
+    }
+    Ok(())
+}
+
+/// Builds the lab. On any failure everything built so far is removed again.
+pub fn up(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> {
+    check(spec)?;
+    if state_dir(&spec.prefix).join("state.json").exists()
+        || netns::exists(&format!("{}-sw", spec.prefix))
+    {
+        return Err(LabError::AlreadyUp(spec.prefix.clone()));
+    }
+    match build(spec, progress) {
+        Ok(state) => Ok(state),
+        Err(e) => {
+            progress(&format!("lab up failed ({e}); removing what was built"));
+            if let Err(down) = super::down(&spec.prefix) {
+                progress(&format!("cleanup after the failure: {down}"));
+            }
+            Err(e)
+        }
+    }
+}
+
+fn ns_step<T: Send + 'static, Fut>(
+    ns: &str,
+    what: String,
+    f: impl FnOnce() -> Fut + Send + 'static,
+) -> Result<T, LabError>
+where
+    Fut: std::future::Future<Output = Result<T, DataplaneError>>,
+{
+    match netns::block_on_in(&netns::path(ns), f) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(LabError::step(what, e)),
+        Err(e) => Err(LabError::step(what, e)),
+    }
+}
+
+fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> {
+    let dir = state_dir(&spec.prefix);
+    std::fs::create_dir_all(&dir).map_err(|source| LabError::Io {
+        context: format!("creating {}", dir.display()),
+        source,
+    })?;
+    let store = dir.join("store.db");
+    let catalog =
+        crate::open_catalog(&store).map_err(|e| LabError::step("opening the lab store", e))?;
+    let mut state = LabState {
+        prefix: spec.prefix.clone(),
+        store: store.clone(),
+        switch_namespace: format!("{}-sw", spec.prefix),
+        underlay_subnet: format!("{}.{}.{}.0/24", UNDERLAY[0], UNDERLAY[1], UNDERLAY[2]),
+        hosts: vec![],
+        networks: vec![],
+        containers: vec![],
+    };
+    state.save()?;
+
+    // The underlay switch.
+    let sw = state.switch_namespace.clone();
+    netns::create(&sw).map_err(|e| LabError::step(format!("creating namespace {sw}"), e))?;
+    let mtu = spec.underlay_mtu;
+    ns_step(
+        &sw,
+        format!("creating bridge {SWITCH_BRIDGE} in {sw}"),
+        move || async move {
+            let dp = Dataplane::connect()?;
+            let br = dp.create_bridge(SWITCH_BRIDGE, mtu).await?;
+            dp.set_up(br.index).await
+        },
+    )?;
+    progress(&format!(
+        "underlay switch: bridge {SWITCH_BRIDGE} in namespace {sw}"
+    ));
+
+    // Hosts, each on a port of the switch.
+    for i in 1..=spec.hosts {
+        let host = format!("h{i}");
+        let ns = format!("{}-{host}", spec.prefix);
+        let address = Ipv4Addr::new(UNDERLAY[0], UNDERLAY[1], UNDERLAY[2], i as u8);
+        netns::create(&ns).map_err(|e| LabError::step(format!("creating namespace {ns}"), e))?;
+        plug_host(&sw, &ns, &host, address, mtu)?;
+        catalog
+            .add_node(&host, address)
+            .map_err(|e| LabError::step(format!("adding node {host}"), e))?;
+        state.hosts.push(LabHost {
+            name: host.clone(),
+            namespace: ns.clone(),
+            interface: UNDERLAY_IF.into(),
+            address,
+            agent_pid: None,
+            agent_running: false,
+        });
+        state.save()?;
+        progress(&format!(
+            "host {host}: namespace {ns}, {UNDERLAY_IF} {address}/24"
+        ));
+    }
+
+    for k in 1..=spec.networks {
+        let name = format!("net{k}");
+        let n = catalog
+            .create_network(&NetworkSpec {
+                name: name.clone(),
+                subnet: format!("10.10.{k}.0/24"),
+                ..Default::default()
+            })
+            .map_err(|e| LabError::step(format!("creating network {name}"), e))?;
+        state.networks.push(LabNetwork {
+            name: n.name.clone(),
+            subnet: n.subnet.to_string(),
+            vni: n.vni,
+            gateway: n.gateway,
+        });
+        progress(&format!("network {}: {} vni {}", n.name, n.subnet, n.vni));
+    }
+    state.save()?;
+
+    // One agent per host.
+    for h in state.hosts.iter_mut() {
+        let pid = spawn_agent(spec, &dir, &store, h)?;
+        h.agent_pid = Some(pid);
+        h.agent_running = true;
+        progress(&format!(
+            "host {}: agent running (pid {pid}, log {}/agent-{}.log)",
+            h.name,
+            dir.display(),
+            h.name
+        ));
+    }
+    state.save()?;
+    wait_for_bridges(&state)?;
+
+    // Containers, round robin over the networks.
+    for h in state.hosts.clone() {
+        for j in 1..=spec.containers_per_host {
+            let name = format!("{}-c{j}", h.name);
+            let ns = format!("{}-{name}", spec.prefix);
+            let network = state.networks[((j - 1) % spec.networks) as usize]
+                .name
+                .clone();
+            netns::create(&ns)
+                .map_err(|e| LabError::step(format!("creating namespace {ns}"), e))?;
+            let (endpoint, _) = attach_container(
+                &catalog,
+                &ContainerSpec {
+                    network: network.clone(),
+                    node: h.name.clone(),
+                    id: name.clone(),
+                    host_netns: Some(netns::path(&h.namespace)),
+                    container_netns: netns::path(&ns),
+                    ifname: CONTAINER_IF.into(),
+                    ip: None,
+                },
+            )
+            .map_err(|e| LabError::step(format!("attaching container {name}"), e))?;
+            state.containers.push(LabContainer {
+                name: name.clone(),
+                host: h.name.clone(),
+                namespace: ns.clone(),
+                network: network.clone(),
+                interface: CONTAINER_IF.into(),
+                address: endpoint.ip,
+                mac: endpoint.mac.to_string(),
+            });
+            state.save()?;
+            progress(&format!(
+                "container {name}: namespace {ns}, {network} {} {}",
+                endpoint.ip, endpoint.mac
+            ));
+        }
+    }
+    Ok(state)
+}
+
+/// A veth from the switch to the host: `hN` on the switch's bridge, `eth0` in the host.
+fn plug_host(sw: &str, ns: &str, host: &str, address: Ipv4Addr, mtu: u32) -> Result<(), LabError> {
+    let (port, tmp, target) = (host.to_string(), format!("u-{host}"), netns::path(ns));
+    let what = format!("plugging {host} into the switch");
+    ns_step(sw, what.clone(), move || async move {
+        let dp = Dataplane::connect()?;
+        let (p, peer) = dp.create_veth(&port, &tmp, mtu).await?;
+        let br = dp
+            .link(SWITCH_BRIDGE)
+            .await?
+            .ok_or_else(|| DataplaneError::LinkNotFound {
+                op: "lab up",
+                link: SWITCH_BRIDGE.into(),
+            })?;
+        dp.set_master(p.index, Some(br.index)).await?;
+        dp.set_up(p.index).await?;
+        dp.move_to_netns(peer.index, &target).await
+    })?;
+    let tmp = format!("u-{host}");
+    ns_step(ns, what, move || async move {
+        let dp = Dataplane::connect()?;
+        let l = dp
+            .link(&tmp)
+            .await?
+            .ok_or_else(|| DataplaneError::LinkNotFound {
+                op: "lab up",
+                link: tmp.clone(),
+            })?;
+        dp.rename(l.index, UNDERLAY_IF).await?;
+        let net = Ipv4Net::new(address, 24).expect("/24 is valid");
+        dp.add_address(l.index, IpNet::V4(net)).await?;
+        dp.set_up(l.index).await
+    })
+}
+
+fn spawn_agent(spec: &LabSpec, dir: &Path, store: &Path, h: &LabHost) -> Result<u32, LabError> {
+    let log_path = dir.join(format!("agent-{}.log", h.name));
+    let log = File::create(&log_path).map_err(|source| LabError::Io {
+        context: format!("creating {}", log_path.display()),
+        source,
+    })?;
+    let err = log.try_clone().map_err(|source| LabError::Io {
+        context: format!("opening {}", log_path.display()),
+        source,
+    })?;
+    let child = Command::new(&spec.agent_bin)
+        .arg("--store")
+        .arg(store)
+        .args(["agent", "--node", &h.name, "--netns", &h.namespace])
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        // Its own process group: a Ctrl-C meant for `lab up` does not stop the lab's agents.
+        .process_group(0)
+        .spawn()
+        .map_err(|source| LabError::Io {
+            context: format!(
+                "starting the agent of {} ({})",
+                h.name,
+                spec.agent_bin.display()
+            ),
+            source,
+        })?;
+    Ok(child.id())
+}
+
+/// Containers can be attached once the agents have made the networks' bridges.
+fn wait_for_bridges(state: &LabState) -> Result<(), LabError> {
+    let bridges: Vec<String> = state
+        .networks
+        .iter()
+        .map(|n| overlay_core::model::bridge_name(&n.name))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for h in &state.hosts {
+        loop {
+            let want = bridges.clone();
+            let ready = ns_step(
+                &h.namespace,
+                format!("reading links of {}", h.name),
+                move || async move {
+                    let dp = Dataplane::connect()?;
+                    let links = dp.links().await?;
+                    Ok(want
+                        .iter()
+                        .all(|b| links.iter().any(|l| &l.name == b && l.up)))
+                },
+            )?;
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline || !h.agent_pid.is_some_and(super::process_running) {
+                return Err(LabError::step(
+                    format!("waiting for the agent of {}", h.name),
+                    format!(
+                        "its networks' bridges did not appear; see {}/agent-{}.log",
+                        state_dir(&state.prefix).display(),
+                        h.name
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}

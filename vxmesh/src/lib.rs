@@ -1,0 +1,27 @@
+//! vxmesh: VXLAN overlay networks between Linux hosts.
+//!
+//! The facade an orchestrator embeds: open a store, then use the [`Catalog`] to create
+//! networks, nodes and endpoints, [`attach_container`] to put a network namespace on a network,
+//! and run [`agent::run`] on every host to make its kernel follow the store.
+
+pub mod agent;
+pub mod lab;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use overlay_core::catalog::{Catalog, CatalogError, EndpointSpec, NetworkSpec, Snapshot};
+pub use overlay_core::container::{
+    attach_container, detach_container, ContainerError, ContainerSpec,
+};
+pub use overlay_core::model::{Endpoint, Network, Node};
+pub use overlay_core::store::{SqliteStore, Store, StoreError};
+pub use overlay_core::MacAddr;
+
+/// Where the embedded store lives unless told otherwise.
+pub const DEFAULT_STORE: &str = "/var/lib/vxmesh/store.db";
+
+/// Opens the embedded store at `path` and returns a catalog over it.
+pub fn open_catalog(path: &Path) -> Result<Catalog, StoreError> {
+    Ok(Catalog::new(Arc::new(SqliteStore::open(path)?)))
+}

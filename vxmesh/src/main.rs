@@ -1,0 +1,64 @@
+//! The `vxmesh` binary: CLI, agent and lab.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+
+use cli::{Cli, Command};
+
+fn init_logging(agent: bool) {
+    let default = if agent { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let json = cli.json;
+    match cli.command {
+        Command::Lab(cmd) => cli::lab::run(cmd, json),
+        Command::Agent(args) => {
+            // Before any thread exists, so the whole agent lives in that namespace.
+            cli::agent::enter_netns(&args)?;
+            let catalog = vxmesh::open_catalog(&cli.store)?;
+            cli::agent::run(args, catalog)?;
+            Ok(0)
+        }
+        Command::Network(cmd) => {
+            cli::network::run(cmd, &vxmesh::open_catalog(&cli.store)?, json)?;
+            Ok(0)
+        }
+        Command::Node(cmd) => {
+            cli::node::run(cmd, &vxmesh::open_catalog(&cli.store)?, json)?;
+            Ok(0)
+        }
+        Command::Endpoint(cmd) => {
+            cli::endpoint::run(cmd, &vxmesh::open_catalog(&cli.store)?, json)?;
+            Ok(0)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Agent(_)));
+    let json = cli.json;
+    match run(cli) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            if json {
+                println!("{}", serde_json::json!({ "error": msg }));
+            }
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

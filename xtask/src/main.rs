@@ -1,0 +1,87 @@
+//! vxmesh's task runner: `cargo xtask setup | test | demo | bench overlay`.
+
+mod bench;
+mod demo;
+mod lab;
+mod setup;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup                  install the Debian packages vxmesh needs (root, apt-get)
+  test [-- ARGS...]      setup, cargo build --workspace --all-targets,
+                         cargo test --workspace ARGS... (root: tests create netns)
+                         e.g. cargo xtask test -- store -- --nocapture
+  demo                   setup, build vxmesh, run a 3-host lab and explain it
+  bench overlay [--seconds N] [--no-lab]
+                         iperf3 TCP throughput: lab underlay, vxmesh overlay and
+                         a VXLAN link built by hand (N s each, default 10);
+                         --no-lab measures only the by-hand link
+  help                   this text
+
+demo and bench build target/release/vxmesh; VXMESH_BIN=PATH uses another binary.
+";
+
+fn main() -> ExitCode {
+    util::install_interrupt_handler();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            util::flush();
+            eprintln!("\nxtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<()> {
+    let Some((command, rest)) = args.split_first() else {
+        print!("{USAGE}");
+        bail!("no command given");
+    };
+    match command.as_str() {
+        "setup" => {
+            no_args("setup", rest)?;
+            setup::setup()
+        }
+        "test" => {
+            let passthrough = match rest.split_first() {
+                None => &[][..],
+                Some((dashes, after)) if dashes == "--" => after,
+                Some(_) => bail!(
+                    "`cargo xtask test` takes arguments for cargo test after `--`, \
+                     e.g. `cargo xtask test -- FILTER`"
+                ),
+            };
+            test::test(passthrough)
+        }
+        "demo" => {
+            no_args("demo", rest)?;
+            demo::demo()
+        }
+        "bench" => bench::bench(rest),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            print!("{USAGE}");
+            bail!("unknown command {other:?}")
+        }
+    }
+}
+
+fn no_args(command: &str, rest: &[String]) -> Result<()> {
+    if let Some(extra) = rest.first() {
+        bail!("`cargo xtask {command}` takes no arguments (got {extra:?})");
+    }
+    Ok(())
+}

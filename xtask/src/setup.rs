@@ -1,0 +1,104 @@
+//! `cargo xtask setup`: install the Debian packages the project needs.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{self, heading, say};
+
+/// Every Debian package the project needs, and who needs it. Add new ones
+/// here (clang, libbpf-dev, etcd-server, wireguard-go, ...), with a comment.
+pub const PACKAGES: &[&str] = &[
+    // `ip`, `bridge`: tests' outside witnesses (ip -d link, bridge fdb),
+    // `ip netns exec` for the demo and bench, the by-hand VXLAN in the bench.
+    "iproute2",
+    // tests assert on what is on the wire; the demo shows decoded VXLAN.
+    "tcpdump",
+    // `cargo xtask bench overlay`: TCP throughput.
+    "iperf3",
+    // `ps`, `pgrep`, `sysctl`: tests look at agent processes and sysctls.
+    "procps",
+    // `ping`: tests and demo check reachability across the overlay.
+    "iputils-ping",
+    // `fuser`, `killall`: tests and people look for leftover processes.
+    "psmisc",
+    // `nsenter`, `unshare`: tests enter namespaces without `ip netns exec`
+    // (which remounts /sys).
+    "util-linux",
+    // `nc`: tests send TCP/UDP probes through the overlay and to services.
+    "netcat-openbsd",
+];
+
+pub fn setup() -> Result<()> {
+    heading("setup: checking the Debian packages vxmesh needs");
+    util::require_root("setup")?;
+    if which("apt-get").is_none() {
+        bail!(
+            "`cargo xtask setup` supports Debian-like systems only (apt-get and dpkg not found); \
+             install these packages by hand: {}",
+            PACKAGES.join(" ")
+        );
+    }
+    if which("dpkg-query").is_none() {
+        bail!("dpkg-query not found: is this really a Debian-like system?");
+    }
+
+    let mut missing = Vec::new();
+    for &pkg in PACKAGES {
+        if installed(pkg)? {
+            say(&format!("{pkg:<16} already installed"));
+        } else {
+            say(&format!("{pkg:<16} missing"));
+            missing.push(pkg);
+        }
+    }
+    if missing.is_empty() {
+        say("nothing to install");
+        return Ok(());
+    }
+
+    heading(&format!("setup: installing {}", missing.join(" ")));
+    util::run(apt().arg("update"))?;
+    util::run(
+        apt()
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing),
+    )?;
+    for &pkg in &missing {
+        if !installed(pkg)? {
+            bail!("{pkg} still not installed after apt-get install");
+        }
+        say(&format!("{pkg:<16} installed"));
+    }
+    Ok(())
+}
+
+fn apt() -> Command {
+    let mut c = Command::new("apt-get");
+    c.env("DEBIAN_FRONTEND", "noninteractive");
+    c
+}
+
+/// `dpkg-query -W -f='${Status}' PKG` says "install ok installed" when it is.
+fn installed(pkg: &str) -> Result<bool> {
+    let out = util::capture(
+        Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", pkg])
+            .env("LC_ALL", "C"),
+    )
+    .context("running dpkg-query")?;
+    if !out.status.success() {
+        // "dpkg-query: no packages found matching PKG"
+        return Ok(false);
+    }
+    let status = String::from_utf8_lossy(&out.stdout);
+    Ok(status.split_whitespace().last() == Some("installed")
+        && status.split_whitespace().next() == Some("install"))
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
