@@ -1,1 +1,266 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests: the `vxmesh` binary, lab fixtures that tear
+//! themselves down, outside witnesses (`ip`, `bridge`, tcpdump) and a small pcap reader.
+//!
+//! Every test runs as root and touches only namespaces it (or the lab) created, named with a
+//! unique prefix, and removed on drop even when the test fails.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+pub mod capture;
+pub mod pcap;
+pub mod witness;
+
+/// The `vxmesh` binary of this workspace (built on demand when missing).
+pub fn vxmesh_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/vxmesh
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("vxmesh");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-p", "vxmesh", "--bin", "vxmesh"])
+            .status()
+            .expect("run cargo build")
+            .success();
+        assert!(ok && bin.exists(), "cannot build {}", bin.display());
+    }
+    bin
+}
+
+/// A name no other test (or test process) uses: `<tag><pid><n>`, short enough for namespace
+/// and interface names.
+pub fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{tag}{}{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs a command and returns its output (never panics on a non-zero exit).
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+/// Runs a command and returns its stdout; panics with its stderr when it fails.
+pub fn run_ok(program: &str, args: &[&str]) -> String {
+    let out = run(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `f` until it returns true or `timeout` passes; returns whether it did.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Host {
+    pub name: String,
+    pub namespace: String,
+    pub interface: String,
+    pub address: Ipv4Addr,
+    pub agent_pid: Option<u32>,
+    pub agent_running: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Net {
+    pub name: String,
+    pub subnet: String,
+    pub vni: u32,
+    pub gateway: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Container {
+    pub name: String,
+    pub host: String,
+    pub namespace: String,
+    pub network: String,
+    pub interface: String,
+    pub address: Ipv4Addr,
+    pub mac: String,
+}
+
+/// What `vxmesh lab status --json` reports.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LabState {
+    pub prefix: String,
+    pub store: PathBuf,
+    pub switch_namespace: String,
+    pub hosts: Vec<Host>,
+    pub networks: Vec<Net>,
+    pub containers: Vec<Container>,
+}
+
+/// A lab built with `vxmesh lab up`, removed with `vxmesh lab down` on drop.
+pub struct Lab {
+    pub state: LabState,
+}
+
+impl Lab {
+    pub fn up(hosts: u32, containers_per_host: u32, networks: u32) -> Lab {
+        let prefix = unique("vt");
+        let bin = vxmesh_bin();
+        let out = Command::new(&bin)
+            .args(["--json", "lab", "up", "--prefix", &prefix])
+            .args(["--hosts", &hosts.to_string()])
+            .args(["--containers-per-host", &containers_per_host.to_string()])
+            .args(["--networks", &networks.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vxmesh lab up");
+        if !out.status.success() {
+            let _ = Command::new(&bin)
+                .args(["lab", "down", "--prefix", &prefix])
+                .output();
+            panic!(
+                "lab up failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let lab = Lab {
+            state: LabState {
+                prefix: prefix.clone(),
+                store: PathBuf::new(),
+                switch_namespace: String::new(),
+                hosts: vec![],
+                networks: vec![],
+                containers: vec![],
+            },
+        };
+        // From here on, drop tears the lab down.
+        let state = lab.status();
+        let mut lab = lab;
+        lab.state = state;
+        lab
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.state.prefix
+    }
+
+    pub fn status(&self) -> LabState {
+        let out = run_ok(
+            vxmesh_bin().to_str().unwrap(),
+            &["--json", "lab", "status", "--prefix", &self.state.prefix],
+        );
+        serde_json::from_str(&out).expect("lab status --json parses")
+    }
+
+    pub fn host(&self, name: &str) -> &Host {
+        self.state
+            .hosts
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no host {name}"))
+    }
+
+    pub fn container(&self, name: &str) -> &Container {
+        self.state
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no container {name}"))
+    }
+
+    pub fn network(&self, name: &str) -> &Net {
+        self.state
+            .networks
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no network {name}"))
+    }
+
+    /// Runs `vxmesh --store <lab store> ARGS`.
+    pub fn vxmesh(&self, args: &[&str]) -> Output {
+        let store = self.state.store.to_str().unwrap();
+        let mut all = vec!["--store", store];
+        all.extend_from_slice(args);
+        run(vxmesh_bin().to_str().unwrap(), &all)
+    }
+
+    /// Runs a command inside a lab member's namespace (`ip netns exec`).
+    pub fn exec(&self, member: &str, args: &[&str]) -> Output {
+        let ns = self.namespace(member);
+        let mut all = vec!["netns", "exec", ns.as_str()];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    pub fn namespace(&self, member: &str) -> String {
+        format!("{}-{member}", self.state.prefix)
+    }
+
+    /// One ping from a member to an address; true if answered.
+    pub fn ping(&self, member: &str, ip: Ipv4Addr) -> bool {
+        self.exec(member, &["ping", "-c", "1", "-W", "1", &ip.to_string()])
+            .status
+            .success()
+    }
+
+    /// Pings until answered or `timeout` passes.
+    pub fn ping_within(&self, member: &str, ip: Ipv4Addr, timeout: Duration) -> bool {
+        wait_until(timeout, || self.ping(member, ip))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = run(
+            vxmesh_bin().to_str().unwrap(),
+            &["lab", "down", "--prefix", &self.state.prefix],
+        );
+        if !out.status.success() {
+            eprintln!(
+                "lab down {} failed: {}",
+                self.state.prefix,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// A network namespace made by `ip netns add` for a test, deleted on drop.
+pub struct TestNetns(pub String);
+
+impl TestNetns {
+    pub fn new(name: &str) -> TestNetns {
+        run_ok("ip", &["netns", "add", name]);
+        TestNetns(name.to_string())
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "del", &self.0]);
+    }
+}

@@ -1,0 +1,61 @@
+//! The kernel state of a namespace as iproute2 reports it, normalised so that two readings of
+//! an unchanged kernel compare equal (timers and learned entries left out).
+
+use crate::run_ok;
+
+/// Links (with indexes, MTUs, masters and MACs), VXLAN details, static FDB entries, permanent
+/// neighbours, addresses and routes of `netns`.
+pub fn kernel_state(netns: &str) -> String {
+    let mut out = String::new();
+    out += "## links\n";
+    out += &run_ok("ip", &["-n", netns, "-o", "link", "show"]);
+    out += "## vxlan\n";
+    for line in run_ok(
+        "ip",
+        &["-n", netns, "-d", "-o", "link", "show", "type", "vxlan"],
+    )
+    .lines()
+    {
+        // Keep the device and its vxlan parameters, not the bridge port's timers.
+        let kept = line.split(" bridge_slave ").next().unwrap_or(line);
+        out += kept;
+        out += "\n";
+    }
+    out += "## fdb (static)\n";
+    for line in run_ok("bridge", &["-n", netns, "fdb", "show"]).lines() {
+        if line.contains(" self ") || line.contains("permanent") {
+            out += line;
+            out += "\n";
+        }
+    }
+    out += "## neighbours (permanent)\n";
+    out += &run_ok("ip", &["-n", netns, "neigh", "show", "nud", "permanent"]);
+    out += "## addresses\n";
+    for line in run_ok("ip", &["-n", netns, "-o", "addr", "show"]).lines() {
+        // valid_lft/preferred_lft count down for dynamic addresses.
+        let kept = line.split(" valid_lft").next().unwrap_or(line);
+        out += kept;
+        out += "\n";
+    }
+    out += "## routes\n";
+    out += &run_ok("ip", &["-n", netns, "route", "show"]);
+    out
+}
+
+/// Names of the links in `netns`.
+pub fn links(netns: &str) -> Vec<String> {
+    run_ok("ip", &["-n", netns, "-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+/// `bridge fdb show dev DEV` lines that are static VXLAN entries (`self`, with a `dst`).
+pub fn vxlan_fdb(netns: &str, dev: &str) -> Vec<String> {
+    run_ok("bridge", &["-n", netns, "fdb", "show", "dev", dev])
+        .lines()
+        .filter(|l| l.contains(" dst ") && l.contains(" self"))
+        .map(str::to_string)
+        .collect()
+}
