@@ -57,7 +57,15 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
         if desired.node.is_none() {
             tracing::warn!(node = %config.node, "this node is not in the store: removing everything vxmesh made here");
         }
-        let report = reconciler.apply(&desired).await;
+        let claimed = || {
+            catalog.endpoints(None).ok().map(|eps| {
+                eps.into_iter()
+                    .filter(|e| e.node == config.node)
+                    .filter_map(|e| e.host_ifname)
+                    .collect()
+            })
+        };
+        let report = reconciler.apply(&desired, &claimed).await;
         passes += 1;
         for c in &report.changes {
             tracing::info!(revision = snapshot.revision, "{c}");

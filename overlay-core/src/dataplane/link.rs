@@ -6,7 +6,7 @@ use std::path::Path;
 
 use futures::TryStreamExt;
 use netlink_packet_route::link::{
-    InfoData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoPortData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::{LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan};
 
@@ -29,6 +29,8 @@ pub struct Link {
     /// The administrative IFF_UP flag.
     pub up: bool,
     pub vxlan: Option<VxlanInfo>,
+    /// Bridge port settings, when the link is a port of a bridge.
+    pub port: Option<super::BridgePort>,
 }
 
 /// What to create with [`Dataplane::create_vxlan`]. Always `nolearning`, UDP checksums on.
@@ -71,6 +73,7 @@ impl Link {
             mac: None,
             up: msg.header.flags.contains(LinkFlags::Up),
             vxlan: None,
+            port: None,
         };
         for attr in &msg.attributes {
             match attr {
@@ -88,6 +91,9 @@ impl Link {
                             LinkInfo::Kind(kind) => link.kind = Some(kind.to_string()),
                             LinkInfo::Data(InfoData::Vxlan(data)) => {
                                 link.vxlan = Some(VxlanInfo::from_attributes(data))
+                            }
+                            LinkInfo::PortData(InfoPortData::BridgePort(data)) => {
+                                link.port = Some(super::BridgePort::from_attributes(data))
                             }
                             _ => {}
                         }

@@ -7,6 +7,7 @@
 
 mod addr;
 mod attach;
+mod bridge_port;
 mod error;
 mod fdb;
 mod link;
@@ -18,6 +19,7 @@ use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUE
 use netlink_packet_route::RouteNetlinkMessage;
 
 pub use attach::{attach, detach, AttachSpec, Attachment};
+pub use bridge_port::BridgePort;
 pub use error::DataplaneError;
 pub use fdb::FdbEntry;
 pub use link::{Link, VxlanInfo, VxlanSpec};

@@ -6,7 +6,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 
-use crate::dataplane::{Dataplane, DataplaneError, FdbEntry, Link, NeighEntry, VxlanSpec};
+use crate::dataplane::{
+    BridgePort, Dataplane, DataplaneError, FdbEntry, Link, NeighEntry, VxlanSpec,
+};
 use crate::mac::MacAddr;
 use crate::model::{self, Node, VXLAN_PORT};
 
@@ -80,7 +82,16 @@ impl Reconciler {
     }
 
     /// One reconcile pass.
-    pub async fn apply(&self, desired: &Desired) -> Report {
+    ///
+    /// `claimed` reads the store again and returns the host-side veth names this host's
+    /// endpoints own (`None` when the store cannot be read). Unclaimed vxmesh veths are deleted
+    /// only if a read made *after* the links were listed does not claim them: an attach
+    /// records its endpoint before it creates the veth, so an attach in flight is never undone.
+    pub async fn apply(
+        &self,
+        desired: &Desired,
+        claimed: &(dyn Fn() -> Option<BTreeSet<String>> + Sync),
+    ) -> Report {
         let mut report = Report::default();
         let mut keep: BTreeSet<String> = BTreeSet::new();
         if let Some(node) = &desired.node {
@@ -108,7 +119,7 @@ impl Reconciler {
                 }
             }
         }
-        if let Err(e) = self.remove_stale(&keep, &mut report.changes).await {
+        if let Err(e) = self.remove_stale(&keep, claimed, &mut report.changes).await {
             report.errors.push(e);
         }
         report
@@ -139,7 +150,8 @@ impl Reconciler {
             .vxlan(node, underlay, net, mtu, &bridge, changes)
             .await?;
         self.fdb(&vxlan, &d.fdb, changes).await?;
-        self.neighbours(&vxlan, &d.neighbours, changes).await?;
+        self.bridge_fdb(&vxlan, &d.neighbours, changes).await?;
+        self.neighbours(&bridge, &d.neighbours, changes).await?;
         for e in &d.local_attached {
             let Some(name) = &e.host_ifname else { continue };
             // A veth whose bridge was recreated has lost its master: put it back.
@@ -258,7 +270,10 @@ impl Reconciler {
             port: VXLAN_PORT,
             underlay_index: Some(underlay.index),
             mtu,
-            proxy: true,
+            // ARP for remote endpoints is answered by the bridge (neighbour suppression on the
+            // port), not by the VXLAN device: its proxy mode would also swallow ARP replies to
+            // hosts that ask across the overlay.
+            proxy: false,
         };
         let current = self.dp.link(&name).await.ctx(|| ctx("reading"))?;
         let matches = |l: &Link| {
@@ -267,7 +282,7 @@ impl Reconciler {
                     && v.local == Some(spec.local)
                     && v.port == spec.port
                     && !v.learning
-                    && v.proxy
+                    && !v.proxy
                     && v.underlay_index == spec.underlay_index
             })
         };
@@ -293,7 +308,62 @@ impl Reconciler {
             }
         };
         self.ensure_port(&link, bridge, mtu, changes).await?;
+        // The bridge neither learns behind the VXLAN port (its entries are static, from the
+        // store) nor floods ARP for known endpoints into it.
+        let port = BridgePort {
+            learning: false,
+            neigh_suppress: true,
+        };
+        if link.port != Some(port) {
+            self.dp
+                .set_bridge_port(link.index, port)
+                .await
+                .ctx(|| ctx("setting bridge port flags of"))?;
+            changes.push(change(
+                "set bridge port",
+                format!("{name} learning off neigh_suppress on"),
+            ));
+        }
         Ok(link)
+    }
+
+    /// Static entries in the bridge's FDB: every remote endpoint's MAC lives behind the VXLAN port.
+    async fn bridge_fdb(
+        &self,
+        vxlan: &Link,
+        remote: &BTreeMap<Ipv4Addr, MacAddr>,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ReconcileError> {
+        let dev = &vxlan.name;
+        let want: BTreeSet<MacAddr> = remote.values().copied().collect();
+        let have: BTreeSet<MacAddr> = self
+            .dp
+            .bridge_fdb_static(vxlan.index)
+            .await
+            .ctx(|| format!("reading the bridge FDB on {dev}"))?
+            .into_iter()
+            .collect();
+        for mac in have.difference(&want) {
+            self.dp
+                .bridge_fdb_delete_static(vxlan.index, *mac)
+                .await
+                .ctx(|| format!("deleting bridge FDB entry {mac} on {dev}"))?;
+            changes.push(change(
+                "delete bridge fdb",
+                format!("{mac} dev {dev} master static"),
+            ));
+        }
+        for mac in want.difference(&have) {
+            self.dp
+                .bridge_fdb_add_static(vxlan.index, *mac)
+                .await
+                .ctx(|| format!("adding bridge FDB entry {mac} on {dev}"))?;
+            changes.push(change(
+                "add bridge fdb",
+                format!("{mac} dev {dev} master static"),
+            ));
+        }
+        Ok(())
     }
 
     /// `link` is a port of `bridge`, with the network's MTU, and up.
@@ -366,16 +436,18 @@ impl Reconciler {
         Ok(())
     }
 
+    /// Permanent ARP entries on the bridge for every remote endpoint: the host uses them, and
+    /// the bridge answers the containers' ARP requests from them.
     async fn neighbours(
         &self,
-        vxlan: &Link,
+        link: &Link,
         want: &BTreeMap<Ipv4Addr, MacAddr>,
         changes: &mut Vec<Change>,
     ) -> Result<(), ReconcileError> {
-        let dev = &vxlan.name;
+        let dev = &link.name;
         let have = self
             .dp
-            .neighbours(vxlan.index)
+            .neighbours(link.index)
             .await
             .ctx(|| format!("reading neighbours of {dev}"))?;
         let mut correct = BTreeSet::new();
@@ -388,7 +460,7 @@ impl Reconciler {
                 Some(_) => {} // replaced below
                 None if n.permanent => {
                     self.dp
-                        .neigh_delete(vxlan.index, n.ip)
+                        .neigh_delete(link.index, n.ip)
                         .await
                         .ctx(|| format!("deleting neighbour {ip} on {dev}"))?;
                     changes.push(change("delete neighbour", format!("{ip} dev {dev}")));
@@ -403,7 +475,7 @@ impl Reconciler {
                 permanent: true,
             };
             self.dp
-                .neigh_replace(vxlan.index, &entry)
+                .neigh_replace(link.index, &entry)
                 .await
                 .ctx(|| format!("setting neighbour {ip} on {dev}"))?;
             changes.push(change(
@@ -418,6 +490,7 @@ impl Reconciler {
     async fn remove_stale(
         &self,
         keep: &BTreeSet<String>,
+        claimed: &(dyn Fn() -> Option<BTreeSet<String>> + Sync),
         changes: &mut Vec<Change>,
     ) -> Result<(), ReconcileError> {
         let links = self.dp.links().await.ctx(|| "listing links".to_string())?;
@@ -437,6 +510,15 @@ impl Reconciler {
             .iter()
             .filter(|l| ours(l) && !keep.contains(&l.name))
             .collect();
+        if stale.iter().any(|l| l.kind.as_deref() == Some("veth")) {
+            let fresh = claimed();
+            stale.retain(|l| {
+                l.kind.as_deref() != Some("veth")
+                    || fresh
+                        .as_ref()
+                        .is_some_and(|claims| !claims.contains(&l.name))
+            });
+        }
         stale.sort_by_key(|l| order(l));
         for l in stale {
             self.dp

@@ -15,7 +15,8 @@ pub struct DesiredNetwork {
     /// Static FDB entries on the VXLAN device: one all-zero (BUM) entry per other node, and
     /// one unicast entry per remote endpoint toward its node.
     pub fdb: BTreeSet<FdbEntry>,
-    /// Permanent ARP entries on the VXLAN device for every remote endpoint.
+    /// Permanent ARP entries (on the bridge) and static bridge FDB entries (on the VXLAN port)
+    /// for every remote endpoint.
     pub neighbours: BTreeMap<Ipv4Addr, MacAddr>,
     /// The endpoints on this host that vxmesh attached (their veths belong on the bridge).
     pub local_attached: Vec<Endpoint>,
