@@ -33,8 +33,13 @@ pub fn kernel_state(netns: &str) -> String {
     out += "## addresses\n";
     for line in run_ok("ip", &["-n", netns, "-o", "addr", "show"]).lines() {
         // valid_lft/preferred_lft count down for dynamic addresses.
-        let kept = line.split(" valid_lft").next().unwrap_or(line);
-        out += kept;
+        // valid_lft counts down; "tentative" goes away when duplicate address detection ends.
+        let kept = line
+            .split(" valid_lft")
+            .next()
+            .unwrap_or(line)
+            .replace(" tentative", "");
+        out += &kept;
         out += "\n";
     }
     out += "## routes\n";
@@ -51,9 +56,11 @@ pub fn links(netns: &str) -> Vec<String> {
         .collect()
 }
 
-/// `bridge fdb show dev DEV` lines that are static VXLAN entries (`self`, with a `dst`).
+/// `bridge fdb show dev DEV` lines that are static VXLAN entries (`self`, with a `dst`); empty
+/// when the device does not exist.
 pub fn vxlan_fdb(netns: &str, dev: &str) -> Vec<String> {
-    run_ok("bridge", &["-n", netns, "fdb", "show", "dev", dev])
+    let out = crate::run("bridge", &["-n", netns, "fdb", "show", "dev", dev]);
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains(" dst ") && l.contains(" self"))
         .map(str::to_string)

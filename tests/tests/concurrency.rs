@@ -200,9 +200,21 @@ fn parse_cidr(s: &str) -> (Ipv4Addr, u8) {
     (a.parse().unwrap(), l.parse().unwrap())
 }
 
-/// Waits for a worker and parses its lines (every line must be a complete JSON object).
+/// Waits (generously) for a worker and parses its lines (each must be a complete JSON object).
 fn collect(child: Child) -> (std::process::ExitStatus, Vec<Allocation>, String) {
-    let out = child.wait_with_output().expect("wait for alloc_worker");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(300)) {
+        Ok(out) => out.expect("wait for alloc_worker"),
+        Err(_) => {
+            // SAFETY: kill(2) on our own child's pid; it is not reaped yet, so not reused.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("alloc_worker {pid} still running after 300 s");
+        }
+    };
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let lines = parse_lines(&stdout, false);

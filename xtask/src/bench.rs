@@ -1,6 +1,7 @@
 //! `cargo xtask bench overlay`: iperf3 TCP throughput, side by side in one
-//! run: the lab's underlay, the vxmesh overlay, and a VXLAN link built by
-//! hand with iproute2. Prints figures and ratios; asserts nothing.
+//! run: host to host across the lab's underlay, container to container
+//! across the vxmesh overlay, and the same topology built by hand with
+//! iproute2. Prints figures and ratios against the goals; asserts nothing.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -59,13 +60,35 @@ pub fn bench(args: &[String]) -> Result<()> {
     }
 }
 
+/// One iperf3 result.
+#[derive(Debug, Clone, Copy)]
+struct Measure {
+    /// end.sum_received.bits_per_second
+    bps: f64,
+    /// end.sum_sent.retransmits
+    retransmits: Option<u64>,
+}
+
+impl Measure {
+    fn show(&self) -> String {
+        match self.retransmits {
+            Some(r) => format!("{}  ({r} retransmits)", gbit(self.bps)),
+            None => gbit(self.bps),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Figures {
-    lab_underlay: Option<f64>,
-    lab_overlay: Option<f64>,
-    hand_underlay: Option<f64>,
-    hand_vxlan: Option<f64>,
+    lab_underlay: Option<Measure>,
+    lab_overlay: Option<Measure>,
+    hand_underlay: Option<Measure>,
+    hand_vxlan: Option<Measure>,
 }
+
+/// The acceptance goals: overlay / underlay, and overlay / by hand.
+const GOAL_OF_UNDERLAY: f64 = 0.90;
+const GOAL_OF_HAND: f64 = 1.00;
 
 fn overlay(opts: &Options) -> Result<()> {
     util::require_root("bench overlay")?;
@@ -77,56 +100,90 @@ fn overlay(opts: &Options) -> Result<()> {
     };
     remove_stale_namespaces();
 
+    say("Three TCP throughputs (iperf3, one stream, one after the other, same run):");
+    say("  underlay: host to host across the lab's underlay switch (veth, bridge, veth);");
+    say("  overlay:  container to container across the vxmesh overlay (veth, bridge, VXLAN,");
+    say("            the same underlay, VXLAN, bridge, veth), MTU 1450, agents programming it;");
+    say("  by hand:  the same topology and MTUs built with iproute2, no vxmesh involved.");
     let mut figures = Figures::default();
-    let hand = by_hand(opts, &mut figures);
-    let lab = match &vx {
-        Some(vx) => lab(vx, opts, &mut figures),
-        None => Ok(()),
-    };
+    let result = (|| -> Result<()> {
+        let hand = HandLink::create()?;
+        hand.check()?;
+        match &vx {
+            Some(vx) => lab(vx, opts, &hand, &mut figures),
+            None => hand.measure(opts, &mut figures),
+        }
+    })();
     report(opts, &figures);
-    hand.context("the by-hand VXLAN measurement failed")?;
-    lab.context("the lab measurement failed")?;
-    Ok(())
+    result
 }
 
 fn gbit(bps: f64) -> String {
     format!("{:6.2} Gbit/s", bps / 1e9)
 }
 
+fn verdict(ratio: f64, goal: f64) -> &'static str {
+    if ratio >= goal {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
 fn report(opts: &Options, f: &Figures) {
     heading(&format!(
-        "results: iperf3 TCP, {} s each, one run (noisy: compare only within a run)",
+        "results: iperf3 TCP, 1 stream, {} s each, one run (noisy: compare only within a run)",
         opts.seconds
     ));
-    let row = |label: &str, value: String| say(&format!("{label:<34}{value}"));
+    let row = |label: &str, value: String| say(&format!("{label:<52}{value}"));
     if let Some(u) = f.lab_underlay {
-        row("underlay host-to-host", gbit(u));
+        row("underlay  host -> host (lab, veth+bridge+veth)", u.show());
     }
     if let Some(o) = f.lab_overlay {
-        let ratio = f
-            .lab_underlay
-            .map(|u| format!("  ({:.2} of underlay)", o / u))
-            .unwrap_or_default();
-        row("overlay container-to-container", gbit(o) + &ratio);
-    }
-    if let Some(u) = f.hand_underlay {
-        row("veth by hand (underlay of below)", gbit(u));
+        row("overlay   container -> container (vxmesh lab)", o.show());
     }
     if let Some(h) = f.hand_vxlan {
-        let ratio = f
-            .hand_underlay
-            .map(|u| format!("  ({:.2} of its veth)", h / u))
-            .unwrap_or_default();
-        row("vxlan by hand (iproute2)", gbit(h) + &ratio);
+        row(
+            "by hand   container -> container (iproute2 VXLAN)",
+            h.show(),
+        );
+    }
+    if let Some(u) = f.hand_underlay {
+        row("(by hand  host -> host, its underlay)", u.show());
+    }
+    if let (Some(o), Some(u)) = (f.lab_overlay, f.lab_underlay) {
+        let r = o.bps / u.bps;
+        row(
+            "overlay / underlay",
+            format!(
+                "{r:6.2}   goal >= {GOAL_OF_UNDERLAY:.2}: {}",
+                verdict(r, GOAL_OF_UNDERLAY)
+            ),
+        );
     }
     if let (Some(o), Some(h)) = (f.lab_overlay, f.hand_vxlan) {
-        row("overlay / by hand", format!("{:6.2}", o / h));
+        let r = o.bps / h.bps;
+        row(
+            "overlay / by hand",
+            format!(
+                "{r:6.2}   goal >= {GOAL_OF_HAND:.2}: {}",
+                verdict(r, GOAL_OF_HAND)
+            ),
+        );
+    }
+    if f.lab_overlay.is_none() {
+        if let (Some(h), Some(u)) = (f.hand_vxlan, f.hand_underlay) {
+            row("by hand / its underlay", format!("{:6.2}", h.bps / u.bps));
+        }
     }
 }
 
 // ---------------------------------------------------------------- the lab
 
-fn lab(vx: &Vxmesh, opts: &Options, f: &mut Figures) -> Result<()> {
+/// Brings the lab up, measures its underlay and overlay, then the by-hand
+/// link while the lab is still up (so both see the same machine), and takes
+/// the lab down.
+fn lab(vx: &Vxmesh, opts: &Options, hand: &HandLink, f: &mut Figures) -> Result<()> {
     let guard = vx.up(&[
         "--hosts",
         "2",
@@ -144,38 +201,39 @@ fn lab(vx: &Vxmesh, opts: &Options, f: &mut Figures) -> Result<()> {
         vx.wait_reachable(&a.name, bare_ip(&b.address), Duration::from_secs(20))?;
 
         heading(&format!(
-            "underlay: {} ({}) -> {} ({})",
+            "underlay: host {} ({}) -> host {} ({})",
             host_a.name,
             bare_ip(&host_a.address),
             host_b.name,
             bare_ip(&host_b.address)
         ));
-        let bps = iperf(
+        let r = iperf(
             &host_b.namespace,
             &host_a.namespace,
             bare_ip(&host_b.address),
             opts.seconds,
         )?;
-        say(&gbit(bps));
-        f.lab_underlay = Some(bps);
+        say(&r.show());
+        f.lab_underlay = Some(r);
 
         heading(&format!(
-            "overlay: {} ({}) -> {} ({}) on {}",
+            "overlay: container {} ({}) -> container {} ({}) on {}",
             a.name,
             bare_ip(&a.address),
             b.name,
             bare_ip(&b.address),
             a.network
         ));
-        let bps = iperf(
+        let r = iperf(
             &b.namespace,
             &a.namespace,
             bare_ip(&b.address),
             opts.seconds,
         )?;
-        say(&gbit(bps));
-        f.lab_overlay = Some(bps);
-        Ok(())
+        say(&r.show());
+        f.lab_overlay = Some(r);
+
+        hand.measure(opts, f)
     })();
     match result {
         Ok(()) => guard.finish(),
@@ -188,80 +246,179 @@ fn lab(vx: &Vxmesh, opts: &Options, f: &mut Figures) -> Result<()> {
 
 // ------------------------------------------------------------ by hand
 
+/// The by-hand link's underlay (the hosts' `eth0`) and overlay (the containers' `eth0`).
 const HAND_UNDERLAY: [&str; 2] = ["10.201.0.1", "10.201.0.2"];
 const HAND_OVERLAY: [&str; 2] = ["192.168.201.1", "192.168.201.2"];
+/// Same MTUs as the lab: underlay 1500, overlay 1500 - 50.
+const HAND_UNDERLAY_MTU: &str = "1500";
+const HAND_OVERLAY_MTU: &str = "1450";
+/// Namespaces of the by-hand topology: `vxbhand-<pid>-<role>`.
+const HAND_PREFIX: &str = "vxbhand-";
+const HAND_ROLES: [&str; 5] = ["sw", "h1", "h2", "c1", "c2"];
 
-/// Two fresh namespaces joined by a veth pair, with a VXLAN device (VNI 42)
-/// on each side; deleted on drop.
+/// The lab's topology rebuilt with iproute2, so that only who programs the
+/// kernel differs: a switch namespace with a bridge `sw0`, two host
+/// namespaces on it (veth `eth0`, MTU 1500), in each host a bridge `br0`
+/// with a VXLAN device (VNI 42, dstport 4789, `local`, `dev eth0`,
+/// `nolearning`, `udpcsum` — the flags vxmesh sets) and a veth to a
+/// container namespace (`eth0`, MTU 1450), and one all-zero FDB entry to
+/// the other host. Deleted on drop.
 struct HandLink {
-    ns: [String; 2],
+    ns: Vec<String>,
 }
 
 impl HandLink {
+    fn ns(&self, role: &str) -> &str {
+        let i = HAND_ROLES
+            .iter()
+            .position(|r| *r == role)
+            .expect("a role of HAND_ROLES");
+        &self.ns[i]
+    }
+
     fn create() -> Result<Self> {
         let pid = std::process::id();
-        let link = HandLink {
-            ns: [format!("vxbench-{pid}-a"), format!("vxbench-{pid}-b")],
-        };
+        let mut link = HandLink { ns: Vec::new() };
         heading(&format!(
-            "building a VXLAN link by hand with iproute2 in {} and {}",
-            link.ns[0], link.ns[1]
+            "building the lab's topology by hand with iproute2 (namespaces {HAND_PREFIX}{pid}-*)"
         ));
-        for ns in &link.ns {
-            util::run(&mut util::cmd("ip", ["netns", "add", ns]))?;
+        for role in HAND_ROLES {
+            let ns = format!("{HAND_PREFIX}{pid}-{role}");
+            util::run_quiet(&mut util::cmd("ip", ["netns", "add", &ns]))?;
+            link.ns.push(ns);
         }
-        let [a, b] = &link.ns;
-        util::run(&mut util::cmd(
-            "ip",
-            [
-                "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b,
-            ],
-        ))?;
-        for (i, ns) in link.ns.iter().enumerate() {
-            let local = HAND_UNDERLAY[i];
-            let remote = HAND_UNDERLAY[1 - i];
-            let ip = |args: &[&str]| {
-                util::run(&mut util::cmd("ip", ["-n", ns.as_str()].iter().chain(args)))
-            };
-            ip(&["link", "set", "lo", "up"])?;
-            ip(&["addr", "add", &format!("{local}/24"), "dev", "eth0"])?;
-            ip(&["link", "set", "eth0", "up"])?;
-            ip(&[
+        let sw = link.ns("sw").to_string();
+        let ip = |ns: &str, args: &[&str]| -> Result<()> {
+            let mut c = util::cmd("ip", ["-n", ns].iter().chain(args));
+            say(&format!("$ {}", util::display(&c)));
+            util::run_quiet(&mut c)
+        };
+        ip(
+            &sw,
+            &[
                 "link",
                 "add",
-                "vxlan0",
+                "sw0",
+                "mtu",
+                HAND_UNDERLAY_MTU,
                 "type",
-                "vxlan",
-                "id",
-                "42",
-                "dstport",
-                "4789",
-                "local",
-                local,
-                "nolearning",
-            ])?;
-            ip(&["link", "set", "vxlan0", "mtu", "1450"])?;
-            util::run(&mut util::in_netns(
-                ns,
+                "bridge",
+            ],
+        )?;
+        ip(&sw, &["link", "set", "sw0", "up"])?;
+        for i in 0..2 {
+            let (h, c) = (link.ns(["h1", "h2"][i]), link.ns(["c1", "c2"][i]));
+            let port = ["h1", "h2"][i];
+            let (local, remote) = (HAND_UNDERLAY[i], HAND_UNDERLAY[1 - i]);
+            // The host on the switch.
+            ip(
+                &sw,
+                &[
+                    "link",
+                    "add",
+                    port,
+                    "mtu",
+                    HAND_UNDERLAY_MTU,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "mtu",
+                    HAND_UNDERLAY_MTU,
+                    "netns",
+                    h,
+                ],
+            )?;
+            ip(&sw, &["link", "set", port, "master", "sw0", "up"])?;
+            ip(h, &["link", "set", "lo", "up"])?;
+            ip(h, &["addr", "add", &format!("{local}/24"), "dev", "eth0"])?;
+            ip(h, &["link", "set", "eth0", "up"])?;
+            // The host's bridge and VXLAN device.
+            ip(
+                h,
+                &[
+                    "link",
+                    "add",
+                    "br0",
+                    "mtu",
+                    HAND_OVERLAY_MTU,
+                    "type",
+                    "bridge",
+                ],
+            )?;
+            ip(h, &["link", "set", "br0", "up"])?;
+            ip(
+                h,
+                &[
+                    "link",
+                    "add",
+                    "vx0",
+                    "mtu",
+                    HAND_OVERLAY_MTU,
+                    "type",
+                    "vxlan",
+                    "id",
+                    "42",
+                    "dstport",
+                    "4789",
+                    "local",
+                    local,
+                    "dev",
+                    "eth0",
+                    "nolearning",
+                    "udpcsum",
+                ],
+            )?;
+            ip(h, &["link", "set", "vx0", "master", "br0", "up"])?;
+            let mut fdb = util::in_netns(
+                h,
                 "bridge",
                 [
                     "fdb",
                     "append",
                     "00:00:00:00:00:00",
                     "dev",
-                    "vxlan0",
+                    "vx0",
                     "dst",
                     remote,
                 ],
-            ))?;
-            ip(&[
-                "addr",
-                "add",
-                &format!("{}/24", HAND_OVERLAY[i]),
-                "dev",
-                "vxlan0",
-            ])?;
-            ip(&["link", "set", "vxlan0", "up"])?;
+            );
+            say(&format!("$ {}", util::display(&fdb)));
+            util::run_quiet(&mut fdb)?;
+            // The container, on the host's bridge.
+            ip(
+                h,
+                &[
+                    "link",
+                    "add",
+                    "ve0",
+                    "mtu",
+                    HAND_OVERLAY_MTU,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "mtu",
+                    HAND_OVERLAY_MTU,
+                    "netns",
+                    c,
+                ],
+            )?;
+            ip(h, &["link", "set", "ve0", "master", "br0", "up"])?;
+            ip(c, &["link", "set", "lo", "up"])?;
+            ip(
+                c,
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/24", HAND_OVERLAY[i]),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+            ip(c, &["link", "set", "eth0", "up"])?;
         }
         Ok(link)
     }
@@ -275,56 +432,60 @@ impl Drop for HandLink {
                 .stderr(Stdio::null())
                 .status();
         }
-        say(&format!("deleted {} and {}", self.ns[0], self.ns[1]));
+        if !self.ns.is_empty() {
+            say(&format!("deleted {}", self.ns.join(", ")));
+        }
     }
 }
 
-fn by_hand(opts: &Options, f: &mut Figures) -> Result<()> {
-    let link = HandLink::create()?;
-    let [a, b] = &link.ns;
-    // The first ping also resolves ARP through the flood entry.
-    let mut ping = util::in_netns(
-        a,
-        "ping",
-        ["-c", "3", "-i", "0.2", "-W", "1", HAND_OVERLAY[1]],
-    );
-    util::run_quiet(&mut ping).context("the by-hand VXLAN link does not carry ping")?;
+impl HandLink {
+    /// The first ping also resolves ARP through the flood entry.
+    fn check(&self) -> Result<()> {
+        let mut ping = util::in_netns(
+            self.ns("c1"),
+            "ping",
+            ["-c", "3", "-i", "0.2", "-W", "1", HAND_OVERLAY[1]],
+        );
+        util::run_quiet(&mut ping).context("the by-hand VXLAN link does not carry ping")
+    }
 
-    heading(&format!(
-        "veth by hand: {} -> {}",
-        HAND_UNDERLAY[0], HAND_UNDERLAY[1]
-    ));
-    let bps = iperf(b, a, HAND_UNDERLAY[1], opts.seconds)?;
-    say(&gbit(bps));
-    f.hand_underlay = Some(bps);
+    fn measure(&self, opts: &Options, f: &mut Figures) -> Result<()> {
+        heading(&format!(
+            "by hand, VXLAN: container {} -> container {} (VNI 42, MTU {HAND_OVERLAY_MTU})",
+            HAND_OVERLAY[0], HAND_OVERLAY[1]
+        ));
+        let r = iperf(self.ns("c2"), self.ns("c1"), HAND_OVERLAY[1], opts.seconds)?;
+        say(&r.show());
+        f.hand_vxlan = Some(r);
 
-    heading(&format!(
-        "vxlan by hand: {} -> {} (VNI 42, MTU 1450)",
-        HAND_OVERLAY[0], HAND_OVERLAY[1]
-    ));
-    let bps = iperf(b, a, HAND_OVERLAY[1], opts.seconds)?;
-    say(&gbit(bps));
-    f.hand_vxlan = Some(bps);
-    Ok(())
+        heading(&format!(
+            "by hand, underlay: host {} -> host {}",
+            HAND_UNDERLAY[0], HAND_UNDERLAY[1]
+        ));
+        let r = iperf(self.ns("h2"), self.ns("h1"), HAND_UNDERLAY[1], opts.seconds)?;
+        say(&r.show());
+        f.hand_underlay = Some(r);
+        Ok(())
+    }
 }
 
-/// Namespaces `vxbench-<pid>-a|b` whose xtask is gone (killed hard).
+/// Namespaces `vxbhand-<pid>-*` whose xtask is gone (killed hard).
 fn remove_stale_namespaces() {
     let Ok(entries) = std::fs::read_dir("/run/netns") else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("vxbench-") else {
+        let Some(rest) = name.strip_prefix(HAND_PREFIX) else {
             continue;
         };
-        let Some((pid, side)) = rest.split_once('-') else {
+        let Some((pid, role)) = rest.split_once('-') else {
             continue;
         };
         let Ok(pid) = pid.parse::<u32>() else {
             continue;
         };
-        if (side == "a" || side == "b")
+        if HAND_ROLES.contains(&role)
             && pid != std::process::id()
             && !std::path::Path::new(&format!("/proc/{pid}")).exists()
         {
@@ -337,8 +498,8 @@ fn remove_stale_namespaces() {
 // ------------------------------------------------------------ iperf3
 
 /// iperf3 server (one test) in `server_ns`, client in `client_ns` to
-/// `server_ip`; returns sum_received bits per second.
-fn iperf(server_ns: &str, client_ns: &str, server_ip: &str, seconds: u32) -> Result<f64> {
+/// `server_ip`; returns sum_received bits per second and the retransmits.
+fn iperf(server_ns: &str, client_ns: &str, server_ip: &str, seconds: u32) -> Result<Measure> {
     let mut server = util::in_netns(server_ns, "iperf3", ["-s", "-1", "-B", server_ip]);
     server.stdin(Stdio::null()).stdout(Stdio::null());
     let _server = util::KillOnDrop::spawn(&mut server)?;
@@ -367,12 +528,16 @@ fn iperf(server_ns: &str, client_ns: &str, server_ip: &str, seconds: u32) -> Res
             }
             bail!("iperf3 to {server_ip}: {err}");
         }
-        return json
+        let bps = json
             .pointer("/end/sum_received/bits_per_second")
             .and_then(|v| v.as_f64())
             .with_context(|| {
                 format!("iperf3 JSON has no end.sum_received.bits_per_second: {stdout}")
-            });
+            })?;
+        let retransmits = json
+            .pointer("/end/sum_sent/retransmits")
+            .and_then(|v| v.as_u64());
+        return Ok(Measure { bps, retransmits });
     }
 }
 

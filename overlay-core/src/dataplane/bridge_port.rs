@@ -99,8 +99,10 @@ impl Dataplane {
         let mut out: Vec<MacAddr> = msgs
             .iter()
             .filter(|m| {
+                // The bridge reports its entries with NDA_MASTER rather than NTF_MASTER, and
+                // static ones with state NUD_NOARP; the port's own (NTF_SELF) entries are not ours.
                 m.header.ifindex == port_index
-                    && m.header.flags.contains(NeighbourFlags::Controller)
+                    && !m.header.flags.contains(NeighbourFlags::Own)
                     && m.header.state == NeighbourState::Noarp
             })
             .filter_map(|m| {

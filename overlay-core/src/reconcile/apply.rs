@@ -13,7 +13,7 @@ use crate::mac::MacAddr;
 use crate::model::{self, Node, VXLAN_PORT};
 
 use super::desired::{Desired, DesiredNetwork};
-use super::sysctl;
+use super::sysctl::{self, Family};
 
 /// One change made to the kernel, for logs and for proving a second pass makes none.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,17 +231,9 @@ impl Reconciler {
             changes.push(change("add address", format!("{name} {want}")));
         }
         // Networks are isolated: nothing that arrives on an overlay bridge is routed elsewhere.
-        let fwd = sysctl::read(&name, "forwarding").map_err(|source| ReconcileError::Sysctl {
-            context: ctx("reading forwarding of"),
-            source,
-        })?;
-        if fwd != "0" {
-            sysctl::write(&name, "forwarding", "0").map_err(|source| ReconcileError::Sysctl {
-                context: ctx("disabling forwarding on"),
-                source,
-            })?;
-            changes.push(change("disable forwarding", &name));
-        }
+        self.sysctl(Family::V4, &name, "forwarding", "0", changes)?;
+        // Networks are IPv4: no IPv6 link-local chatter from the host onto the overlay.
+        self.sysctl(Family::V6, &name, "disable_ipv6", "1", changes)?;
         if !link.up {
             self.dp
                 .set_up(link.index)
@@ -308,6 +300,7 @@ impl Reconciler {
             }
         };
         self.ensure_port(&link, bridge, mtu, changes).await?;
+        self.sysctl(Family::V6, &name, "disable_ipv6", "1", changes)?;
         // The bridge neither learns behind the VXLAN port (its entries are static, from the
         // store) nor floods ARP for known endpoints into it.
         let port = BridgePort {
@@ -364,6 +357,27 @@ impl Reconciler {
             ));
         }
         Ok(())
+    }
+
+    fn sysctl(
+        &self,
+        family: Family,
+        ifname: &str,
+        key: &str,
+        value: &str,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ReconcileError> {
+        match sysctl::ensure(family, ifname, key, value) {
+            Ok(true) => {
+                changes.push(change("set sysctl", format!("{ifname} {key}={value}")));
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(source) => Err(ReconcileError::Sysctl {
+                context: format!("setting {key}={value} on {ifname}"),
+                source,
+            }),
+        }
     }
 
     /// `link` is a port of `bridge`, with the network's MTU, and up.

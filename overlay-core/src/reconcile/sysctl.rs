@@ -1,18 +1,29 @@
-//! Per-interface IPv4 sysctls, read and written through /proc/sys of the calling thread's
-//! network namespace.
+//! Per-interface IPv4 and IPv6 sysctls, read and written through /proc/sys of the calling
+//! thread's network namespace.
 
 use std::io;
 
-fn path(ifname: &str, key: &str) -> String {
-    format!("/proc/sys/net/ipv4/conf/{ifname}/{key}")
+/// The address family a sysctl belongs to.
+#[derive(Debug, Clone, Copy)]
+pub enum Family {
+    V4,
+    V6,
 }
 
-pub fn read(ifname: &str, key: &str) -> io::Result<String> {
-    Ok(std::fs::read_to_string(path(ifname, key))?
-        .trim()
-        .to_string())
+fn path(family: Family, ifname: &str, key: &str) -> String {
+    let f = match family {
+        Family::V4 => "ipv4",
+        Family::V6 => "ipv6",
+    };
+    format!("/proc/sys/net/{f}/conf/{ifname}/{key}")
 }
 
-pub fn write(ifname: &str, key: &str, value: &str) -> io::Result<()> {
-    std::fs::write(path(ifname, key), value)
+/// Sets the sysctl to `value` unless it already has it; true if it wrote.
+pub fn ensure(family: Family, ifname: &str, key: &str, value: &str) -> io::Result<bool> {
+    let p = path(family, ifname, key);
+    if std::fs::read_to_string(&p)?.trim() == value {
+        return Ok(false);
+    }
+    std::fs::write(&p, value)?;
+    Ok(true)
 }
