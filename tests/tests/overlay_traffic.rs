@@ -98,7 +98,7 @@ fn underlay_carries_vxlan_with_the_vni_and_only_to_the_owner() {
         .success());
     // Capture on h1's underlay interface, and on the switch port that leads to h3.
     let mut at_h1 = Capture::start(&h1.namespace, &h1.interface, "udp");
-    let mut to_h3 = Capture::start(&lab.state.switch_namespace, "h3", "udp");
+    let mut to_h3 = Capture::start(&lab.state.switch_namespace, &h3.name, "udp");
     let marker = "vxmesh-marker-5f2a";
     let pattern: String = marker.bytes().map(|b| format!("{b:02x}")).collect();
     let out = lab.exec(

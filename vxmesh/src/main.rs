@@ -47,7 +47,28 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Programs that asked for JSON get their error as JSON too; help and version
+            // requests are not errors.
+            let wants_json = std::env::args()
+                .skip(1)
+                .take_while(|a| a != "--")
+                .any(|a| a == "--json");
+            if wants_json && e.use_stderr() {
+                let msg = e.kind().to_string();
+                let detail = e.to_string();
+                let first = detail
+                    .lines()
+                    .next()
+                    .unwrap_or(&msg)
+                    .trim_start_matches("error: ");
+                println!("{}", serde_json::json!({ "error": first }));
+            }
+            e.exit();
+        }
+    };
     init_logging(matches!(cli.command, Command::Agent(_)));
     let json = cli.json;
     match run(cli) {

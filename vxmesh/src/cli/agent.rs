@@ -28,8 +28,7 @@ pub fn enter_netns(args: &AgentArgs) -> Result<()> {
             anyhow::bail!("invalid netns '{ns}': must be a name under /run/netns");
         }
         let path = overlay_core::netns::path(ns);
-        overlay_core::netns::enter(&path)
-            .with_context(|| format!("--netns {ns}: cannot enter {}", path.display()))?;
+        overlay_core::netns::enter(&path).with_context(|| format!("--netns {ns}"))?;
     }
     Ok(())
 }

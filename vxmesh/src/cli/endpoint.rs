@@ -80,6 +80,9 @@ pub fn run(cmd: EndpointCmd, catalog: &Catalog, json: bool) -> Result<()> {
             }
         }
         EndpointCmd::Ls { network } => {
+            if let Some(n) = &network {
+                catalog.network(n)?;
+            }
             let list = catalog.endpoints(network.as_deref())?;
             if json {
                 output::json(&list);
@@ -88,6 +91,7 @@ pub fn run(cmd: EndpointCmd, catalog: &Catalog, json: bool) -> Result<()> {
             }
         }
         EndpointCmd::Rm { network, name } => {
+            catalog.network(&network)?;
             let e = catalog.remove_endpoint(&network, &name)?;
             if json {
                 output::json(&e);

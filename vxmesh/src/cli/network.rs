@@ -33,10 +33,10 @@ pub struct CreateArgs {
     #[arg(long)]
     pub subnet: String,
     /// VXLAN network identifier, 4096..16777215; the lowest free one when not given.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub vni: Option<u32>,
     /// MTU inside the network, 1280..9000; default: the underlay's MTU less 50.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub mtu: Option<u32>,
     /// Encrypt the network's traffic between hosts (not yet supported: refused).
     #[arg(long)]
