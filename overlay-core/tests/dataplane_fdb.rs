@@ -211,3 +211,57 @@ fn neighbours_replace_and_delete() {
     let out = witness(&["ip", "-n", ns.name(), "neigh", "show", "dev", "vx0"]);
     assert!(!out.contains("10.10.1.5"), "{out}");
 }
+
+#[test]
+fn bridge_port_flags_and_static_bridge_entries() {
+    use overlay_core::dataplane::BridgePort;
+    let ns = NetnsGuard::new(&unique("brport")).unwrap();
+    let vx = host_with_vxlan(&ns);
+    let mac: MacAddr = "0a:58:0a:0a:01:07".parse().unwrap();
+    let (port, statics) = in_ns(&ns, move |dp| async move {
+        let want = BridgePort {
+            learning: false,
+            neigh_suppress: true,
+        };
+        dp.set_bridge_port(vx, want).await.unwrap();
+        dp.bridge_fdb_add_static(vx, mac).await.unwrap();
+        dp.bridge_fdb_add_static(vx, mac).await.unwrap(); // idempotent
+        let port = dp.link_by_index(vx).await.unwrap().unwrap().port;
+        (port, dp.bridge_fdb_static(vx).await.unwrap())
+    });
+    assert_eq!(
+        port,
+        Some(BridgePort {
+            learning: false,
+            neigh_suppress: true
+        })
+    );
+    assert_eq!(statics, vec![mac]);
+    let detail = witness(&["ip", "-n", ns.name(), "-d", "link", "show", "vx0"]);
+    assert!(detail.contains("neigh_suppress on"), "{detail}");
+    assert!(detail.contains(" learning off"), "{detail}");
+    let fdb = witness(&["bridge", "-n", ns.name(), "fdb", "show", "dev", "vx0"]);
+    assert!(
+        fdb.lines().any(|l| l.starts_with("0a:58:0a:0a:01:07")
+            && l.contains("master br0")
+            && l.contains("static")),
+        "{fdb}"
+    );
+    // The port's own (self) VXLAN entries are not reported as bridge entries.
+    let statics = in_ns(&ns, move |dp| async move {
+        dp.fdb_append(
+            vx,
+            &FdbEntry {
+                mac: "0a:58:0a:0a:01:08".parse().unwrap(),
+                dst: ip("192.0.2.9"),
+            },
+        )
+        .await
+        .unwrap();
+        dp.bridge_fdb_delete_static(vx, mac).await.unwrap();
+        dp.bridge_fdb_delete_static(vx, mac).await.unwrap(); // absent: still Ok
+        dp.bridge_fdb_static(vx).await.unwrap()
+    });
+    assert!(statics.is_empty(), "{statics:?}");
+    assert!(!witness(&["bridge", "-n", ns.name(), "fdb", "show", "dev", "vx0"]).contains("static"));
+}

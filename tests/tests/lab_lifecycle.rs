@@ -1,0 +1,159 @@
+//! The lab's life cycle: `lab up` builds what `lab status --json` describes, `lab exec` runs in
+//! a member's namespace, and `lab down` leaves no namespace, process, mount or state behind,
+//! also after a `lab up` that failed half way.
+
+use std::process::Command;
+
+use vxmesh_tests::{run, unique, vxmesh_bin, Lab, TestNetns};
+
+/// Everything of lab `prefix` that still exists on the machine.
+fn leftovers(prefix: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let tag = format!("{prefix}-");
+    for ns in std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = ns.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&tag) {
+            found.push(format!("namespace {name}"));
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for line in mounts
+        .lines()
+        .filter(|l| l.contains(&format!("/run/netns/{tag}")))
+    {
+        found.push(format!("mount {line}"));
+    }
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(p.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(" agent ") && cmd.contains(&format!("--netns {tag}")) {
+                found.push(format!("process {cmd}"));
+            }
+        }
+    }
+    if std::path::Path::new(&format!("/run/vxmesh/lab/{prefix}")).exists() {
+        found.push(format!("state dir /run/vxmesh/lab/{prefix}"));
+    }
+    found
+}
+
+fn vxmesh(args: &[&str]) -> std::process::Output {
+    run(vxmesh_bin().to_str().unwrap(), args)
+}
+
+#[test]
+fn up_status_exec_down_leaves_nothing() {
+    let lab = Lab::up(2, 2, 2);
+    let s = &lab.state;
+    assert_eq!(s.hosts.len(), 2);
+    assert_eq!(s.networks.len(), 2);
+    assert_eq!(s.containers.len(), 4);
+    for h in &s.hosts {
+        assert!(h.agent_running, "agent of {} not running", h.name);
+        assert_eq!(h.namespace, format!("{}-{}", s.prefix, h.name));
+        // The namespace holds the underlay interface with the reported address.
+        let addr = String::from_utf8_lossy(
+            &lab.exec(&h.name, &["ip", "-o", "-4", "addr", "show", &h.interface])
+                .stdout,
+        )
+        .into_owned();
+        assert!(addr.contains(&format!("{}/24", h.address)), "{addr}");
+    }
+    // Round robin: h1-c1 on net1, h1-c2 on net2; each container has the reported address and MAC.
+    assert_eq!(lab.container("h1-c1").network, "net1");
+    assert_eq!(lab.container("h1-c2").network, "net2");
+    for c in &s.containers {
+        let link = String::from_utf8_lossy(
+            &lab.exec(&c.name, &["ip", "-o", "link", "show", &c.interface])
+                .stdout,
+        )
+        .into_owned();
+        assert!(
+            link.contains(&c.mac),
+            "{} should have MAC {}: {link}",
+            c.name,
+            c.mac
+        );
+        let addr = String::from_utf8_lossy(&lab.exec(&c.name, &["ip", "-o", "-4", "addr"]).stdout)
+            .into_owned();
+        assert!(addr.contains(&c.address.to_string()), "{addr}");
+    }
+    // `lab exec` runs in the member's namespace and passes the exit code on.
+    let out = vxmesh(&[
+        "lab",
+        "exec",
+        "--prefix",
+        lab.prefix(),
+        "h1-c1",
+        "--",
+        "ip",
+        "-o",
+        "link",
+        "show",
+        "eth0",
+    ]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&lab.container("h1-c1").mac));
+    let out = vxmesh(&[
+        "lab",
+        "exec",
+        "--prefix",
+        lab.prefix(),
+        "h1",
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7));
+    let out = vxmesh(&["lab", "exec", "--prefix", lab.prefix(), "h9", "--", "true"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("h9"));
+
+    // A second `up` with the same prefix is refused and breaks nothing.
+    let out = vxmesh(&["lab", "up", "--prefix", lab.prefix()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already up"));
+    assert!(lab.status().hosts.iter().all(|h| h.agent_running));
+
+    let prefix = lab.prefix().to_string();
+    assert!(!leftovers(&prefix).is_empty());
+    drop(lab);
+    assert_eq!(leftovers(&prefix), Vec::<String>::new());
+    // Down again: nothing to do, still a success.
+    let out = vxmesh(&["lab", "down", "--prefix", &prefix]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to remove"));
+}
+
+#[test]
+fn a_failed_up_cleans_up_after_itself() {
+    let prefix = unique("vtf");
+    // A namespace in the way of the second host's first container makes `up` fail late, after
+    // the switch, the hosts, the agents and some containers exist.
+    let blocker = TestNetns::new(&format!("{prefix}-h2-c1"));
+    let out = Command::new(vxmesh_bin())
+        .args([
+            "lab",
+            "up",
+            "--prefix",
+            &prefix,
+            "--hosts",
+            "2",
+            "--containers-per-host",
+            "1",
+            "--networks",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "lab up should fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{prefix}-h2-c1")), "{err}");
+    std::mem::forget(blocker); // the failed up removed it along with the rest
+    assert_eq!(leftovers(&prefix), Vec::<String>::new());
+}
