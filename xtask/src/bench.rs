@@ -15,6 +15,8 @@ const PREFIX: &str = "vxbench";
 
 pub struct Options {
     pub seconds: u32,
+    /// How many times each figure is measured (interleaved); the report gives medians.
+    pub rounds: u32,
     /// Measure only the by-hand link (no vxmesh build, no lab).
     pub no_lab: bool,
 }
@@ -22,6 +24,7 @@ pub struct Options {
 pub fn parse(args: &[String]) -> Result<(String, Options)> {
     let mut opts = Options {
         seconds: 10,
+        rounds: 3,
         no_lab: false,
     };
     let mut which = None;
@@ -35,6 +38,13 @@ pub fn parse(args: &[String]) -> Result<(String, Options)> {
             s if s.starts_with("--seconds=") => {
                 opts.seconds = parse_seconds(&s["--seconds=".len()..])?;
             }
+            "--rounds" => {
+                let v = it.next().context("--rounds needs a value")?;
+                opts.rounds = parse_rounds(v)?;
+            }
+            s if s.starts_with("--rounds=") => {
+                opts.rounds = parse_rounds(&s["--rounds=".len()..])?;
+            }
             "--no-lab" => opts.no_lab = true,
             s if s.starts_with('-') => bail!("unknown option {s:?} for `cargo xtask bench`"),
             s if which.is_none() => which = Some(s.to_string()),
@@ -43,6 +53,13 @@ pub fn parse(args: &[String]) -> Result<(String, Options)> {
     }
     let which = which.context("which benchmark? available: overlay")?;
     Ok((which, opts))
+}
+
+fn parse_rounds(v: &str) -> Result<u32> {
+    match v.parse::<u32>() {
+        Ok(n) if (1..=20).contains(&n) => Ok(n),
+        _ => bail!("--rounds must be a whole number from 1 to 20, not {v:?}"),
+    }
 }
 
 fn parse_seconds(v: &str) -> Result<u32> {
@@ -78,12 +95,21 @@ impl Measure {
     }
 }
 
+/// Every round's measurement of each figure.
 #[derive(Default)]
 struct Figures {
-    lab_underlay: Option<Measure>,
-    lab_overlay: Option<Measure>,
-    hand_underlay: Option<Measure>,
-    hand_vxlan: Option<Measure>,
+    lab_underlay: Vec<Measure>,
+    lab_overlay: Vec<Measure>,
+    hand_underlay: Vec<Measure>,
+    hand_vxlan: Vec<Measure>,
+}
+
+/// The median (by throughput) of a figure's rounds, with the lowest and highest throughput.
+fn median(m: &[Measure]) -> Option<(Measure, f64, f64)> {
+    let mut v = m.to_vec();
+    v.sort_by(|a, b| a.bps.total_cmp(&b.bps));
+    let mid = *v.get(v.len() / 2)?;
+    Some((mid, v[0].bps, v[v.len() - 1].bps))
 }
 
 /// The acceptance goals: overlay / underlay, and overlay / by hand.
@@ -111,7 +137,7 @@ fn overlay(opts: &Options) -> Result<()> {
         hand.check()?;
         match &vx {
             Some(vx) => lab(vx, opts, &hand, &mut figures),
-            None => hand.measure(opts, &mut figures),
+            None => (0..opts.rounds).try_for_each(|_| hand.measure(opts, &mut figures)),
         }
     })();
     report(opts, &figures);
@@ -132,26 +158,35 @@ fn verdict(ratio: f64, goal: f64) -> &'static str {
 
 fn report(opts: &Options, f: &Figures) {
     heading(&format!(
-        "results: iperf3 TCP, 1 stream, {} s each, one run (noisy: compare only within a run)",
-        opts.seconds
+        "results: iperf3 TCP, 1 stream, {} s each, {} interleaved round(s), medians \
+         (noisy: compare only within a run)",
+        opts.seconds, opts.rounds
     ));
     let row = |label: &str, value: String| say(&format!("{label:<52}{value}"));
-    if let Some(u) = f.lab_underlay {
-        row("underlay  host -> host (lab, veth+bridge+veth)", u.show());
-    }
-    if let Some(o) = f.lab_overlay {
-        row("overlay   container -> container (vxmesh lab)", o.show());
-    }
-    if let Some(h) = f.hand_vxlan {
-        row(
-            "by hand   container -> container (iproute2 VXLAN)",
-            h.show(),
-        );
-    }
-    if let Some(u) = f.hand_underlay {
-        row("(by hand  host -> host, its underlay)", u.show());
-    }
-    if let (Some(o), Some(u)) = (f.lab_overlay, f.lab_underlay) {
+    let show = |label: &str, m: &[Measure]| -> Option<Measure> {
+        let (mid, lo, hi) = median(m)?;
+        let range = if m.len() > 1 {
+            format!("  [{:.2}..{:.2}]", lo / 1e9, hi / 1e9)
+        } else {
+            String::new()
+        };
+        row(label, format!("{}{range}", mid.show()));
+        Some(mid)
+    };
+    let lab_underlay = show(
+        "underlay  host -> host (lab, veth+bridge+veth)",
+        &f.lab_underlay,
+    );
+    let lab_overlay = show(
+        "overlay   container -> container (vxmesh lab)",
+        &f.lab_overlay,
+    );
+    let hand_vxlan = show(
+        "by hand   container -> container (iproute2 VXLAN)",
+        &f.hand_vxlan,
+    );
+    let hand_underlay = show("(by hand  host -> host, its underlay)", &f.hand_underlay);
+    if let (Some(o), Some(u)) = (lab_overlay, lab_underlay) {
         let r = o.bps / u.bps;
         row(
             "overlay / underlay",
@@ -161,7 +196,7 @@ fn report(opts: &Options, f: &Figures) {
             ),
         );
     }
-    if let (Some(o), Some(h)) = (f.lab_overlay, f.hand_vxlan) {
+    if let (Some(o), Some(h)) = (lab_overlay, hand_vxlan) {
         let r = o.bps / h.bps;
         row(
             "overlay / by hand",
@@ -171,8 +206,8 @@ fn report(opts: &Options, f: &Figures) {
             ),
         );
     }
-    if f.lab_overlay.is_none() {
-        if let (Some(h), Some(u)) = (f.hand_vxlan, f.hand_underlay) {
+    if lab_overlay.is_none() {
+        if let (Some(h), Some(u)) = (hand_vxlan, hand_underlay) {
             row("by hand / its underlay", format!("{:6.2}", h.bps / u.bps));
         }
     }
@@ -200,40 +235,44 @@ fn lab(vx: &Vxmesh, opts: &Options, hand: &HandLink, f: &mut Figures) -> Result<
         let host_b = status.host(&b.host)?;
         vx.wait_reachable(&a.name, bare_ip(&b.address), Duration::from_secs(20))?;
 
-        heading(&format!(
-            "underlay: host {} ({}) -> host {} ({})",
-            host_a.name,
-            bare_ip(&host_a.address),
-            host_b.name,
-            bare_ip(&host_b.address)
-        ));
-        let r = iperf(
-            &host_b.namespace,
-            &host_a.namespace,
-            bare_ip(&host_b.address),
-            opts.seconds,
-        )?;
-        say(&r.show());
-        f.lab_underlay = Some(r);
+        for round in 1..=opts.rounds {
+            say(&format!("round {round} of {}", opts.rounds));
+            heading(&format!(
+                "underlay: host {} ({}) -> host {} ({})",
+                host_a.name,
+                bare_ip(&host_a.address),
+                host_b.name,
+                bare_ip(&host_b.address)
+            ));
+            let r = iperf(
+                &host_b.namespace,
+                &host_a.namespace,
+                bare_ip(&host_b.address),
+                opts.seconds,
+            )?;
+            say(&r.show());
+            f.lab_underlay.push(r);
 
-        heading(&format!(
-            "overlay: container {} ({}) -> container {} ({}) on {}",
-            a.name,
-            bare_ip(&a.address),
-            b.name,
-            bare_ip(&b.address),
-            a.network
-        ));
-        let r = iperf(
-            &b.namespace,
-            &a.namespace,
-            bare_ip(&b.address),
-            opts.seconds,
-        )?;
-        say(&r.show());
-        f.lab_overlay = Some(r);
+            heading(&format!(
+                "overlay: container {} ({}) -> container {} ({}) on {}",
+                a.name,
+                bare_ip(&a.address),
+                b.name,
+                bare_ip(&b.address),
+                a.network
+            ));
+            let r = iperf(
+                &b.namespace,
+                &a.namespace,
+                bare_ip(&b.address),
+                opts.seconds,
+            )?;
+            say(&r.show());
+            f.lab_overlay.push(r);
 
-        hand.measure(opts, f)
+            hand.measure(opts, f)?;
+        }
+        Ok(())
     })();
     match result {
         Ok(()) => guard.finish(),
@@ -456,7 +495,7 @@ impl HandLink {
         ));
         let r = iperf(self.ns("c2"), self.ns("c1"), HAND_OVERLAY[1], opts.seconds)?;
         say(&r.show());
-        f.hand_vxlan = Some(r);
+        f.hand_vxlan.push(r);
 
         heading(&format!(
             "by hand, underlay: host {} -> host {}",
@@ -464,7 +503,7 @@ impl HandLink {
         ));
         let r = iperf(self.ns("h2"), self.ns("h1"), HAND_UNDERLAY[1], opts.seconds)?;
         say(&r.show());
-        f.hand_underlay = Some(r);
+        f.hand_underlay.push(r);
         Ok(())
     }
 }
