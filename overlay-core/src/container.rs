@@ -76,6 +76,7 @@ pub fn attach_container(
         ip: spec.ip,
         mac: None,
         attach: true,
+        cni: None,
     })?;
     let attach = AttachSpec {
         host_netns: spec.host_netns.clone(),

@@ -36,6 +36,18 @@ pub struct Node {
     pub name: String,
     /// The address other hosts send VXLAN packets to.
     pub underlay: Ipv4Addr,
+    /// The node's WireGuard identity for encrypted networks, published by its agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<WireguardIdentity>,
+}
+
+/// What other hosts need to reach a node through WireGuard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireguardIdentity {
+    /// Base64 of the 32-byte Curve25519 public key.
+    pub public_key: String,
+    /// UDP port WireGuard listens on, on the node's underlay address.
+    pub port: u16,
 }
 
 /// An address on a network, living on a node: a container attached by vxmesh, or a machine
@@ -51,6 +63,17 @@ pub struct Endpoint {
     /// The host end of the veth pair when vxmesh attached it; `None` for external endpoints.
     #[serde(default)]
     pub host_ifname: Option<String>,
+    /// The CNI attachment this endpoint belongs to (container id and interface name), when a
+    /// container runtime made it through the CNI plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniAttachment>,
+}
+
+/// A CNI attachment: the runtime's container id and the interface name inside the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniAttachment {
+    pub container_id: String,
+    pub ifname: String,
 }
 
 impl Network {

@@ -27,6 +27,14 @@ pub const PACKAGES: &[&str] = &[
     "util-linux",
     // `nc`: tests send TCP/UDP probes through the overlay and to services.
     "netcat-openbsd",
+    // The reference CNI plugins (/usr/lib/cni: bridge, host-local, portmap, tuning,
+    // bandwidth): chained after vxmesh-cni and delegated to in the CNI tests, the
+    // baseline of `cargo xtask bench cni`.
+    "containernetworking-plugins",
+    // `wireguard-go` and `wg`: a real WireGuard peer for the encryption interop test and the
+    // baseline of `cargo xtask bench crypto`.
+    "wireguard-go",
+    "wireguard-tools",
 ];
 
 pub fn setup() -> Result<()> {

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use crate::ipam;
 use crate::keys;
 use crate::mac::MacAddr;
-use crate::model::{self, Endpoint, Network, Node};
+use crate::model::{self, CniAttachment, Endpoint, Network, Node};
 use crate::store::{Compare, Op, Txn};
 use crate::validate::{self, ValidationError};
 
@@ -25,6 +25,8 @@ pub struct EndpointSpec {
     pub mac: Option<MacAddr>,
     /// Set when vxmesh itself creates the veth (`model::veth_name`); `None` for external endpoints.
     pub attach: bool,
+    /// The CNI attachment, when the CNI plugin records the endpoint.
+    pub cni: Option<CniAttachment>,
 }
 
 impl Catalog {
@@ -113,6 +115,7 @@ impl Catalog {
                 ip,
                 mac,
                 host_ifname: spec.attach.then(|| model::veth_name(&spec.network, &id)),
+                cni: spec.cni.clone(),
             };
             let txn = Txn {
                 compares: vec![

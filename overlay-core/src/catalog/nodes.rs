@@ -16,6 +16,7 @@ impl Catalog {
         let node = Node {
             name: name.to_string(),
             underlay,
+            wireguard: None,
         };
         self.commit_with_retry(|| {
             let nodes = self.nodes()?;

@@ -105,6 +105,7 @@ mod tests {
                 Node {
                     name: name.into(),
                     underlay: ip.parse().unwrap(),
+                    wireguard: None,
                 },
             );
         }
@@ -132,6 +133,7 @@ mod tests {
                 ip,
                 mac: MacAddr::for_endpoint(ip),
                 host_ifname: Some(format!("ve-{id}")),
+                cni: None,
             });
         }
         s

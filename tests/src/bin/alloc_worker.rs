@@ -79,6 +79,7 @@ fn main() -> ExitCode {
                         ip: None,
                         mac: None,
                         attach: false,
+                        cni: None,
                     }) {
                         Ok(e) => serde_json::json!({
                             "id": e.id,

@@ -69,6 +69,7 @@ pub fn run(cmd: EndpointCmd, catalog: &Catalog, json: bool) -> Result<()> {
                 ip: a.ip,
                 mac: a.mac,
                 attach: false,
+                cni: None,
             })?;
             if json {
                 output::json(&e);
