@@ -1,49 +1,13 @@
 //! Attaching container namespaces to a bridge, checked with `ip` as witness. Needs root.
 
 use std::net::Ipv4Addr;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use overlay_core::dataplane::{attach, detach, AttachSpec, Dataplane, DataplaneError};
+use overlay_core::dataplane::{attach, detach, AttachSpec, DataplaneError};
 use overlay_core::netns::{self, NetnsGuard};
 use overlay_core::MacAddr;
 
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "vxt-{}-{tag}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn run(args: &[&str]) -> (bool, String) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run witness");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
-
-fn witness(args: &[&str]) -> String {
-    let (ok, out) = run(args);
-    assert!(ok, "{args:?}: {out}");
-    out
-}
-
-fn in_ns<T: Send + 'static, Fut: std::future::Future<Output = T>>(
-    ns: &NetnsGuard,
-    f: impl FnOnce(Dataplane) -> Fut + Send + 'static,
-) -> T {
-    netns::block_on_in(ns.path(), move || async move {
-        let dp = Dataplane::connect().expect("connect");
-        f(dp).await
-    })
-    .expect("enter namespace")
-}
+mod common;
+use common::{in_ns, run, unique, witness};
 
 fn link_names(ns: &NetnsGuard) -> Vec<String> {
     let mut v = in_ns(ns, |dp| async move {

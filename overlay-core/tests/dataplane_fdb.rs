@@ -2,45 +2,13 @@
 //! Needs root. Everything happens in a throwaway namespace.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use overlay_core::dataplane::{Dataplane, FdbEntry, NeighEntry, VxlanSpec};
-use overlay_core::netns::{self, NetnsGuard};
+use overlay_core::dataplane::{FdbEntry, NeighEntry, VxlanSpec};
+use overlay_core::netns::NetnsGuard;
 use overlay_core::MacAddr;
 
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "vxt-{}-{tag}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn witness(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run witness");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn in_ns<T: Send + 'static, Fut: std::future::Future<Output = T>>(
-    ns: &NetnsGuard,
-    f: impl FnOnce(Dataplane) -> Fut + Send + 'static,
-) -> T {
-    netns::block_on_in(ns.path(), move || async move {
-        let dp = Dataplane::connect().expect("connect");
-        f(dp).await
-    })
-    .expect("enter namespace")
-}
+mod common;
+use common::{in_ns, unique, witness};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

@@ -3,43 +3,13 @@
 //! Needs root. Everything happens in throwaway namespaces.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use overlay_core::dataplane::{attach, AttachSpec, Dataplane, FdbEntry, VxlanSpec};
-use overlay_core::netns::{self, NetnsGuard};
+use overlay_core::dataplane::{attach, AttachSpec, FdbEntry, VxlanSpec};
+use overlay_core::netns::NetnsGuard;
 use overlay_core::MacAddr;
 
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "vxt-{}-{tag}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn run(args: &[&str]) -> (bool, String) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run witness");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
-
-fn in_ns<T: Send + 'static, Fut: std::future::Future<Output = T>>(
-    ns: &NetnsGuard,
-    f: impl FnOnce(Dataplane) -> Fut + Send + 'static,
-) -> T {
-    netns::block_on_in(ns.path(), move || async move {
-        let dp = Dataplane::connect().expect("connect");
-        f(dp).await
-    })
-    .expect("enter namespace")
-}
+mod common;
+use common::{in_ns, run, unique};
 
 /// Bridge + VXLAN on the host whose underlay address is `local`, flooding to `remote`.
 fn overlay_host(ns: &NetnsGuard, local: Ipv4Addr, remote: Ipv4Addr) {

@@ -1,31 +1,12 @@
 //! Named network namespaces: create, list, delete, run code inside. Needs root.
 
 use std::os::unix::fs::MetadataExt;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use overlay_core::dataplane::Dataplane;
 use overlay_core::netns::{self, NetnsError, NetnsGuard};
 
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "vxt-{}-{tag}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn run(args: &[&str]) -> (bool, String) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run witness");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
+mod common;
+use common::{run, unique};
 
 fn ns_inode(path: &str) -> u64 {
     std::fs::metadata(path).unwrap().ino()
