@@ -6,7 +6,6 @@
 //! entries that point at the VXLAN port, so ARP for them never crosses the underlay; ARP
 //! replies (to hosts that do ask across, like a VXLAN host configured by hand) still do.
 
-use futures::TryStreamExt;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::link::{
     InfoBridgePort, InfoPortData, InfoPortKind, LinkAttribute, LinkInfo,
@@ -87,15 +86,9 @@ impl Dataplane {
     /// The static MACs of the bridge's FDB on this port (what `bridge fdb show dev X` lists as
     /// `master ... static`).
     pub async fn bridge_fdb_static(&self, port_index: u32) -> Result<Vec<MacAddr>, DataplaneError> {
-        let msgs: Vec<NeighbourMessage> = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Bridge)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(nl("list bridge fdb", format_args!("index {port_index}")))?;
+        let msgs = self
+            .bridge_family_neighbours("list bridge fdb", port_index)
+            .await?;
         let mut out: Vec<MacAddr> = msgs
             .iter()
             .filter(|m| {

@@ -77,18 +77,27 @@ fn fdb_message(index: u32, entry: &FdbEntry) -> NeighbourMessage {
 }
 
 impl Dataplane {
-    /// The FDB entries the device itself holds (NTF_SELF) that have a remote destination:
-    /// what `bridge fdb show dev X` lists with `dst`.
-    pub async fn fdb_entries(&self, index: u32) -> Result<Vec<FdbEntry>, DataplaneError> {
-        let msgs: Vec<NeighbourMessage> = self
-            .handle
+    /// Every AF_BRIDGE neighbour (FDB) message of the namespace; `op` and `index` name the
+    /// caller's purpose in errors.
+    pub(crate) async fn bridge_family_neighbours(
+        &self,
+        op: &'static str,
+        index: u32,
+    ) -> Result<Vec<NeighbourMessage>, DataplaneError> {
+        self.handle
             .neighbours()
             .get()
             .set_address_family(AddressFamily::Bridge)
             .execute()
             .try_collect()
             .await
-            .map_err(nl("list fdb", format_args!("index {index}")))?;
+            .map_err(nl(op, format_args!("index {index}")))
+    }
+
+    /// The FDB entries the device itself holds (NTF_SELF) that have a remote destination:
+    /// what `bridge fdb show dev X` lists with `dst`.
+    pub async fn fdb_entries(&self, index: u32) -> Result<Vec<FdbEntry>, DataplaneError> {
+        let msgs = self.bridge_family_neighbours("list fdb", index).await?;
         let mut out: Vec<FdbEntry> = msgs
             .iter()
             .filter(|m| m.header.ifindex == index && m.header.flags.contains(NeighbourFlags::Own))
