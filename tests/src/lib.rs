@@ -127,13 +127,23 @@ pub struct Lab {
 
 impl Lab {
     pub fn up(hosts: u32, containers_per_host: u32, networks: u32) -> Lab {
+        Lab::up_with(&[
+            "--hosts",
+            &hosts.to_string(),
+            "--containers-per-host",
+            &containers_per_host.to_string(),
+            "--networks",
+            &networks.to_string(),
+        ])
+    }
+
+    /// `vxmesh lab up` with these options and a unique prefix.
+    pub fn up_with(options: &[&str]) -> Lab {
         let prefix = unique("vt");
         let bin = vxmesh_bin();
         let out = Command::new(&bin)
             .args(["--json", "lab", "up", "--prefix", &prefix])
-            .args(["--hosts", &hosts.to_string()])
-            .args(["--containers-per-host", &containers_per_host.to_string()])
-            .args(["--networks", &networks.to_string()])
+            .args(options)
             .stdin(Stdio::null())
             .output()
             .expect("run vxmesh lab up");
