@@ -11,7 +11,8 @@ use ipnet::Ipv4Net;
 
 use crate::catalog::{Catalog, CatalogError, EndpointSpec};
 use crate::dataplane::{self, AttachSpec, Attachment, Dataplane, DataplaneError};
-use crate::model::{Endpoint, Network};
+use crate::mac::MacAddr;
+use crate::model::{CniAttachment, Endpoint, Network};
 use crate::netns::{self, NetnsError};
 
 /// A container to attach.
@@ -41,6 +42,18 @@ pub enum ContainerError {
     Netns(#[from] NetnsError),
     #[error("network {network}: bridge {bridge} does not exist on this host yet; is `vxmesh agent` running here?")]
     NoBridge { network: String, bridge: String },
+    #[error("mtu {mtu}: must be 68..={bridge} (the MTU of network {network} on this host)")]
+    Mtu {
+        mtu: u32,
+        bridge: u32,
+        network: String,
+    },
+}
+
+/// The MTU network `network` has on this host (its bridge's, as the agent set it), or
+/// [`ContainerError::NoBridge`] when the agent has not built the bridge.
+pub fn network_mtu(host_netns: &Option<PathBuf>, network: &Network) -> Result<u32, ContainerError> {
+    bridge_mtu(host_netns, network)
 }
 
 fn host_path(spec_host: &Option<PathBuf>) -> PathBuf {
@@ -62,21 +75,53 @@ fn bridge_mtu(host: &Option<PathBuf>, network: &Network) -> Result<u32, Containe
     })
 }
 
+/// Optional settings of an attachment beyond [`ContainerSpec`] (what the CNI plugin asks for).
+#[derive(Debug, Clone, Default)]
+pub struct AttachOptions {
+    /// A fixed MAC for the container end; `None`: derived from the address.
+    pub mac: Option<MacAddr>,
+    /// The MTU of the veth pair; `None`: the bridge's (the network's MTU on this host). It may
+    /// not exceed the bridge's.
+    pub mtu: Option<u32>,
+    /// The CNI attachment to record with the endpoint.
+    pub cni: Option<CniAttachment>,
+}
+
 /// Records the endpoint, then builds its veth into the container. Undoes the record on failure.
 pub fn attach_container(
     catalog: &Catalog,
     spec: &ContainerSpec,
 ) -> Result<(Endpoint, Attachment), ContainerError> {
+    attach_container_with(catalog, spec, &AttachOptions::default())
+}
+
+/// [`attach_container`] with a fixed MAC, MTU or CNI attachment.
+pub fn attach_container_with(
+    catalog: &Catalog,
+    spec: &ContainerSpec,
+    options: &AttachOptions,
+) -> Result<(Endpoint, Attachment), ContainerError> {
     let network = catalog.network(&spec.network)?;
-    let mtu = bridge_mtu(&spec.host_netns, &network)?;
+    let bridge = bridge_mtu(&spec.host_netns, &network)?;
+    let mtu = match options.mtu {
+        Some(m) if m > bridge || m < 68 => {
+            return Err(ContainerError::Mtu {
+                mtu: m,
+                bridge,
+                network: network.name.clone(),
+            })
+        }
+        Some(m) => m,
+        None => bridge,
+    };
     let endpoint = catalog.add_endpoint(&EndpointSpec {
         network: spec.network.clone(),
         node: spec.node.clone(),
         id: Some(spec.id.clone()),
         ip: spec.ip,
-        mac: None,
+        mac: options.mac,
         attach: true,
-        cni: None,
+        cni: options.cni.clone(),
     })?;
     let attach = AttachSpec {
         host_netns: spec.host_netns.clone(),

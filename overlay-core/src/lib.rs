@@ -14,6 +14,7 @@ pub mod netns;
 pub mod reconcile;
 pub mod store;
 pub mod validate;
+pub mod wireguard;
 
 pub use catalog::{Catalog, CatalogError, EndpointSpec, NetworkSpec, Snapshot};
 pub use mac::MacAddr;

@@ -14,6 +14,7 @@ use crate::mac::MacAddr;
 pub const VXLAN_PORT: u16 = 4789;
 /// Bytes VXLAN adds to each frame on an IPv4 underlay: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14.
 pub const VXLAN_OVERHEAD: u32 = 50;
+pub use crate::wireguard::WIREGUARD_OVERHEAD;
 
 /// An overlay network: one L2 segment (one VNI) with one IPv4 subnet, spread over every host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +49,24 @@ pub struct WireguardIdentity {
     pub public_key: String,
     /// UDP port WireGuard listens on, on the node's underlay address.
     pub port: u16,
+    /// The node's address inside the WireGuard tunnels (from 100.88.0.0/16, allocated by the
+    /// catalog, unique among nodes). Encrypted networks' VXLAN packets go between these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_ip: Option<Ipv4Addr>,
+    /// Which implementation runs there (`userspace (boringtun 0.7)`, `kernel`, `external`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implementation: Option<String>,
+    /// Set by `vxmesh node rotate-key`: the node's agent makes a new key pair, publishes its
+    /// public key and clears this.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rotate_requested: bool,
+}
+
+impl WireguardIdentity {
+    /// Public key, tunnel address and port: everything a peer needs to configure this node.
+    pub fn is_complete(&self) -> bool {
+        self.tunnel_ip.is_some() && crate::validate::wireguard_key(&self.public_key).is_ok()
+    }
 }
 
 /// An address on a network, living on a node: a container attached by vxmesh, or a machine
@@ -92,9 +111,15 @@ impl Network {
         Ipv4Net::new(self.gateway, self.subnet.prefix_len()).expect("prefix from a valid subnet")
     }
 
-    /// The MTU of this network on a host whose underlay device has `underlay_mtu`.
+    /// The MTU of this network on a host whose underlay device has `underlay_mtu`: VXLAN's
+    /// overhead, and WireGuard's too when encrypted, so that nothing is fragmented.
     pub fn effective_mtu(&self, underlay_mtu: u32) -> u32 {
-        let ceiling = underlay_mtu.saturating_sub(VXLAN_OVERHEAD);
+        let wg = if self.encrypted {
+            WIREGUARD_OVERHEAD
+        } else {
+            0
+        };
+        let ceiling = underlay_mtu.saturating_sub(VXLAN_OVERHEAD + wg);
         match self.mtu {
             Some(m) => m.min(ceiling),
             None => ceiling,
@@ -165,5 +190,9 @@ mod tests {
         assert_eq!(n.effective_mtu(1500), 1400);
         n.mtu = Some(9000);
         assert_eq!(n.effective_mtu(1500), 1450);
+        n.encrypted = true;
+        assert_eq!(n.effective_mtu(1500), 1390);
+        n.mtu = None;
+        assert_eq!(n.effective_mtu(9000), 8890);
     }
 }

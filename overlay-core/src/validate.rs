@@ -218,10 +218,45 @@ pub fn stored_network(n: &Network) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// A WireGuard public key: 32 bytes in base64.
+pub fn wireguard_key(text: &str) -> Result<(), ValidationError> {
+    crate::wireguard::PublicKey::from_base64(text)
+        .map(|_| ())
+        .map_err(|_| {
+            ValidationError::new(
+                "public-key",
+                text,
+                "must be a WireGuard public key: 32 bytes in base64 (44 characters, as `wg pubkey` prints)",
+            )
+        })
+}
+
+/// A WireGuard listen port.
+pub fn wireguard_port(port: u16) -> Result<(), ValidationError> {
+    if port == 0 {
+        return Err(ValidationError::new("port", port, "must be 1-65535"));
+    }
+    Ok(())
+}
+
 /// Checks a node read back from the store.
 pub fn stored_node(n: &Node) -> Result<(), ValidationError> {
     node_name(&n.name)?;
-    underlay(n.underlay)
+    underlay(n.underlay)?;
+    if let Some(wg) = &n.wireguard {
+        wireguard_key(&wg.public_key)?;
+        wireguard_port(wg.port)?;
+        if let Some(ip) = wg.tunnel_ip {
+            if !crate::wireguard::tunnel_net().contains(&ip) {
+                return Err(ValidationError::new(
+                    "tunnel-ip",
+                    ip,
+                    format!("is outside {}", crate::wireguard::tunnel_net()),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks an endpoint read back from the store against its network.

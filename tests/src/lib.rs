@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 pub mod capture;
+pub mod cni;
+pub mod crypto;
 pub mod pcap;
 pub mod witness;
 
@@ -208,6 +210,17 @@ impl Lab {
             .iter()
             .find(|n| n.name == name)
             .unwrap_or_else(|| panic!("no network {name}"))
+    }
+
+    /// The log of a host's agent (for failure messages).
+    pub fn agent_log(&self, host: &str) -> String {
+        let dir = self
+            .state
+            .store
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        std::fs::read_to_string(dir.join(format!("agent-{host}.log"))).unwrap_or_default()
     }
 
     /// Runs `vxmesh --store <lab store> ARGS`.

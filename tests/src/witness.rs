@@ -66,3 +66,22 @@ pub fn vxlan_fdb(netns: &str, dev: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Waits until two readings of `kernel_state(netns)` a second apart agree (the agents have
+/// converged) and returns that state; panics after `timeout`.
+pub fn settled_state(netns: &str, timeout: std::time::Duration) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = kernel_state(netns);
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let now = kernel_state(netns);
+        if now == last {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{netns} did not settle"
+        );
+        last = now;
+    }
+}

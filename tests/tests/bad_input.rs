@@ -454,11 +454,6 @@ fn store_cases() -> Vec<Case> {
             ],
             &["invalid value 'abc' for '--mtu <MTU>'"],
         ),
-        // --encrypted: refused until encryption exists.
-        c(
-            create("n", "10.2.0.0/24", &["--encrypted"]),
-            &["invalid encrypted", "not yet supported"],
-        ),
         // Unknown or invalid network for inspect and rm; rm with endpoints needs --force.
         case(&["network", "inspect", "nope"], &["unknown network 'nope'"]),
         case(
@@ -1074,17 +1069,6 @@ fn bad_input_against_a_running_lab_changes_neither_store_nor_kernel() {
                 "9001",
             ],
             &["invalid mtu '9001'"],
-        ),
-        case(
-            &[
-                "network",
-                "create",
-                "x",
-                "--subnet",
-                "10.123.0.0/24",
-                "--encrypted",
-            ],
-            &["invalid encrypted", "not yet supported"],
         ),
         case(
             &["network", "create", n, "--subnet", "10.123.0.0/24"],

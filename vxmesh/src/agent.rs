@@ -1,12 +1,25 @@
 //! The per-host agent: watches the store and reconciles this host's kernel to it.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use overlay_core::catalog::Catalog;
 use overlay_core::dataplane::Dataplane;
 use overlay_core::keys;
-use overlay_core::reconcile::{Desired, Reconciler};
+use overlay_core::reconcile::{Desired, Reconciler, WireguardHandle};
 use overlay_core::store::StoreError;
+use overlay_core::wireguard::{self, PrivateKey, UserspaceDevice};
+
+/// The node's WireGuard interface, for encrypted networks.
+#[derive(Debug, Clone)]
+pub struct WireguardConfig {
+    /// Interface name (`wg-vx`).
+    pub ifname: String,
+    /// UDP port on the underlay.
+    pub port: u16,
+    /// Worker threads of the userspace implementation.
+    pub threads: usize,
+}
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -15,6 +28,10 @@ pub struct AgentConfig {
     /// A full pass runs at least this often even without store changes, so that anything
     /// changed by hand in the kernel is put back.
     pub resync: Duration,
+    /// Where the agent keeps this host's private key (mode 0700 directory, 0600 file).
+    pub state_dir: PathBuf,
+    /// `None`: no WireGuard interface (encrypted networks cannot be built on this node).
+    pub wireguard: Option<WireguardConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +42,8 @@ pub enum AgentError {
     Dataplane(#[from] overlay_core::dataplane::DataplaneError),
     #[error("cannot start the agent's runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    #[error("WireGuard: {0}")]
+    Wireguard(String),
 }
 
 /// Runs until SIGINT or SIGTERM. The kernel state is left in place on exit, so a restarted
@@ -38,8 +57,98 @@ pub fn run(catalog: Catalog, config: AgentConfig) -> Result<(), AgentError> {
     rt.block_on(run_loop(catalog, config))
 }
 
+/// The running WireGuard interface and the key it uses.
+struct Wireguard {
+    device: UserspaceDevice,
+    key: PrivateKey,
+    config: WireguardConfig,
+}
+
+impl Wireguard {
+    fn start(config: &AgentConfig, wg: &WireguardConfig) -> Result<Wireguard, AgentError> {
+        let werr = |e: &dyn std::fmt::Display| AgentError::Wireguard(e.to_string());
+        let (key, made) = PrivateKey::load_or_generate(&config.state_dir).map_err(|e| werr(&e))?;
+        tracing::info!(
+            public_key = %key.public(),
+            file = %PrivateKey::path(&config.state_dir).display(),
+            "{} WireGuard key",
+            if made { "generated a new" } else { "loaded the" }
+        );
+        if wireguard::kernel_module_present() {
+            tracing::warn!(
+                "the WireGuard kernel module is present, but this agent drives only the \
+                 userspace implementation"
+            );
+        }
+        let device = UserspaceDevice::start(&wg.ifname, wg.threads).map_err(|e| werr(&e))?;
+        let uapi = device.uapi();
+        uapi.set_private_key(&key).map_err(|e| werr(&e))?;
+        uapi.set_listen_port(wg.port).map_err(|e| werr(&e))?;
+        tracing::info!(
+            interface = %wg.ifname,
+            port = wg.port,
+            implementation = wireguard::IMPL_USERSPACE,
+            "WireGuard interface up"
+        );
+        Ok(Wireguard {
+            device,
+            key,
+            config: wg.clone(),
+        })
+    }
+
+    /// Publishes this node's public key and port unless the store already has them; acts on a
+    /// key rotation request. Returns true if it wrote to the store.
+    fn sync_identity(
+        &mut self,
+        catalog: &Catalog,
+        node: &overlay_core::Node,
+        state_dir: &std::path::Path,
+    ) -> Result<bool, AgentError> {
+        let werr = |e: &dyn std::fmt::Display| AgentError::Wireguard(e.to_string());
+        let published = node.wireguard.as_ref();
+        if published.is_some_and(|w| w.rotate_requested) {
+            let new = PrivateKey::generate();
+            new.save(state_dir).map_err(|e| werr(&e))?;
+            self.device
+                .uapi()
+                .set_private_key(&new)
+                .map_err(|e| werr(&e))?;
+            tracing::info!(old = %self.key.public(), new = %new.public(), "rotated the WireGuard key");
+            self.key = new;
+        }
+        let public = self.key.public().to_base64();
+        let current = published.is_some_and(|w| {
+            w.public_key == public
+                && w.port == self.config.port
+                && w.tunnel_ip.is_some()
+                && !w.rotate_requested
+                && w.implementation.as_deref() == Some(wireguard::IMPL_USERSPACE)
+        });
+        if current {
+            return Ok(false);
+        }
+        let n = catalog.set_wireguard(
+            &node.name,
+            &public,
+            self.config.port,
+            wireguard::IMPL_USERSPACE,
+        )?;
+        tracing::info!(
+            public_key = %public,
+            port = self.config.port,
+            tunnel_ip = ?n.wireguard.as_ref().and_then(|w| w.tunnel_ip),
+            "published this node's WireGuard identity"
+        );
+        Ok(true)
+    }
+}
+
 async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentError> {
-    let reconciler = Reconciler::new(Dataplane::connect()?);
+    // The WireGuard interface is started when the store first holds an encrypted network, so
+    // hosts with plain networks only run no TUN device and no crypto threads.
+    let mut wg: Option<Wireguard> = None;
+    let mut reconciler = Reconciler::new(Dataplane::connect()?);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tracing::info!(node = %config.node, "agent started");
     let mut passes: u64 = 0;
@@ -52,6 +161,24 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
         };
         for p in &snapshot.problems {
             tracing::warn!(problem = %p, "skipping a bad record in the store");
+        }
+        if let (None, Some(c)) = (&wg, &config.wireguard) {
+            if snapshot.networks.values().any(|n| n.encrypted) {
+                let w = Wireguard::start(&config, c)?;
+                reconciler = reconciler.with_wireguard(WireguardHandle {
+                    ifname: w.device.ifname().to_string(),
+                    uapi: w.device.uapi(),
+                });
+                wg = Some(w);
+            }
+        }
+        if let (Some(w), Some(me)) = (wg.as_mut(), snapshot.nodes.get(&config.node)) {
+            match w.sync_identity(&catalog, me, &config.state_dir) {
+                // The store changed: reconcile from a fresh snapshot.
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => tracing::error!("{e}"),
+            }
         }
         let desired = Desired::compute(&snapshot, &config.node);
         if desired.node.is_none() {

@@ -24,6 +24,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let json = cli.json;
     match cli.command {
         Command::Lab(cmd) => cli::lab::run(cmd, json),
+        Command::Cni(cmd) => {
+            cli::cni::run(cmd, &cli.store, json)?;
+            Ok(0)
+        }
         Command::Agent(args) => {
             // Before any thread exists, so the whole agent lives in that namespace.
             cli::agent::enter_netns(&args)?;

@@ -73,7 +73,9 @@ pub fn bench(args: &[String]) -> Result<()> {
     let (which, opts) = parse(args)?;
     match which.as_str() {
         "overlay" => overlay(&opts),
-        other => bail!("unknown benchmark {other:?}; available: overlay"),
+        "cni" => crate::bench_cni::bench(&opts),
+        "crypto" => crate::bench_crypto::crypto(&opts),
+        other => bail!("unknown benchmark {other:?}; available: overlay, crypto"),
     }
 }
 

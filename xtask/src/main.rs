@@ -1,6 +1,8 @@
 //! vxmesh's task runner: `cargo xtask setup | test | demo | bench overlay`.
 
 mod bench;
+mod bench_cni;
+mod bench_crypto;
 mod demo;
 mod lab;
 mod setup;

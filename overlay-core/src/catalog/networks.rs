@@ -33,15 +33,6 @@ impl Catalog {
         if let Some(m) = spec.mtu {
             validate::mtu(m)?;
         }
-        if spec.encrypted {
-            return Err(ValidationError::new(
-                "encrypted",
-                true,
-                "encrypted networks are not yet supported (WireGuard encryption is a later \
-                 issue); create the network without --encrypted",
-            )
-            .into());
-        }
         self.commit_with_retry(|| {
             let guard = self.store.get(keys::NETWORKS_GUARD)?;
             let existing = self.networks()?;

@@ -1,9 +1,10 @@
 //! Adding, listing and removing nodes (hosts).
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use crate::keys;
-use crate::model::Node;
+use crate::model::{Node, WireguardIdentity};
 use crate::store::{Compare, Op, Txn};
 use crate::validate::{self, ValidationError};
 
@@ -94,6 +95,120 @@ impl Catalog {
                 ops,
             };
             Ok((txn, node))
+        })
+    }
+}
+
+/// Written by every change of a node's WireGuard identity, so that two nodes publishing at once
+/// cannot both take the same free tunnel address.
+const WIREGUARD_GUARD: &str = "/vxmesh/v1/guards/wireguard";
+
+impl Catalog {
+    /// Publishes (or replaces) a node's WireGuard public key and port. The node keeps its tunnel
+    /// address, or gets the lowest free one of [`crate::wireguard::tunnel_net`]. A pending key
+    /// rotation request is cleared when the key changes.
+    pub fn set_wireguard(
+        &self,
+        name: &str,
+        public_key: &str,
+        port: u16,
+        implementation: &str,
+    ) -> Result<Node, CatalogError> {
+        validate::node_name(name)?;
+        validate::wireguard_key(public_key)?;
+        validate::wireguard_port(port)?;
+        self.commit_with_retry(|| {
+            let (kv, mut node) = self
+                .get_decoded::<Node>(&keys::node(name))?
+                .ok_or_else(|| CatalogError::NotFound {
+                    kind: "node",
+                    name: name.to_string(),
+                })?;
+            let others = self.nodes()?;
+            if let Some(other) = others.iter().find(|n| {
+                n.name != name
+                    && n.wireguard
+                        .as_ref()
+                        .is_some_and(|w| w.public_key == public_key)
+            }) {
+                return Err(ValidationError::new(
+                    "public-key",
+                    public_key,
+                    format!("is already node {}'s key", other.name),
+                )
+                .into());
+            }
+            let old = node.wireguard.clone();
+            let tunnel_ip = match old.as_ref().and_then(|w| w.tunnel_ip) {
+                Some(ip) => ip,
+                None => {
+                    let used: BTreeSet<Ipv4Addr> = others
+                        .iter()
+                        .filter_map(|n| n.wireguard.as_ref()?.tunnel_ip)
+                        .collect();
+                    crate::wireguard::tunnel_net()
+                        .hosts()
+                        .find(|ip| !used.contains(ip))
+                        .ok_or_else(|| {
+                            ValidationError::new(
+                                "tunnel-ip",
+                                "auto",
+                                "every tunnel address is taken",
+                            )
+                        })?
+                }
+            };
+            let key_changed = old.as_ref().is_none_or(|w| w.public_key != public_key);
+            node.wireguard = Some(WireguardIdentity {
+                public_key: public_key.to_string(),
+                port,
+                tunnel_ip: Some(tunnel_ip),
+                implementation: Some(implementation.to_string()),
+                rotate_requested: !key_changed && old.is_some_and(|w| w.rotate_requested),
+            });
+            let guard = self.store.get(WIREGUARD_GUARD)?;
+            let guard_cmp = match guard {
+                Some(g) => Compare::ModRevision(g.key.clone(), g.mod_revision),
+                None => Compare::Absent(WIREGUARD_GUARD.to_string()),
+            };
+            let txn = Txn {
+                compares: vec![
+                    Compare::ModRevision(kv.key.clone(), kv.mod_revision),
+                    guard_cmp,
+                ],
+                ops: vec![
+                    Op::put(kv.key.clone(), encode(&node)),
+                    Op::put(WIREGUARD_GUARD.to_string(), node.name.as_bytes().to_vec()),
+                ],
+            };
+            Ok((txn, node.clone()))
+        })
+    }
+
+    /// Asks the node's agent to replace its WireGuard key pair (`vxmesh node rotate-key`).
+    pub fn request_key_rotation(&self, name: &str) -> Result<Node, CatalogError> {
+        validate::node_name(name)?;
+        self.commit_with_retry(|| {
+            let (kv, mut node) = self
+                .get_decoded::<Node>(&keys::node(name))?
+                .ok_or_else(|| CatalogError::NotFound {
+                    kind: "node",
+                    name: name.to_string(),
+                })?;
+            let Some(wg) = node.wireguard.as_mut() else {
+                return Err(ValidationError::new(
+                    "node",
+                    name,
+                    "has no WireGuard key yet (its agent publishes one when it starts)",
+                )
+                .into());
+            };
+            wg.rotate_requested = true;
+            let txn = Txn {
+                compares: vec![Compare::ModRevision(kv.key.clone(), kv.mod_revision)],
+                ops: vec![Op::put(kv.key.clone(), encode(&node))],
+            };
+            Ok((txn, node.clone()))
         })
     }
 }

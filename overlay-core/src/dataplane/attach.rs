@@ -4,7 +4,6 @@
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use ipnet::{IpNet, Ipv4Net};
 
@@ -65,16 +64,6 @@ fn validate(spec: &AttachSpec) -> Result<(), DataplaneError> {
     Ok(())
 }
 
-/// A name for the container end while it still lives in the host namespace.
-fn temp_peer_name() -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xfff;
-    let pid = std::process::id() & 0xff_ffff;
-    let salt = rand::random::<u16>() & 0xfff;
-    // "vxp" + 6 + 3 + 3 hex = 15 bytes at most.
-    format!("vxp{pid:x}{n:03x}{salt:03x}")
-}
-
 /// Runs `f` on a runtime inside the namespace of `fd` (a dup of it, so `fd` stays usable).
 fn in_ns<F, Fut, T>(fd: &OwnedFd, path: &Path, f: F) -> Result<T, DataplaneError>
 where
@@ -117,14 +106,15 @@ pub fn attach(spec: &AttachSpec) -> Result<Attachment, DataplaneError> {
         });
     }
 
-    // 2. Host side: the bridge must exist; create the pair and move the peer over.
-    let tmp = temp_peer_name();
+    // 2. Host side: the bridge must exist; create the pair with the container end born in the
+    //    container namespace, already named, with its MAC and MTU.
     let host_index = {
-        let (bridge, host_ifname, tmp, mtu) = (
+        let (bridge, host_ifname, cname, mtu, mac) = (
             spec.bridge.clone(),
             spec.host_ifname.clone(),
-            tmp.clone(),
+            spec.container_ifname.clone(),
             spec.mtu,
+            spec.mac,
         );
         let target = cpath.clone();
         in_ns(&host_fd, &host_path, move || async move {
@@ -135,11 +125,9 @@ pub fn attach(spec: &AttachSpec) -> Result<Attachment, DataplaneError> {
                     link: format!("bridge {bridge}"),
                 });
             }
-            let (host, peer) = dp.create_veth(&host_ifname, &tmp, mtu).await?;
-            if let Err(e) = dp.move_to_netns(peer.index, &target).await {
-                let _ = dp.delete_link(host.index).await;
-                return Err(e);
-            }
+            let host = dp
+                .create_veth_into(&host_ifname, &cname, mtu, &target, Some(mac))
+                .await?;
             Ok(host.index)
         })?
     };
@@ -158,28 +146,18 @@ pub fn attach(spec: &AttachSpec) -> Result<Attachment, DataplaneError> {
         e
     };
 
-    // 3. Container side.
+    // 3. Container side: up, address, default route.
     let container_index = {
-        let (name, mac, mtu, address, gateway, tmp) = (
-            spec.container_ifname.clone(),
-            spec.mac,
-            spec.mtu,
-            spec.address,
-            spec.gateway,
-            tmp.clone(),
-        );
+        let (name, address, gateway) = (spec.container_ifname.clone(), spec.address, spec.gateway);
         in_ns(&container_fd, &cpath, move || async move {
             let dp = Dataplane::connect()?;
             let link = dp
-                .link(&tmp)
+                .link(&name)
                 .await?
                 .ok_or_else(|| DataplaneError::LinkNotFound {
                     op: "attach",
-                    link: format!("{tmp} (moved veth peer)"),
+                    link: format!("{name} (veth peer)"),
                 })?;
-            dp.rename(link.index, &name).await?;
-            dp.set_mac(link.index, mac).await?;
-            dp.set_mtu(link.index, mtu).await?;
             dp.set_up(link.index).await?;
             if let Some(lo) = dp.link("lo").await? {
                 dp.set_up(lo.index).await?;

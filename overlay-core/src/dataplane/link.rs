@@ -297,6 +297,37 @@ impl Dataplane {
         Ok((first, second))
     }
 
+    /// Creates a veth pair whose peer is born inside another network namespace (IFLA_NET_NS_FD
+    /// on the peer), named `peer` there, with `peer_mac`. One request instead of create + move
+    /// (moving a link between namespaces costs a grace period: ~20 ms here). Returns this end.
+    pub async fn create_veth_into(
+        &self,
+        name: &str,
+        peer: &str,
+        mtu: u32,
+        peer_netns: &Path,
+        peer_mac: Option<MacAddr>,
+    ) -> Result<Link, DataplaneError> {
+        validate_ifname(name)?;
+        validate_ifname(peer)?;
+        let fd = netns::open(peer_netns)?;
+        let mut peer_builder = LinkUnspec::new_with_name(peer).setns_by_fd(fd.as_raw_fd());
+        let mut builder = LinkVeth::new(name, peer);
+        if mtu != 0 {
+            peer_builder = peer_builder.mtu(mtu);
+            builder = builder.mtu(mtu);
+        }
+        if let Some(mac) = peer_mac {
+            peer_builder = peer_builder.address(mac.octets().to_vec());
+        }
+        let msg = builder
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_builder.build())))
+            .build();
+        let res = self.add_link("create veth", name, msg).await;
+        drop(fd);
+        res
+    }
+
     async fn set_link(
         &self,
         op: &'static str,

@@ -2,9 +2,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 use crate::dataplane::{
     BridgePort, Dataplane, DataplaneError, FdbEntry, Link, NeighEntry, VxlanSpec,
@@ -12,7 +13,10 @@ use crate::dataplane::{
 use crate::mac::MacAddr;
 use crate::model::{self, Node, VXLAN_PORT};
 
-use super::desired::{Desired, DesiredNetwork};
+use crate::wireguard::uapi::PeerConfig;
+use crate::wireguard::{PublicKey, Uapi, PERSISTENT_KEEPALIVE, WIREGUARD_OVERHEAD};
+
+use super::desired::{Desired, DesiredNetwork, DesiredWireguard};
 use super::sysctl::{self, Family};
 
 /// One change made to the kernel, for logs and for proving a second pass makes none.
@@ -38,6 +42,10 @@ pub enum ReconcileError {
         #[source]
         source: DataplaneError,
     },
+    #[error("network {0}: encrypted, but this node has no WireGuard tunnel address yet")]
+    NoTunnel(String),
+    #[error("WireGuard interface {0}: {1}")]
+    Wireguard(String, String),
     #[error("{context}: {source}")]
     Sysctl {
         context: String,
@@ -57,6 +65,14 @@ pub struct Report {
 /// Applies desired state to the kernel of the network namespace its netlink socket was opened in.
 pub struct Reconciler {
     dp: Dataplane,
+    wireguard: Option<WireguardHandle>,
+}
+
+/// The WireGuard interface this host's agent runs, and its UAPI.
+#[derive(Clone)]
+pub struct WireguardHandle {
+    pub ifname: String,
+    pub uapi: Arc<Uapi>,
 }
 
 trait Context<T> {
@@ -74,7 +90,16 @@ impl<T> Context<T> for Result<T, DataplaneError> {
 
 impl Reconciler {
     pub fn new(dp: Dataplane) -> Self {
-        Reconciler { dp }
+        Reconciler {
+            dp,
+            wireguard: None,
+        }
+    }
+
+    /// Also keep this WireGuard interface's address, MTU and peers in line with the store.
+    pub fn with_wireguard(mut self, wg: WireguardHandle) -> Self {
+        self.wireguard = Some(wg);
+        self
     }
 
     pub fn dataplane(&self) -> &Dataplane {
@@ -97,6 +122,14 @@ impl Reconciler {
         if let Some(node) = &desired.node {
             match self.underlay(node).await {
                 Ok(underlay) => {
+                    if let (Some(want), Some(wg)) = (&desired.wireguard, &self.wireguard) {
+                        if let Err(e) = self
+                            .wireguard(wg, want, &underlay, &mut report.changes)
+                            .await
+                        {
+                            report.errors.push(e);
+                        }
+                    }
                     for d in desired.networks.values() {
                         keep.insert(d.network.bridge_name());
                         keep.insert(d.network.vxlan_name());
@@ -116,6 +149,19 @@ impl Reconciler {
                     // either: the address may be coming back.
                     report.errors.push(e);
                     return report;
+                }
+            }
+        }
+        if desired.node.is_none() {
+            // No longer a node: no peer of ours is let in any more.
+            if let Some(wg) = &self.wireguard {
+                let none = DesiredWireguard {
+                    tunnel_ip: Ipv4Addr::UNSPECIFIED,
+                    port: 0,
+                    peers: BTreeMap::new(),
+                };
+                if let Err(e) = self.wireguard_peers(wg, &none, &mut report.changes).await {
+                    report.errors.push(e);
                 }
             }
         }
@@ -145,9 +191,12 @@ impl Reconciler {
     ) -> Result<(), ReconcileError> {
         let net = &d.network;
         let mtu = net.effective_mtu(underlay.mtu);
+        let local = d
+            .local
+            .ok_or_else(|| ReconcileError::NoTunnel(net.name.clone()))?;
         let bridge = self.bridge(net, mtu, changes).await?;
         let vxlan = self
-            .vxlan(node, underlay, net, mtu, &bridge, changes)
+            .vxlan(node, local, underlay, net, mtu, &bridge, changes)
             .await?;
         self.fdb(&vxlan, &d.fdb, changes).await?;
         self.bridge_fdb(&vxlan, &d.neighbours, changes).await?;
@@ -244,9 +293,11 @@ impl Reconciler {
         Ok(link)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn vxlan(
         &self,
-        node: &Node,
+        _node: &Node,
+        local: Ipv4Addr,
         underlay: &Link,
         net: &model::Network,
         mtu: u32,
@@ -258,9 +309,12 @@ impl Reconciler {
         let spec = VxlanSpec {
             name: name.clone(),
             vni: net.vni,
-            local: node.underlay,
+            local,
             port: VXLAN_PORT,
-            underlay_index: Some(underlay.index),
+            // An encrypted network's packets are routed into the WireGuard interface by their
+            // destination (a tunnel address); binding to that interface would get the VXLAN
+            // device deleted with it whenever the agent (which owns the TUN) restarts.
+            underlay_index: (!net.encrypted).then_some(underlay.index),
             mtu,
             // ARP for remote endpoints is answered by the bridge (neighbour suppression on the
             // port), not by the VXLAN device: its proxy mode would also swallow ARP replies to
@@ -291,10 +345,7 @@ impl Reconciler {
                 let l = self.dp.create_vxlan(&spec).await.ctx(|| ctx("creating"))?;
                 changes.push(change(
                     "create vxlan",
-                    format!(
-                        "{name} vni {} local {} dstport {VXLAN_PORT}",
-                        net.vni, node.underlay
-                    ),
+                    format!("{name} vni {} local {local} dstport {VXLAN_PORT}", net.vni),
                 ));
                 l
             }
@@ -318,6 +369,162 @@ impl Reconciler {
             ));
         }
         Ok(link)
+    }
+
+    /// The WireGuard interface: tunnel address, MTU (underlay less WireGuard's overhead), up,
+    /// and exactly the peers the store names (a key not in the store gets nothing through).
+    async fn wireguard(
+        &self,
+        wg: &WireguardHandle,
+        want: &DesiredWireguard,
+        underlay: &Link,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ReconcileError> {
+        let name = &wg.ifname;
+        let ctx = |what: &str| format!("WireGuard interface {name}: {what}");
+        let link = self
+            .dp
+            .link(name)
+            .await
+            .ctx(|| ctx("reading"))?
+            .ok_or_else(|| ReconcileError::Wireguard(name.clone(), "missing".into()))?;
+        let mtu = underlay.mtu.saturating_sub(WIREGUARD_OVERHEAD);
+        if link.mtu != mtu {
+            self.dp
+                .set_mtu(link.index, mtu)
+                .await
+                .ctx(|| ctx("setting the MTU"))?;
+            changes.push(change("set mtu", format!("{name} {mtu}")));
+        }
+        let addr = IpNet::V4(
+            Ipv4Net::new(want.tunnel_ip, crate::wireguard::tunnel_net().prefix_len())
+                .expect("valid prefix"),
+        );
+        let have = self
+            .dp
+            .addresses(link.index)
+            .await
+            .ctx(|| ctx("reading addresses"))?;
+        for a in have
+            .iter()
+            .filter(|a| matches!(a, IpNet::V4(_)) && **a != addr)
+        {
+            self.dp
+                .delete_address(link.index, *a)
+                .await
+                .ctx(|| ctx("removing an address"))?;
+            changes.push(change("delete address", format!("{name} {a}")));
+        }
+        if !have.contains(&addr) {
+            self.dp
+                .add_address(link.index, addr)
+                .await
+                .ctx(|| ctx("adding the tunnel address"))?;
+            changes.push(change("add address", format!("{name} {addr}")));
+        }
+        self.sysctl(Family::V6, name, "disable_ipv6", "1", changes)?;
+        if !link.up {
+            self.dp
+                .set_up(link.index)
+                .await
+                .ctx(|| ctx("bringing up"))?;
+            changes.push(change("set up", name));
+        }
+        self.wireguard_peers(wg, want, changes).await
+    }
+
+    async fn wireguard_peers(
+        &self,
+        wg: &WireguardHandle,
+        want: &DesiredWireguard,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ReconcileError> {
+        let name = wg.ifname.clone();
+        let err = |e: std::io::Error| ReconcileError::Wireguard(name.clone(), e.to_string());
+        let uapi = Arc::clone(&wg.uapi);
+        let dev = tokio::task::spawn_blocking(move || uapi.get())
+            .await
+            .expect("uapi task")
+            .map_err(err)?;
+        let mut wanted: BTreeMap<PublicKey, (PeerConfig, &str)> = BTreeMap::new();
+        for p in want.peers.values() {
+            let Ok(key) = PublicKey::from_base64(&p.public_key) else {
+                continue;
+            };
+            let cfg = PeerConfig {
+                public_key: key,
+                endpoint: SocketAddr::V4(p.endpoint),
+                allowed_ips: vec![IpNet::V4(Ipv4Net::new(p.tunnel_ip, 32).expect("/32"))],
+                persistent_keepalive: Some(PERSISTENT_KEEPALIVE),
+            };
+            wanted.insert(key, (cfg, p.node.as_str()));
+        }
+        let mut ops: Vec<(bool, PeerConfig, String)> = Vec::new();
+        let mut kept = BTreeSet::new();
+        for p in &dev.peers {
+            let same = wanted.get(&p.public_key).is_some_and(|(cfg, _)| {
+                let mut ips = p.allowed_ips.clone();
+                ips.sort();
+                ips == cfg.allowed_ips && p.endpoint == Some(cfg.endpoint)
+            });
+            if same {
+                kept.insert(p.public_key);
+            } else {
+                // Removed, or changed: boringtun cannot change a peer in place.
+                let cfg = PeerConfig {
+                    public_key: p.public_key,
+                    endpoint: p.endpoint.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                    allowed_ips: vec![],
+                    persistent_keepalive: None,
+                };
+                ops.push((false, cfg, format!("{name} peer {}", p.public_key)));
+            }
+        }
+        for (key, (cfg, node)) in &wanted {
+            if !kept.contains(key) {
+                ops.push((
+                    true,
+                    cfg.clone(),
+                    format!(
+                        "{name} peer {key} ({node}) endpoint {} allowed-ips {}",
+                        cfg.endpoint, cfg.allowed_ips[0]
+                    ),
+                ));
+            }
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let uapi = Arc::clone(&wg.uapi);
+        let done = tokio::task::spawn_blocking(move || {
+            let mut done = Vec::new();
+            for (add, cfg, text) in ops {
+                let r = if add {
+                    uapi.add_peer(&cfg)
+                } else {
+                    uapi.remove_peer(&cfg.public_key)
+                };
+                match r {
+                    Ok(()) => done.push(change(
+                        if add {
+                            "add wireguard peer"
+                        } else {
+                            "remove wireguard peer"
+                        },
+                        text,
+                    )),
+                    Err(e) => return (done, Some(e)),
+                }
+            }
+            (done, None)
+        })
+        .await
+        .expect("uapi task");
+        changes.extend(done.0);
+        match done.1 {
+            Some(e) => Err(err(e)),
+            None => Ok(()),
+        }
     }
 
     /// Static entries in the bridge's FDB: every remote endpoint's MAC lives behind the VXLAN port.

@@ -1,7 +1,7 @@
 //! What one host's kernel should hold, computed from a store snapshot. Pure: no kernel access.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
 use crate::catalog::Snapshot;
 use crate::dataplane::FdbEntry;
@@ -20,6 +20,29 @@ pub struct DesiredNetwork {
     pub neighbours: BTreeMap<Ipv4Addr, MacAddr>,
     /// The endpoints on this host that vxmesh attached (their veths belong on the bridge).
     pub local_attached: Vec<Endpoint>,
+    /// The VXLAN device's source address: the node's underlay address for a plain network, its
+    /// WireGuard tunnel address for an encrypted one (`None` until the node has published one:
+    /// an encrypted network is not built before its traffic can be encrypted).
+    pub local: Option<Ipv4Addr>,
+}
+
+/// One WireGuard peer: another node with a published identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredPeer {
+    pub node: String,
+    /// Base64 public key.
+    pub public_key: String,
+    pub endpoint: SocketAddrV4,
+    pub tunnel_ip: Ipv4Addr,
+}
+
+/// This host's WireGuard interface and its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredWireguard {
+    pub tunnel_ip: Ipv4Addr,
+    pub port: u16,
+    /// By node name.
+    pub peers: BTreeMap<String, DesiredPeer>,
 }
 
 /// The state of a whole host.
@@ -28,6 +51,8 @@ pub struct Desired {
     /// `None` when this host is not (or no longer) a node: then nothing of vxmesh belongs here.
     pub node: Option<Node>,
     pub networks: BTreeMap<String, DesiredNetwork>,
+    /// `Some` once this node has published its WireGuard identity.
+    pub wireguard: Option<DesiredWireguard>,
 }
 
 impl Desired {
@@ -36,7 +61,44 @@ impl Desired {
             return Desired {
                 node: None,
                 networks: BTreeMap::new(),
+                wireguard: None,
             };
+        };
+        // A node's tunnel address, once it has a complete WireGuard identity.
+        let tunnel = |n: &Node| {
+            n.wireguard
+                .as_ref()
+                .filter(|w| w.is_complete())
+                .and_then(|w| w.tunnel_ip)
+        };
+        let my_tunnel = tunnel(&me);
+        let wireguard = my_tunnel.map(|tunnel_ip| DesiredWireguard {
+            tunnel_ip,
+            port: me.wireguard.as_ref().map(|w| w.port).unwrap_or_default(),
+            peers: snapshot
+                .nodes
+                .values()
+                .filter(|n| n.name != me.name)
+                .filter_map(|n| {
+                    let w = n.wireguard.as_ref()?;
+                    let peer = DesiredPeer {
+                        node: n.name.clone(),
+                        public_key: w.public_key.clone(),
+                        endpoint: SocketAddrV4::new(n.underlay, w.port),
+                        tunnel_ip: tunnel(n)?,
+                    };
+                    Some((n.name.clone(), peer))
+                })
+                .collect(),
+        });
+        // Where a network's VXLAN packets toward node `n` go: its underlay address, or for an
+        // encrypted network its tunnel address (and nowhere if it has none: never in clear).
+        let dst = |network: &Network, n: &Node| {
+            if network.encrypted {
+                tunnel(n)
+            } else {
+                Some(n.underlay)
+            }
         };
         let networks = snapshot
             .networks
@@ -46,10 +108,12 @@ impl Desired {
                 let mut neighbours = BTreeMap::new();
                 let mut local_attached = Vec::new();
                 for other in snapshot.nodes.values().filter(|n| n.name != me.name) {
-                    fdb.insert(FdbEntry {
-                        mac: MacAddr::ZERO,
-                        dst: IpAddr::V4(other.underlay),
-                    });
+                    if let Some(ip) = dst(network, other) {
+                        fdb.insert(FdbEntry {
+                            mac: MacAddr::ZERO,
+                            dst: IpAddr::V4(ip),
+                        });
+                    }
                 }
                 for e in snapshot
                     .endpoints
@@ -63,12 +127,12 @@ impl Desired {
                         continue;
                     }
                     // An endpoint whose node is unknown has nowhere to be sent.
-                    let Some(node) = snapshot.nodes.get(&e.node) else {
+                    let Some(ip) = snapshot.nodes.get(&e.node).and_then(|n| dst(network, n)) else {
                         continue;
                     };
                     fdb.insert(FdbEntry {
                         mac: e.mac,
-                        dst: IpAddr::V4(node.underlay),
+                        dst: IpAddr::V4(ip),
                     });
                     neighbours.insert(e.ip, e.mac);
                 }
@@ -77,6 +141,11 @@ impl Desired {
                     fdb,
                     neighbours,
                     local_attached,
+                    local: if network.encrypted {
+                        my_tunnel
+                    } else {
+                        Some(me.underlay)
+                    },
                 };
                 (network.name.clone(), d)
             })
@@ -84,6 +153,7 @@ impl Desired {
         Desired {
             node: Some(me),
             networks,
+            wireguard,
         }
     }
 }
@@ -159,6 +229,39 @@ mod tests {
         assert_eq!(a.neighbours.len(), 1);
         assert_eq!(a.local_attached.len(), 1);
         assert_eq!(a.local_attached[0].id, "c1");
+    }
+
+    fn identity(key_byte: u8, ip: &str) -> Option<crate::model::WireguardIdentity> {
+        use base64::Engine;
+        Some(crate::model::WireguardIdentity {
+            public_key: base64::engine::general_purpose::STANDARD.encode([key_byte; 32]),
+            port: 51820,
+            tunnel_ip: Some(ip.parse().unwrap()),
+            implementation: None,
+            rotate_requested: false,
+        })
+    }
+
+    #[test]
+    fn encrypted_networks_go_between_tunnel_addresses_and_never_in_clear() {
+        let mut s = snapshot();
+        s.networks.get_mut("a").unwrap().encrypted = true;
+        // h3 has no WireGuard identity: nothing of the encrypted network goes to it.
+        s.nodes.get_mut("h1").unwrap().wireguard = identity(1, "100.88.0.1");
+        s.nodes.get_mut("h2").unwrap().wireguard = identity(2, "100.88.0.2");
+        let d = Desired::compute(&s, "h1");
+        let a = &d.networks["a"];
+        assert_eq!(a.local, Some("100.88.0.1".parse().unwrap()));
+        let dsts: BTreeSet<String> = a.fdb.iter().map(|f| f.dst.to_string()).collect();
+        assert_eq!(dsts, BTreeSet::from(["100.88.0.2".to_string()]));
+        let wg = d.wireguard.unwrap();
+        assert_eq!(wg.tunnel_ip.to_string(), "100.88.0.1");
+        assert_eq!(wg.peers.len(), 1);
+        assert_eq!(wg.peers["h2"].endpoint.to_string(), "192.0.2.2:51820");
+        // Without its own identity the node cannot send encrypted: no local address.
+        let d3 = Desired::compute(&s, "h3");
+        assert_eq!(d3.networks["a"].local, None);
+        assert!(d3.wireguard.is_none());
     }
 
     #[test]

@@ -9,5 +9,6 @@ mod apply;
 mod desired;
 mod sysctl;
 
+pub use apply::WireguardHandle;
 pub use apply::{Change, ReconcileError, Reconciler, Report};
-pub use desired::{Desired, DesiredNetwork};
+pub use desired::{Desired, DesiredNetwork, DesiredPeer, DesiredWireguard};

@@ -19,6 +19,21 @@ pub struct AgentArgs {
     /// Seconds between full passes when the store does not change (repairs changes made by hand).
     #[arg(long, default_value_t = 2.0)]
     pub resync: f64,
+    /// Where the agent keeps this host's WireGuard private key (default /var/lib/vxmesh/NODE).
+    #[arg(long)]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Name of the WireGuard interface for encrypted networks.
+    #[arg(long, default_value = overlay_core::wireguard::DEFAULT_IFNAME)]
+    pub wg_interface: String,
+    /// UDP port WireGuard listens on (published to the other nodes).
+    #[arg(long, default_value_t = overlay_core::wireguard::DEFAULT_PORT)]
+    pub wg_port: u16,
+    /// Worker threads of the userspace WireGuard implementation.
+    #[arg(long, default_value_t = 2)]
+    pub wg_threads: usize,
+    /// Run without a WireGuard interface (encrypted networks are then not built here).
+    #[arg(long)]
+    pub no_wireguard: bool,
 }
 
 /// Enters the namespace before any thread is started, so every thread of the agent lives there.
@@ -40,11 +55,33 @@ pub fn run(args: AgentArgs, catalog: Catalog) -> Result<()> {
             args.resync
         );
     }
+    if args.wg_port == 0 {
+        anyhow::bail!("invalid wg-port '0': must be 1-65535");
+    }
+    if args.wg_interface.is_empty()
+        || args.wg_interface.len() > 15
+        || args.wg_interface.contains('/')
+    {
+        anyhow::bail!(
+            "invalid wg-interface '{}': must be 1-15 characters, no '/'",
+            args.wg_interface
+        );
+    }
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| std::path::Path::new("/var/lib/vxmesh").join(&args.node));
     agent::run(
         catalog,
         AgentConfig {
             node: args.node.clone(),
             resync: Duration::from_secs_f64(args.resync),
+            state_dir,
+            wireguard: (!args.no_wireguard).then(|| agent::WireguardConfig {
+                ifname: args.wg_interface.clone(),
+                port: args.wg_port,
+                threads: args.wg_threads,
+            }),
         },
     )
     .with_context(|| format!("agent for node {}", args.node))

@@ -40,6 +40,9 @@ pub struct UpArgs {
     /// Number of networks (net1…, subnets 10.10.1.0/24…).
     #[arg(long, default_value_t = 2)]
     pub networks: u32,
+    /// How many of the networks (net1… first) are encrypted with WireGuard.
+    #[arg(long, default_value_t = 0)]
+    pub encrypted_networks: u32,
     /// MTU of the underlay links.
     #[arg(long, default_value_t = 1500)]
     pub mtu: u32,
@@ -89,10 +92,11 @@ fn print_state(s: &LabState) {
                 n.subnet.clone(),
                 n.gateway.to_string(),
                 n.vni.to_string(),
+                if n.encrypted { "wireguard" } else { "-" }.to_string(),
             ]
         })
         .collect();
-    output::table(&["NETWORK", "SUBNET", "GATEWAY", "VNI"], &nets);
+    output::table(&["NETWORK", "SUBNET", "GATEWAY", "VNI", "ENCRYPTED"], &nets);
     println!();
     let cs: Vec<_> = s
         .containers
@@ -129,6 +133,7 @@ pub fn run(cmd: LabCmd, json: bool) -> Result<i32> {
                 hosts: a.hosts,
                 containers_per_host: a.containers_per_host,
                 networks: a.networks,
+                encrypted_networks: a.encrypted_networks,
                 underlay_mtu: a.mtu,
                 agent_bin: std::env::current_exe().context("finding the vxmesh binary")?,
             };

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub mod agent;
+pub mod cni;
 pub mod endpoint;
 pub mod lab;
 pub mod network;
@@ -44,4 +45,7 @@ pub enum Command {
     /// Simulated hosts on this machine, each in its own network namespace.
     #[command(subcommand)]
     Lab(lab::LabCmd),
+    /// Install the CNI plugin for container runtimes.
+    #[command(subcommand)]
+    Cni(cni::CniCmd),
 }

@@ -19,8 +19,22 @@ pub enum NodeCmd {
         #[arg(long)]
         underlay: Ipv4Addr,
     },
-    /// List nodes.
+    /// List nodes, with their WireGuard identity and implementation.
     Ls,
+    /// Replace a node's WireGuard key pair: its agent makes a new one, publishes the public
+    /// key, and every other agent updates its peer (connections stall for one handshake).
+    RotateKey { name: String },
+    /// Register the WireGuard identity of a node that runs no vxmesh agent (another WireGuard
+    /// implementation configured by hand); it gets a tunnel address (shown by `node ls`).
+    Wireguard {
+        name: String,
+        /// Its public key, base64 (`wg pubkey`).
+        #[arg(long)]
+        public_key: String,
+        /// Its WireGuard UDP port on its underlay address.
+        #[arg(long, default_value_t = overlay_core::wireguard::DEFAULT_PORT)]
+        port: u16,
+    },
     /// Remove a host; the other hosts' agents drop every entry toward it.
     Rm {
         name: String,
@@ -47,9 +61,62 @@ pub fn run(cmd: NodeCmd, catalog: &Catalog, json: bool) -> Result<()> {
             } else {
                 let rows: Vec<_> = nodes
                     .iter()
-                    .map(|n| vec![n.name.clone(), n.underlay.to_string()])
+                    .map(|n| {
+                        let wg = n.wireguard.as_ref();
+                        vec![
+                            n.name.clone(),
+                            n.underlay.to_string(),
+                            wg.and_then(|w| w.tunnel_ip)
+                                .map_or("-".into(), |ip| ip.to_string()),
+                            wg.map_or("-".into(), |w| w.port.to_string()),
+                            wg.map_or("-".into(), |w| {
+                                let mut k = w.public_key.clone();
+                                if w.rotate_requested {
+                                    k += " (rotating)";
+                                }
+                                k
+                            }),
+                            wg.and_then(|w| w.implementation.clone())
+                                .unwrap_or_else(|| "-".into()),
+                        ]
+                    })
                     .collect();
-                output::table(&["NAME", "UNDERLAY"], &rows);
+                output::table(
+                    &[
+                        "NAME",
+                        "UNDERLAY",
+                        "TUNNEL",
+                        "WG PORT",
+                        "PUBLIC KEY",
+                        "WIREGUARD",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        NodeCmd::RotateKey { name } => {
+            let n = catalog.request_key_rotation(&name)?;
+            if json {
+                output::json(&n);
+            } else {
+                println!("asked node {}'s agent to rotate its WireGuard key", n.name);
+            }
+        }
+        NodeCmd::Wireguard {
+            name,
+            public_key,
+            port,
+        } => {
+            let n = catalog.set_wireguard(&name, &public_key, port, "external")?;
+            if json {
+                output::json(&n);
+            } else {
+                let ip = n.wireguard.as_ref().and_then(|w| w.tunnel_ip);
+                println!(
+                    "node {}: WireGuard key {public_key} port {port}, tunnel address {}",
+                    n.name,
+                    ip.map_or("-".into(), |ip| ip.to_string())
+                );
             }
         }
         NodeCmd::Rm { name, force } => {

@@ -83,6 +83,9 @@ pub struct LabNetwork {
     pub subnet: String,
     pub vni: u32,
     pub gateway: Ipv4Addr,
+    /// Carried inside WireGuard between the hosts.
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,6 +113,11 @@ pub struct LabState {
 
 pub fn state_dir(prefix: &str) -> PathBuf {
     Path::new(STATE_ROOT).join(prefix)
+}
+
+/// A lab host's agent state directory (its WireGuard private key).
+pub fn host_state_dir(prefix: &str, host: &str) -> PathBuf {
+    state_dir(prefix).join(host)
 }
 
 fn state_file(prefix: &str) -> PathBuf {

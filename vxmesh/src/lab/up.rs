@@ -25,6 +25,8 @@ pub struct LabSpec {
     pub hosts: u32,
     pub containers_per_host: u32,
     pub networks: u32,
+    /// How many of the networks (net1, net2, … first) are encrypted with WireGuard.
+    pub encrypted_networks: u32,
     /// MTU of the underlay links (the overlay gets 50 less).
     pub underlay_mtu: u32,
     /// The `vxmesh` binary each host's agent runs.
@@ -59,6 +61,13 @@ fn check(spec: &LabSpec) -> Result<(), LabError> {
             "networks",
             spec.networks,
             "must be between 1 and 50",
+        ));
+    }
+    if spec.encrypted_networks > spec.networks {
+        return Err(invalid(
+            "encrypted-networks",
+            spec.encrypted_networks,
+            "must not exceed --networks",
         ));
     }
     if !(1280..=9000).contains(&spec.underlay_mtu) {
@@ -173,6 +182,7 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
             .create_network(&NetworkSpec {
                 name: name.clone(),
                 subnet: format!("10.10.{k}.0/24"),
+                encrypted: k <= spec.encrypted_networks,
                 ..Default::default()
             })
             .map_err(|e| LabError::step(format!("creating network {name}"), e))?;
@@ -181,8 +191,15 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
             subnet: n.subnet.to_string(),
             vni: n.vni,
             gateway: n.gateway,
+            encrypted: n.encrypted,
         });
-        progress(&format!("network {}: {} vni {}", n.name, n.subnet, n.vni));
+        progress(&format!(
+            "network {}: {} vni {}{}",
+            n.name,
+            n.subnet,
+            n.vni,
+            if n.encrypted { " (encrypted)" } else { "" }
+        ));
     }
     state.save()?;
 
@@ -292,6 +309,8 @@ fn spawn_agent(spec: &LabSpec, dir: &Path, store: &Path, h: &LabHost) -> Result<
         .arg("--store")
         .arg(store)
         .args(["agent", "--node", &h.name, "--netns", &h.namespace])
+        .arg("--state-dir")
+        .arg(super::host_state_dir(&spec.prefix, &h.name))
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

@@ -1,0 +1,324 @@
+//! Helpers for the encryption tests: labs with encrypted networks, nodes' WireGuard identities
+//! from the store, marker transfers, and a wireguard-go peer in a namespace of its own plugged
+//! into a lab's underlay switch.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{run, run_ok, unique, vxmesh_bin, Lab, LabState, TestNetns};
+
+/// `vxmesh lab up` with the first `encrypted` of the `networks` encrypted.
+pub fn lab_up(hosts: u32, containers_per_host: u32, networks: u32, encrypted: u32) -> Lab {
+    let prefix = unique("vc");
+    let bin = vxmesh_bin();
+    let out = Command::new(&bin)
+        .args(["--json", "lab", "up", "--prefix", &prefix])
+        .args(["--hosts", &hosts.to_string()])
+        .args(["--containers-per-host", &containers_per_host.to_string()])
+        .args(["--networks", &networks.to_string()])
+        .args(["--encrypted-networks", &encrypted.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vxmesh lab up");
+    let lab = Lab {
+        state: LabState {
+            prefix: prefix.clone(),
+            store: PathBuf::new(),
+            switch_namespace: String::new(),
+            hosts: vec![],
+            networks: vec![],
+            containers: vec![],
+        },
+    };
+    assert!(
+        out.status.success(),
+        "lab up failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = lab.status();
+    let mut lab = lab;
+    lab.state = state;
+    lab
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Identity {
+    pub public_key: String,
+    pub port: u16,
+    pub tunnel_ip: Option<Ipv4Addr>,
+    pub implementation: Option<String>,
+    #[serde(default)]
+    pub rotate_requested: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub underlay: Ipv4Addr,
+    pub wireguard: Option<Identity>,
+}
+
+/// `vxmesh node ls --json` on the lab's store.
+pub fn nodes(lab: &Lab) -> Vec<NodeRecord> {
+    let out = lab.vxmesh(&["--json", "node", "ls"]);
+    assert!(out.status.success(), "node ls failed");
+    serde_json::from_slice(&out.stdout).expect("node ls --json parses")
+}
+
+pub fn identity(lab: &Lab, node: &str) -> Option<Identity> {
+    nodes(lab).into_iter().find(|n| n.name == node)?.wireguard
+}
+
+/// The node's tunnel address, waiting for its agent to publish it.
+pub fn tunnel_ip(lab: &Lab, node: &str) -> Ipv4Addr {
+    let mut ip = None;
+    crate::wait_until(Duration::from_secs(20), || {
+        ip = identity(lab, node).and_then(|w| w.tunnel_ip);
+        ip.is_some()
+    });
+    ip.unwrap_or_else(|| panic!("node {node} published no tunnel address"))
+}
+
+/// A TCP server (`nc -l`) in `member` that discards what it receives.
+pub fn sink(lab: &Lab, member: &str, port: u16) -> Child {
+    let child = Command::new("ip")
+        .args(["netns", "exec", &lab.namespace(member)])
+        .args(["nc", "-l", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nc (netcat-openbsd)");
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+/// Sends `bytes` bytes of `marker` repeated, over TCP from `member` to `ip:port`; true if sent.
+pub fn send_marker(
+    lab: &Lab,
+    member: &str,
+    ip: Ipv4Addr,
+    port: u16,
+    marker: &str,
+    bytes: usize,
+) -> bool {
+    let script = format!("yes '{marker}' | head -c {bytes} | nc -N -w 5 {ip} {port}");
+    Command::new("ip")
+        .args(["netns", "exec", &lab.namespace(member), "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .status()
+        .expect("sh")
+        .success()
+}
+
+/// UDP destination port of an Ethernet/IPv4/UDP frame.
+pub fn udp_dst_port(frame: &[u8]) -> Option<u16> {
+    if frame.len() < 14 + 20 + 8 || u16::from_be_bytes([frame[12], frame[13]]) != 0x0800 {
+        return None;
+    }
+    let ip = &frame[14..];
+    if ip[0] >> 4 != 4 || ip[9] != 17 {
+        return None;
+    }
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let udp = ip.get(ihl..ihl + 8)?;
+    Some(u16::from_be_bytes([udp[2], udp[3]]))
+}
+
+/// A WireGuard peer run by wireguard-go in a namespace of its own, plugged into a lab's switch
+/// with an underlay address, configured with `ip` and `wg` only.
+pub struct WgGoPeer {
+    pub netns: TestNetns,
+    pub ifname: String,
+    pub underlay: Ipv4Addr,
+    pub public_key: String,
+    key_dir: tempfile::TempDir,
+}
+
+impl WgGoPeer {
+    /// Namespace, veth into the lab's switch (`eth0` with `underlay`/24), and a wireguard-go
+    /// interface with a fresh key listening on `port`.
+    pub fn start(lab: &Lab, underlay: Ipv4Addr, port: u16) -> WgGoPeer {
+        let ns = unique("wgp");
+        let netns = TestNetns::new(&ns);
+        let sw = &lab.state.switch_namespace;
+        let swport = unique("sp");
+        run_ok(
+            "ip",
+            &[
+                "-n", sw, "link", "add", &swport, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns,
+            ],
+        );
+        run_ok(
+            "ip",
+            &["-n", sw, "link", "set", &swport, "master", "sw0", "up"],
+        );
+        run_ok(
+            "ip",
+            &[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{underlay}/24"),
+                "dev",
+                "eth0",
+            ],
+        );
+        run_ok("ip", &["-n", &ns, "link", "set", "eth0", "up"]);
+        run_ok("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+        // Unique across namespaces: wireguard-go's socket is /var/run/wireguard/<ifname>.sock.
+        let ifname = unique("wgo");
+        run_ok("ip", &["netns", "exec", &ns, "wireguard-go", &ifname]);
+        let key_dir = tempfile::tempdir().unwrap();
+        let private = run_ok("wg", &["genkey"]);
+        let key_file = key_dir.path().join("key");
+        std::fs::write(&key_file, &private).unwrap();
+        let public_key = {
+            use std::io::Write;
+            let mut c = Command::new("wg")
+                .arg("pubkey")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(private.as_bytes())
+                .unwrap();
+            String::from_utf8(c.wait_with_output().unwrap().stdout)
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        run_ok(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns,
+                "wg",
+                "set",
+                &ifname,
+                "private-key",
+                key_file.to_str().unwrap(),
+                "listen-port",
+                &port.to_string(),
+            ],
+        );
+        WgGoPeer {
+            netns,
+            ifname,
+            underlay,
+            public_key,
+            key_dir,
+        }
+    }
+
+    pub fn ns(&self) -> &str {
+        &self.netns.0
+    }
+
+    /// `wg set IF peer KEY endpoint EP allowed-ips IPS`.
+    pub fn add_peer(&self, public_key: &str, endpoint: &str, allowed_ips: &str) {
+        run_ok(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                self.ns(),
+                "wg",
+                "set",
+                &self.ifname,
+                "peer",
+                public_key,
+                "endpoint",
+                endpoint,
+                "allowed-ips",
+                allowed_ips,
+            ],
+        );
+    }
+
+    /// The tunnel address on the interface, MTU as vxmesh uses, up.
+    pub fn address(&self, tunnel: Ipv4Addr) {
+        run_ok(
+            "ip",
+            &[
+                "-n",
+                self.ns(),
+                "addr",
+                "add",
+                &format!("{tunnel}/16"),
+                "dev",
+                &self.ifname,
+            ],
+        );
+        run_ok(
+            "ip",
+            &[
+                "-n",
+                self.ns(),
+                "link",
+                "set",
+                &self.ifname,
+                "mtu",
+                "1440",
+                "up",
+            ],
+        );
+    }
+
+    /// `wg show IF latest-handshakes`: seconds since the epoch of the last handshake per peer.
+    pub fn latest_handshakes(&self) -> Vec<u64> {
+        run_ok(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                self.ns(),
+                "wg",
+                "show",
+                &self.ifname,
+                "latest-handshakes",
+            ],
+        )
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect()
+    }
+
+    pub fn ping(&self, ip: Ipv4Addr) -> bool {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                self.ns(),
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                &ip.to_string(),
+            ],
+        )
+        .status
+        .success()
+    }
+}
+
+impl Drop for WgGoPeer {
+    fn drop(&mut self) {
+        // Deleting the interface stops wireguard-go and removes its control socket.
+        let _ = run("ip", &["-n", self.ns(), "link", "del", &self.ifname]);
+        let _ = &self.key_dir;
+    }
+}
