@@ -3,47 +3,25 @@
 //! into a lab's underlay switch.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::{run, run_ok, unique, vxmesh_bin, Lab, LabState, TestNetns};
+use crate::{run, run_ok, unique, Lab, TestNetns};
 
 /// `vxmesh lab up` with the first `encrypted` of the `networks` encrypted.
 pub fn lab_up(hosts: u32, containers_per_host: u32, networks: u32, encrypted: u32) -> Lab {
-    let prefix = unique("vc");
-    let bin = vxmesh_bin();
-    let out = Command::new(&bin)
-        .args(["--json", "lab", "up", "--prefix", &prefix])
-        .args(["--hosts", &hosts.to_string()])
-        .args(["--containers-per-host", &containers_per_host.to_string()])
-        .args(["--networks", &networks.to_string()])
-        .args(["--encrypted-networks", &encrypted.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run vxmesh lab up");
-    let lab = Lab {
-        state: LabState {
-            prefix: prefix.clone(),
-            store: PathBuf::new(),
-            switch_namespace: String::new(),
-            hosts: vec![],
-            networks: vec![],
-            containers: vec![],
-        },
-    };
-    assert!(
-        out.status.success(),
-        "lab up failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let state = lab.status();
-    let mut lab = lab;
-    lab.state = state;
-    lab
+    Lab::up_with(&[
+        "--hosts",
+        &hosts.to_string(),
+        "--containers-per-host",
+        &containers_per_host.to_string(),
+        "--networks",
+        &networks.to_string(),
+        "--encrypted-networks",
+        &encrypted.to_string(),
+    ])
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -81,11 +81,11 @@ pub fn bench(args: &[String]) -> Result<()> {
 
 /// One iperf3 result.
 #[derive(Debug, Clone, Copy)]
-struct Measure {
+pub(crate) struct Measure {
     /// end.sum_received.bits_per_second
-    bps: f64,
+    pub(crate) bps: f64,
     /// end.sum_sent.retransmits
-    retransmits: Option<u64>,
+    pub(crate) retransmits: Option<u64>,
 }
 
 impl Measure {
@@ -540,7 +540,12 @@ fn remove_stale_namespaces() {
 
 /// iperf3 server (one test) in `server_ns`, client in `client_ns` to
 /// `server_ip`; returns sum_received bits per second and the retransmits.
-fn iperf(server_ns: &str, client_ns: &str, server_ip: &str, seconds: u32) -> Result<Measure> {
+pub(crate) fn iperf(
+    server_ns: &str,
+    client_ns: &str,
+    server_ip: &str,
+    seconds: u32,
+) -> Result<Measure> {
     let mut server = util::in_netns(server_ns, "iperf3", ["-s", "-1", "-B", server_ip]);
     server.stdin(Stdio::null()).stdout(Stdio::null());
     let _server = util::KillOnDrop::spawn(&mut server)?;

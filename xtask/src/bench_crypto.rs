@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::bench::Options;
 use crate::lab::{bare_ip, Vxmesh};
@@ -171,40 +171,15 @@ fn thread_cpu(agents: &[(String, u32)]) -> BTreeMap<String, f64> {
     out
 }
 
+/// One iperf3 measurement (the overlay bench's runner): throughput and retransmits.
 fn iperf(
     server_ns: &str,
     client_ns: &str,
     server_ip: &str,
     seconds: u32,
 ) -> Result<(f64, Option<u64>)> {
-    let mut server = util::in_netns(server_ns, "iperf3", ["-s", "-1", "-B", server_ip]);
-    server.stdin(Stdio::null()).stdout(Stdio::null());
-    let _server = util::KillOnDrop::spawn(&mut server)?;
-    let secs = seconds.to_string();
-    let mut client = util::in_netns(client_ns, "iperf3", ["-c", server_ip, "-t", &secs, "-J"]);
-    say(&format!("$ {}", util::display(&client)));
-    for _ in 0..30 {
-        let out = util::capture(&mut client)?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let json: serde_json::Value = serde_json::from_str(&stdout)
-            .with_context(|| format!("iperf3 printed no JSON: {}", stdout.trim()))?;
-        if let Some(err) = json.get("error").and_then(|e| e.as_str()) {
-            if err.contains("refused") || err.contains("unable to connect") {
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-            bail!("iperf3 to {server_ip}: {err}");
-        }
-        let bps = json
-            .pointer("/end/sum_received/bits_per_second")
-            .and_then(|v| v.as_f64())
-            .context("iperf3 JSON without end.sum_received.bits_per_second")?;
-        let rt = json
-            .pointer("/end/sum_sent/retransmits")
-            .and_then(|v| v.as_u64());
-        return Ok((bps, rt));
-    }
-    bail!("iperf3 server in {server_ns} never accepted")
+    let m = crate::bench::iperf(server_ns, client_ns, server_ip, seconds)?;
+    Ok((m.bps, m.retransmits))
 }
 
 const WG_UNDERLAY: [&str; 2] = ["10.202.0.1", "10.202.0.2"];

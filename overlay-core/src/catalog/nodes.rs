@@ -66,12 +66,7 @@ impl Catalog {
     pub fn remove_node(&self, name: &str, force: bool) -> Result<Node, CatalogError> {
         validate::node_name(name)?;
         self.commit_with_retry(|| {
-            let (kv, node) = self
-                .get_decoded::<Node>(&keys::node(name))?
-                .ok_or_else(|| CatalogError::NotFound {
-                    kind: "node",
-                    name: name.to_string(),
-                })?;
+            let (kv, node) = self.node_record(name)?;
             let on_node: Vec<_> = self
                 .endpoints(None)?
                 .into_iter()
@@ -118,12 +113,7 @@ impl Catalog {
         validate::wireguard_key(public_key)?;
         validate::wireguard_port(port)?;
         self.commit_with_retry(|| {
-            let (kv, mut node) = self
-                .get_decoded::<Node>(&keys::node(name))?
-                .ok_or_else(|| CatalogError::NotFound {
-                    kind: "node",
-                    name: name.to_string(),
-                })?;
+            let (kv, mut node) = self.node_record(name)?;
             let others = self.nodes()?;
             if let Some(other) = others.iter().find(|n| {
                 n.name != name
@@ -189,12 +179,7 @@ impl Catalog {
     pub fn request_key_rotation(&self, name: &str) -> Result<Node, CatalogError> {
         validate::node_name(name)?;
         self.commit_with_retry(|| {
-            let (kv, mut node) = self
-                .get_decoded::<Node>(&keys::node(name))?
-                .ok_or_else(|| CatalogError::NotFound {
-                    kind: "node",
-                    name: name.to_string(),
-                })?;
+            let (kv, mut node) = self.node_record(name)?;
             let Some(wg) = node.wireguard.as_mut() else {
                 return Err(ValidationError::new(
                     "node",
@@ -210,5 +195,16 @@ impl Catalog {
             };
             Ok((txn, node.clone()))
         })
+    }
+}
+
+impl Catalog {
+    /// A node's record with its revisions, or `NotFound`.
+    fn node_record(&self, name: &str) -> Result<(crate::store::KeyValue, Node), CatalogError> {
+        self.get_decoded::<Node>(&keys::node(name))?
+            .ok_or_else(|| CatalogError::NotFound {
+                kind: "node",
+                name: name.to_string(),
+            })
     }
 }
