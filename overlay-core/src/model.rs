@@ -12,6 +12,15 @@ use crate::mac::MacAddr;
 
 /// The UDP port VXLAN uses (IANA, RFC 7348).
 pub const VXLAN_PORT: u16 = 4789;
+/// The UDP port of encrypted networks' VXLAN devices (between tunnel addresses, inside
+/// WireGuard). A port of their own, so that the kernel's VXLAN socket that serves them can be
+/// closed to everything that does not come out of the WireGuard interface: an ingress filter
+/// drops UDP to this port on the underlay device and on every overlay bridge. (On 4789, a
+/// plain VXLAN packet with an encrypted network's VNI sent to the underlay address would be
+/// accepted: the kernel demultiplexes by port and VNI only.)
+pub const ENCRYPTED_VXLAN_PORT: u16 = 4790;
+/// The tc priority (`pref`) of vxmesh's ingress filters.
+pub const INGRESS_FILTER_PREF: u16 = 4790;
 /// Bytes VXLAN adds to each frame on an IPv4 underlay: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14.
 pub const VXLAN_OVERHEAD: u32 = 50;
 pub use crate::wireguard::WIREGUARD_OVERHEAD;

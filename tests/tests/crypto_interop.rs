@@ -64,8 +64,9 @@ fn wireguard_go_peer_interoperates_and_a_forged_peer_gets_nothing() {
             &vni,
             "local",
             &tunnel.to_string(),
+            // Encrypted networks' VXLAN port (4789 is for plain networks only).
             "dstport",
-            "4789",
+            "4790",
             "nolearning",
         ],
     );

@@ -1,5 +1,5 @@
-//! The netlink dataplane: links, addresses, routes, FDB and neighbour entries, and attaching
-//! containers to a bridge.
+//! The netlink dataplane: links, addresses, routes, FDB and neighbour entries, tc ingress drop
+//! filters, and attaching containers to a bridge.
 //!
 //! A [`Dataplane`] talks rtnetlink to the network namespace of the thread that called
 //! [`Dataplane::connect`]. To work in another namespace, connect from inside
@@ -10,6 +10,7 @@ mod attach;
 mod bridge_port;
 mod error;
 mod fdb;
+mod ingress_filter;
 mod link;
 mod neigh;
 mod route;
@@ -22,6 +23,7 @@ pub use attach::{attach, detach, AttachSpec, Attachment};
 pub use bridge_port::BridgePort;
 pub use error::DataplaneError;
 pub use fdb::FdbEntry;
+pub use ingress_filter::IngressFilter;
 pub use link::{Link, VxlanInfo, VxlanSpec};
 pub use neigh::NeighEntry;
 

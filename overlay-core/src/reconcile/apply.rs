@@ -11,7 +11,7 @@ use crate::dataplane::{
     BridgePort, Dataplane, DataplaneError, FdbEntry, Link, NeighEntry, VxlanSpec,
 };
 use crate::mac::MacAddr;
-use crate::model::{self, Node, VXLAN_PORT};
+use crate::model::{self, Node, ENCRYPTED_VXLAN_PORT, INGRESS_FILTER_PREF, VXLAN_PORT};
 
 use crate::wireguard::uapi::PeerConfig;
 use crate::wireguard::{PublicKey, Uapi, PERSISTENT_KEEPALIVE, WIREGUARD_OVERHEAD};
@@ -44,6 +44,11 @@ pub enum ReconcileError {
     },
     #[error("network {0}: encrypted, but this node has no WireGuard tunnel address yet")]
     NoTunnel(String),
+    #[error(
+        "network {0}: encrypted, but the ingress filter that keeps its VXLAN port closed to all \
+         but WireGuard could not be checked or installed; not built"
+    )]
+    Unguarded(String),
     #[error("WireGuard interface {0}: {1}")]
     Wireguard(String, String),
     #[error("{context}: {source}")]
@@ -119,9 +124,26 @@ impl Reconciler {
     ) -> Report {
         let mut report = Report::default();
         let mut keep: BTreeSet<String> = BTreeSet::new();
+        // Where encrypted networks' VXLAN port must be closed (empty: nowhere, remove ours).
+        let mut guarded: BTreeSet<String> = BTreeSet::new();
+        let encrypted = desired.networks.values().any(|d| d.network.encrypted);
         if let Some(node) = &desired.node {
             match self.underlay(node).await {
                 Ok(underlay) => {
+                    // Closed before any encrypted VXLAN socket is opened; an encrypted network
+                    // is not built (or changed) while its port cannot be closed.
+                    let mut guard_ok = true;
+                    if encrypted {
+                        guarded.insert(underlay.name.clone());
+                        guarded.extend(desired.networks.values().map(|d| d.network.bridge_name()));
+                        if let Err(e) = self
+                            .ingress_filters(&guarded, None, &mut report.changes)
+                            .await
+                        {
+                            report.errors.push(e);
+                            guard_ok = false;
+                        }
+                    }
                     if let (Some(want), Some(wg)) = (&desired.wireguard, &self.wireguard) {
                         if let Err(e) = self
                             .wireguard(wg, want, &underlay, &mut report.changes)
@@ -138,7 +160,15 @@ impl Reconciler {
                                 .iter()
                                 .filter_map(|e| e.host_ifname.clone()),
                         );
-                        if let Err(e) = self.network(node, &underlay, d, &mut report.changes).await
+                        if d.network.encrypted && !guard_ok {
+                            report
+                                .errors
+                                .push(ReconcileError::Unguarded(d.network.name.clone()));
+                            continue;
+                        }
+                        if let Err(e) = self
+                            .network(node, &underlay, d, encrypted, &mut report.changes)
+                            .await
                         {
                             report.errors.push(e);
                         }
@@ -168,7 +198,105 @@ impl Reconciler {
         if let Err(e) = self.remove_stale(&keep, claimed, &mut report.changes).await {
             report.errors.push(e);
         }
+        if guarded.is_empty() {
+            // No encrypted network here (any more): remove the filters.
+            if let Err(e) = self
+                .ingress_filters(&guarded, None, &mut report.changes)
+                .await
+            {
+                report.errors.push(e);
+            }
+        }
         report
+    }
+
+    /// Encrypted networks' VXLAN port is open only to what comes out of the WireGuard
+    /// interface: on every device in `guarded` (the underlay device and every overlay bridge,
+    /// through which containers reach the host), an ingress filter drops IPv4 UDP to
+    /// [`ENCRYPTED_VXLAN_PORT`]; on every other device, such a filter of ours is removed (and
+    /// the `ingress` qdisc with it when nothing else is on it). `only`: look at this device only.
+    ///
+    /// Called with every device to guard before the networks are built, and with none after
+    /// them when the host has no encrypted network.
+    async fn ingress_filters(
+        &self,
+        guarded: &BTreeSet<String>,
+        only: Option<u32>,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), ReconcileError> {
+        let links = self.dp.links().await.ctx(|| "listing links".to_string())?;
+        let qdiscs = self
+            .dp
+            .ingress_qdiscs()
+            .await
+            .ctx(|| "listing ingress qdiscs".to_string())?;
+        let port = ENCRYPTED_VXLAN_PORT;
+        let pref = INGRESS_FILTER_PREF;
+        let what = format!("pref {pref} protocol ip bpf: drop udp dport {port}");
+        for l in links.iter().filter(|l| only.is_none_or(|i| i == l.index)) {
+            let name = &l.name;
+            let ctx = |op: &str| format!("{op} on {name}");
+            let want = guarded.contains(name);
+            let Some(qdisc) = qdiscs.get(&l.index) else {
+                if want {
+                    self.dp
+                        .add_ingress_qdisc(l.index)
+                        .await
+                        .ctx(|| ctx("adding the ingress qdisc"))?;
+                    changes.push(change("add ingress qdisc", name));
+                    self.dp
+                        .add_udp_drop_filter(l.index, pref, port)
+                        .await
+                        .ctx(|| ctx("adding the ingress filter"))?;
+                    changes.push(change("add ingress filter", format!("{name} {what}")));
+                }
+                continue;
+            };
+            let filters = self
+                .dp
+                .ingress_filters(l.index)
+                .await
+                .ctx(|| ctx("reading the ingress filters"))?;
+            let ours: Vec<_> = filters.iter().filter(|f| f.pref == pref).collect();
+            if want {
+                let correct = matches!(ours.as_slice(), [f] if f.drops_udp_port == Some(port) && f.protocol == 0x0800);
+                if correct {
+                    continue;
+                }
+                if !ours.is_empty() {
+                    self.dp
+                        .delete_ingress_filters(l.index, pref)
+                        .await
+                        .ctx(|| ctx("replacing the ingress filter"))?;
+                    changes.push(change(
+                        "delete ingress filter (changed)",
+                        format!("{name} pref {pref}"),
+                    ));
+                }
+                self.dp
+                    .add_udp_drop_filter(l.index, pref, port)
+                    .await
+                    .ctx(|| ctx("adding the ingress filter"))?;
+                changes.push(change("add ingress filter", format!("{name} {what}")));
+            } else if !ours.is_empty() && ours.iter().all(|f| f.drops_udp_port.is_some()) {
+                self.dp
+                    .delete_ingress_filters(l.index, pref)
+                    .await
+                    .ctx(|| ctx("removing the ingress filter"))?;
+                changes.push(change(
+                    "delete ingress filter",
+                    format!("{name} pref {pref}"),
+                ));
+                if qdisc == "ingress" && filters.iter().all(|f| f.pref == pref) {
+                    self.dp
+                        .delete_ingress_qdisc(l.index)
+                        .await
+                        .ctx(|| ctx("removing the ingress qdisc"))?;
+                    changes.push(change("delete ingress qdisc", name));
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn underlay(&self, node: &Node) -> Result<Link, ReconcileError> {
@@ -187,6 +315,7 @@ impl Reconciler {
         node: &Node,
         underlay: &Link,
         d: &DesiredNetwork,
+        guard: bool,
         changes: &mut Vec<Change>,
     ) -> Result<(), ReconcileError> {
         let net = &d.network;
@@ -194,7 +323,14 @@ impl Reconciler {
         let local = d
             .local
             .ok_or_else(|| ReconcileError::NoTunnel(net.name.clone()))?;
+        let made = changes.len();
         let bridge = self.bridge(net, mtu, changes).await?;
+        if guard && changes[made..].iter().any(|c| c.action == "create bridge") {
+            // A new bridge is guarded before anything is attached to it.
+            let only = BTreeSet::from([bridge.name.clone()]);
+            self.ingress_filters(&only, Some(bridge.index), changes)
+                .await?;
+        }
         let vxlan = self
             .vxlan(node, local, underlay, net, mtu, &bridge, changes)
             .await?;
@@ -310,7 +446,12 @@ impl Reconciler {
             name: name.clone(),
             vni: net.vni,
             local,
-            port: VXLAN_PORT,
+            // Encrypted networks have a port of their own, closed to all but WireGuard.
+            port: if net.encrypted {
+                ENCRYPTED_VXLAN_PORT
+            } else {
+                VXLAN_PORT
+            },
             // An encrypted network's packets are routed into the WireGuard interface by their
             // destination (a tunnel address); binding to that interface would get the VXLAN
             // device deleted with it whenever the agent (which owns the TUN) restarts.
@@ -345,7 +486,7 @@ impl Reconciler {
                 let l = self.dp.create_vxlan(&spec).await.ctx(|| ctx("creating"))?;
                 changes.push(change(
                     "create vxlan",
-                    format!("{name} vni {} local {local} dstport {VXLAN_PORT}", net.vni),
+                    format!("{name} vni {} local {local} dstport {}", net.vni, spec.port),
                 ));
                 l
             }
