@@ -28,8 +28,10 @@ pub struct AgentArgs {
     /// UDP port WireGuard listens on (published to the other nodes).
     #[arg(long, default_value_t = overlay_core::wireguard::DEFAULT_PORT)]
     pub wg_port: u16,
-    /// Worker threads of the userspace WireGuard implementation.
-    #[arg(long, default_value_t = 2)]
+    /// Worker threads of the userspace WireGuard implementation. One is the default: with two,
+    /// the workers contend on boringtun's device lock and throughput fell from ~570 to ~330
+    /// Mbit/s in the lab (2 cores, two agents).
+    #[arg(long, default_value_t = 1)]
     pub wg_threads: usize,
     /// Run without a WireGuard interface (encrypted networks are then not built here).
     #[arg(long)]
