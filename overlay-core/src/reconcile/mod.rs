@@ -7,7 +7,12 @@
 
 mod apply;
 mod desired;
+mod devices;
+mod entries;
+mod ingress;
+mod stale;
 mod sysctl;
+mod tunnel;
 
 pub use apply::WireguardHandle;
 pub use apply::{Change, ReconcileError, Reconciler, Report};
