@@ -8,6 +8,8 @@ pub const NODES: &str = "/vxmesh/v1/nodes/";
 pub const ENDPOINTS: &str = "/vxmesh/v1/endpoints/";
 pub const IPAM: &str = "/vxmesh/v1/ipam/";
 pub const VNIS: &str = "/vxmesh/v1/vnis/";
+/// One key per running agent, attached to a lease the agent keeps alive: the node's liveness.
+pub const AGENTS: &str = "/vxmesh/v1/agents/";
 /// Written by every network create and remove, so that concurrent creates that would overlap
 /// conflict on it instead of both succeeding.
 pub const NETWORKS_GUARD: &str = "/vxmesh/v1/guards/networks";
@@ -40,4 +42,8 @@ pub fn ipam(network: &str, ip: Ipv4Addr) -> String {
 
 pub fn vni(vni: u32) -> String {
     format!("{VNIS}{vni}")
+}
+
+pub fn agent(node: &str) -> String {
+    format!("{AGENTS}{node}")
 }

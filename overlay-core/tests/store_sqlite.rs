@@ -132,7 +132,10 @@ fn leases_expire_and_take_their_keys() {
     s.lease_keepalive(lease).unwrap();
     assert!(s.get("/l/a").unwrap().is_some());
     std::thread::sleep(Duration::from_millis(500));
-    s.put("/tick", b"").unwrap(); // any write expires due leases
+    // Reads stop seeing the key as soon as its lease has expired, before any write purges it.
+    assert!(s.get("/l/a").unwrap().is_none());
+    assert!(s.range("/l/").unwrap().kvs.is_empty());
+    s.put("/tick", b"").unwrap(); // any write deletes the keys of expired leases
     assert!(s.get("/l/a").unwrap().is_none());
     assert!(matches!(
         s.lease_keepalive(lease),

@@ -84,7 +84,12 @@ fn restart_brings_tunnels_back_and_removing_a_node_removes_its_peer() {
         lab.container("h1-c1").address,
         lab.container("h2-c1").address,
     );
-    assert!(lab.ping_within("h1-c1", c2, SETTLE));
+    assert!(
+        lab.ping_within("h1-c1", c2, SETTLE),
+        "no encrypted path h1-c1 -> h2-c1\n--- h1 agent:\n{}\n--- h2 agent:\n{}",
+        lab.agent_log("h1"),
+        lab.agent_log("h2")
+    );
     let key = crypto::identity(&lab, "h2").unwrap().public_key;
 
     // Restart h2's agent (the TUN interface goes with the process).

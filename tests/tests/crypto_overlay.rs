@@ -27,8 +27,10 @@ fn encrypted_network_shows_only_wireguard_on_the_underlay_plain_stays_vxlan() {
     ] {
         assert!(
             lab.ping_within(from, c(to).address, SETTLE),
-            "{from} cannot ping {to} ({})",
-            c(to).address
+            "{from} cannot ping {to} ({})\n--- h1 agent:\n{}\n--- h2 agent:\n{}",
+            c(to).address,
+            lab.agent_log("h1"),
+            lab.agent_log("h2")
         );
     }
     // Different networks stay apart.

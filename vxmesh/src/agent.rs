@@ -151,6 +151,7 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
     let mut reconciler = Reconciler::new(Dataplane::connect()?);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tracing::info!(node = %config.node, "agent started");
+    let heartbeat = crate::heartbeat::Heartbeat::start(catalog.clone(), config.node.clone());
     let mut passes: u64 = 0;
     loop {
         let snapshot = {
@@ -223,6 +224,7 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
             _ = term.recv() => break,
         }
     }
+    heartbeat.stop();
     tracing::info!(node = %config.node, "agent stopping; kernel state left in place");
     Ok(())
 }

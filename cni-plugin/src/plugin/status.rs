@@ -60,6 +60,16 @@ impl Call<'_> {
             }
             Err(e) => return Err(unavailable(format!("store unreachable: {e}"))),
         }
+        match catalog.agent_alive(&self.node) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(unavailable(format!(
+                    "agent not running: node {}'s agent holds no live heartbeat in the store",
+                    self.node
+                )))
+            }
+            Err(e) => return Err(unavailable(format!("store unreachable: {e}"))),
+        }
         if !has_bridge {
             return Err(CniError::new(
                 NOT_AVAILABLE,

@@ -17,6 +17,7 @@ use crate::model::{Endpoint, Network, Node};
 use crate::store::{KeyValue, Revision, Store, StoreError, Txn};
 use crate::validate::{self, ValidationError};
 
+mod agents;
 mod endpoints;
 mod networks;
 mod nodes;

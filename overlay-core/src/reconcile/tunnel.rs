@@ -141,6 +141,15 @@ impl Reconciler {
         if ops.is_empty() {
             return Ok(());
         }
+        // Tunnel addresses of the peers being added: poked once they are configured.
+        let added: Vec<std::net::Ipv4Addr> = ops
+            .iter()
+            .filter(|(add, _, _)| *add)
+            .filter_map(|(_, cfg, _)| match cfg.allowed_ips.first() {
+                Some(IpNet::V4(net)) => Some(net.addr()),
+                _ => None,
+            })
+            .collect();
         let uapi = Arc::clone(&wg.uapi);
         let done = tokio::task::spawn_blocking(move || {
             let mut done = Vec::new();
@@ -167,9 +176,30 @@ impl Reconciler {
         .await
         .expect("uapi task");
         changes.extend(done.0);
-        match done.1 {
-            Some(e) => Err(err(e)),
-            None => Ok(()),
+        if let Some(e) = done.1 {
+            return Err(err(e));
         }
+        poke(&added);
+        Ok(())
+    }
+}
+
+/// Sends one datagram to each new peer's tunnel address (the discard port), so the WireGuard
+/// handshake starts now, from this side, instead of when traffic or the keepalive timer next
+/// asks for it: a peer that was configured before this host knew its key (or that restarted)
+/// would otherwise wait for its next retry. Best effort: failures only delay the handshake.
+fn poke(peers: &[std::net::Ipv4Addr]) {
+    if peers.is_empty() {
+        return;
+    }
+    match std::net::UdpSocket::bind(("0.0.0.0", 0)) {
+        Ok(sock) => {
+            for ip in peers {
+                if let Err(e) = sock.send_to(&[0], (*ip, 9)) {
+                    tracing::debug!(peer = %ip, error = %e, "cannot poke the WireGuard peer");
+                }
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot open a socket to poke WireGuard peers"),
     }
 }

@@ -347,6 +347,13 @@ fn meta(conn: &Connection, name: &str) -> rusqlite::Result<Revision> {
     })
 }
 
+/// A key is live unless its lease has expired (expired keys are deleted by the next write;
+/// until then reads must not see them). `?2` / `?3` is the current time in milliseconds.
+const LIVE: &str =
+    "(lease IS NULL OR EXISTS (SELECT 1 FROM leases WHERE id = kv.lease AND expires_ms > ?2))";
+const LIVE_3: &str =
+    "(lease IS NULL OR EXISTS (SELECT 1 FROM leases WHERE id = kv.lease AND expires_ms > ?3))";
+
 /// The SQL that selects `cols` of every key in [?1, ?2), and a function giving ?2 for a prefix.
 fn range_sql(cols: &str) -> (String, fn(&str) -> Vec<u8>) {
     (
@@ -371,8 +378,11 @@ impl Store for SqliteStore {
         let conn = self.lock();
         let row = conn
             .query_row(
-                "SELECT key, value, create_rev, mod_rev, version, lease FROM kv WHERE key = ?1",
-                [key.as_bytes()],
+                &format!(
+                    "SELECT key, value, create_rev, mod_rev, version, lease FROM kv \
+                     WHERE key = ?1 AND {LIVE}"
+                ),
+                params![key.as_bytes(), now_ms()],
                 |r| self.read_kv(r),
             )
             .optional()
@@ -389,11 +399,14 @@ impl Store for SqliteStore {
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let revision = meta(&tx, "revision").map_err(|e| self.err(e))?;
         let (sql, end) = range_sql("key, value, create_rev, mod_rev, version, lease");
+        let sql = sql.replace(" ORDER BY", &format!(" AND {LIVE_3} ORDER BY"));
         let mut kvs = Vec::new();
         {
             let mut stmt = tx.prepare_cached(&sql).map_err(|e| self.err(e))?;
             let rows = stmt
-                .query_map(params![prefix.as_bytes(), end(prefix)], |r| self.read_kv(r))
+                .query_map(params![prefix.as_bytes(), end(prefix), now_ms()], |r| {
+                    self.read_kv(r)
+                })
                 .map_err(|e| self.err(e))?;
             for row in rows {
                 let (key, mut kv) = row.map_err(|e| self.err(e))?;

@@ -1,0 +1,53 @@
+//! Agent liveness: each running agent holds a key on a lease it keeps alive; the key vanishes
+//! when the agent stops (it revokes the lease) or dies (the lease expires).
+
+use std::time::Duration;
+
+use crate::keys;
+use crate::store::{LeaseId, Op, StoreError, Txn};
+use crate::validate;
+
+use super::{Catalog, CatalogError};
+
+impl Catalog {
+    /// Records that `node`'s agent runs, on a new lease of `ttl`; returns the lease to keep alive.
+    pub fn announce_agent(&self, node: &str, ttl: Duration) -> Result<LeaseId, CatalogError> {
+        validate::node_name(node)?;
+        let lease = self.store.lease_grant(ttl)?;
+        self.store.txn(&Txn {
+            compares: vec![],
+            ops: vec![Op::Put {
+                key: keys::agent(node),
+                value: std::process::id().to_string().into_bytes(),
+                lease: Some(lease),
+            }],
+        })?;
+        Ok(lease)
+    }
+
+    /// Keeps the agent's key alive; re-announces it when the lease was lost (e.g. the agent was
+    /// stopped longer than the lease). Returns the lease now in use.
+    pub fn keep_agent_alive(
+        &self,
+        node: &str,
+        lease: LeaseId,
+        ttl: Duration,
+    ) -> Result<LeaseId, CatalogError> {
+        match self.store.lease_keepalive(lease) {
+            Ok(()) => Ok(lease),
+            Err(StoreError::LeaseNotFound(_)) => self.announce_agent(node, ttl),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes the agent's key at once (a clean stop).
+    pub fn retire_agent(&self, lease: LeaseId) -> Result<(), CatalogError> {
+        Ok(self.store.lease_revoke(lease)?)
+    }
+
+    /// Is `node`'s agent running (its key present and its lease not expired)?
+    pub fn agent_alive(&self, node: &str) -> Result<bool, CatalogError> {
+        validate::node_name(node)?;
+        Ok(self.store.get(&keys::agent(node))?.is_some())
+    }
+}

@@ -1,0 +1,57 @@
+//! The agent's heartbeat: a key on a store lease, kept alive while the agent runs, so others
+//! (the CNI plugin's STATUS, `node ls` later) can tell whether a node's agent is alive.
+
+use std::time::Duration;
+
+use overlay_core::catalog::Catalog;
+use overlay_core::store::LeaseId;
+
+/// The lease outlives a few missed keepalives, and expires soon after the agent dies.
+pub const TTL: Duration = Duration::from_secs(10);
+const EVERY: Duration = Duration::from_secs(2);
+
+/// Announces the agent and keeps it alive until the returned handle is dropped or `stop`ped.
+pub struct Heartbeat {
+    catalog: Catalog,
+    lease: std::sync::Arc<std::sync::Mutex<Option<LeaseId>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    /// Starts the heartbeat on the current tokio runtime.
+    pub fn start(catalog: Catalog, node: String) -> Heartbeat {
+        let lease = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let (c, l) = (catalog.clone(), lease.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let (c2, n2, current) = (c.clone(), node.clone(), *l.lock().unwrap());
+                let r = tokio::task::spawn_blocking(move || match current {
+                    Some(id) => c2.keep_agent_alive(&n2, id, TTL),
+                    None => c2.announce_agent(&n2, TTL),
+                })
+                .await
+                .expect("heartbeat task panicked");
+                match r {
+                    Ok(id) => *l.lock().unwrap() = Some(id),
+                    Err(e) => tracing::warn!("agent heartbeat: {e}"),
+                }
+                tokio::time::sleep(EVERY).await;
+            }
+        });
+        Heartbeat {
+            catalog,
+            lease,
+            task,
+        }
+    }
+
+    /// Stops the heartbeat and removes the agent's key at once.
+    pub fn stop(self) {
+        self.task.abort();
+        if let Some(id) = *self.lease.lock().unwrap() {
+            if let Err(e) = self.catalog.retire_agent(id) {
+                tracing::warn!("removing the agent's heartbeat: {e}");
+            }
+        }
+    }
+}
