@@ -262,11 +262,14 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
 
 /// A veth from the switch to the host: `hN` on the switch's bridge, `eth0` in the host.
 fn plug_host(sw: &str, ns: &str, host: &str, address: Ipv4Addr, mtu: u32) -> Result<(), LabError> {
-    let (port, tmp, target) = (host.to_string(), format!("u-{host}"), netns::path(ns));
+    let (port, target) = (host.to_string(), netns::path(ns));
     let what = format!("plugging {host} into the switch");
+    // The host end is born inside the host namespace, already named `eth0`.
     ns_step(sw, what.clone(), move || async move {
         let dp = Dataplane::connect()?;
-        let (p, peer) = dp.create_veth(&port, &tmp, mtu).await?;
+        let p = dp
+            .create_veth_into(&port, UNDERLAY_IF, mtu, &target, None)
+            .await?;
         let br = dp
             .link(SWITCH_BRIDGE)
             .await?
@@ -275,20 +278,17 @@ fn plug_host(sw: &str, ns: &str, host: &str, address: Ipv4Addr, mtu: u32) -> Res
                 link: SWITCH_BRIDGE.into(),
             })?;
         dp.set_master(p.index, Some(br.index)).await?;
-        dp.set_up(p.index).await?;
-        dp.move_to_netns(peer.index, &target).await
+        dp.set_up(p.index).await
     })?;
-    let tmp = format!("u-{host}");
     ns_step(ns, what, move || async move {
         let dp = Dataplane::connect()?;
         let l = dp
-            .link(&tmp)
+            .link(UNDERLAY_IF)
             .await?
             .ok_or_else(|| DataplaneError::LinkNotFound {
                 op: "lab up",
-                link: tmp.clone(),
+                link: UNDERLAY_IF.into(),
             })?;
-        dp.rename(l.index, UNDERLAY_IF).await?;
         let net = Ipv4Net::new(address, 24).expect("/24 is valid");
         dp.add_address(l.index, IpNet::V4(net)).await?;
         dp.set_up(l.index).await
