@@ -13,6 +13,15 @@ pub const AGENTS: &str = "/vxmesh/v1/agents/";
 /// Written by every network create and remove, so that concurrent creates that would overlap
 /// conflict on it instead of both succeeding.
 pub const NETWORKS_GUARD: &str = "/vxmesh/v1/guards/networks";
+/// Written by every node add, so that two nodes added at once with the same underlay address
+/// conflict on it instead of both succeeding. Read before the nodes it protects.
+pub const NODES_GUARD: &str = "/vxmesh/v1/guards/nodes";
+/// Written by every change of a node's WireGuard identity, so that two nodes publishing at once
+/// cannot both take the same free tunnel address or publish the same key. Read before the nodes.
+pub const WIREGUARD_GUARD: &str = "/vxmesh/v1/guards/wireguard";
+/// One key per endpoint MAC address in use, per network: its claim, so that two endpoints
+/// added at once cannot both get the same MAC.
+pub const MACS: &str = "/vxmesh/v1/macs/";
 
 pub fn network(name: &str) -> String {
     format!("{NETWORKS}{name}")
@@ -38,6 +47,16 @@ pub fn ipam_of(network: &str) -> String {
 
 pub fn ipam(network: &str, ip: Ipv4Addr) -> String {
     format!("{IPAM}{network}/{ip}")
+}
+
+/// All MAC claims of one network.
+pub fn macs_of(network: &str) -> String {
+    format!("{MACS}{network}/")
+}
+
+/// The claim of one MAC address on a network (`MacAddr`'s text form, lowercase).
+pub fn mac(network: &str, mac: crate::mac::MacAddr) -> String {
+    format!("{MACS}{network}/{mac}")
 }
 
 pub fn vni(vni: u32) -> String {

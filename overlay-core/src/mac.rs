@@ -26,6 +26,23 @@ impl MacAddr {
         MacAddr([0x0a, 0x58, o[0], o[1], o[2], o[3]])
     }
 
+    /// The MAC for an endpoint with this address when earlier choices are taken: attempt 0 is
+    /// [`MacAddr::for_endpoint`]; attempt n > 0 is `0a:5a` followed by 32 bits of a stable
+    /// hash (FNV-1a) of the address and n, outside the `0a:58` space that addresses derive
+    /// into, so an alternative never takes the MAC another address would derive.
+    pub fn for_endpoint_attempt(ip: Ipv4Addr, attempt: u32) -> MacAddr {
+        if attempt == 0 {
+            return MacAddr::for_endpoint(ip);
+        }
+        let mut h: u32 = 0x811c_9dc5;
+        for b in ip.octets().into_iter().chain(attempt.to_be_bytes()) {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        let o = h.to_be_bytes();
+        MacAddr([0x0a, 0x5a, o[0], o[1], o[2], o[3]])
+    }
+
     pub fn is_zero(&self) -> bool {
         self.0 == [0; 6]
     }

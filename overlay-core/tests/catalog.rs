@@ -203,3 +203,55 @@ fn snapshot_skips_bad_records() {
     assert_eq!(snap.networks.keys().collect::<Vec<_>>(), ["a"]);
     assert_eq!(snap.problems.len(), 2, "{:?}", snap.problems);
 }
+
+/// Field report: a MAC chosen by hand (the one vxmesh would derive for another address) must
+/// not block automatic assignment; only an explicit request for a MAC in use is refused.
+#[test]
+fn a_chosen_mac_never_blocks_automatic_assignment() {
+    use overlay_core::mac::MacAddr;
+    let (_d, c) = catalog();
+    let network = c.create_network(&net("m", "10.60.0.0/24")).unwrap();
+    c.add_node("n1", "192.0.2.1".parse().unwrap()).unwrap();
+    // g takes .9 with the MAC .5 would derive; h takes .2's derived MAC by hand too.
+    let mut g = ep("m", "n1");
+    g.id = Some("g".into());
+    g.ip = Some("10.60.0.9".parse().unwrap());
+    g.mac = Some("0a:58:0a:3c:00:05".parse().unwrap());
+    c.add_endpoint(&g).unwrap();
+    let mut h = ep("m", "n1");
+    h.id = Some("h".into());
+    h.ip = Some("10.60.0.20".parse().unwrap());
+    h.mac = Some("0a:58:0a:3c:00:02".parse().unwrap());
+    c.add_endpoint(&h).unwrap();
+    // Automatic assignment: .2 to .8 all succeed, .2 and .5 with other MACs than derived.
+    let mut macs = std::collections::BTreeSet::from([g.mac.unwrap(), h.mac.unwrap()]);
+    for n in 2..=8u8 {
+        let e = c.add_endpoint(&ep("m", "n1")).unwrap();
+        assert_eq!(e.ip, std::net::Ipv4Addr::new(10, 60, 0, n));
+        if n == 2 || n == 5 {
+            assert_ne!(e.mac, MacAddr::for_endpoint(e.ip), "{}", e.ip);
+        } else {
+            assert_eq!(e.mac, MacAddr::for_endpoint(e.ip), "{}", e.ip);
+        }
+        assert!(macs.insert(e.mac), "MAC {} handed out twice", e.mac);
+        assert_ne!(e.mac, MacAddr::for_endpoint(network.gateway));
+    }
+    // An explicit request for a MAC in use is refused, naming the field and the owner, and
+    // changes nothing; so is the gateway's MAC.
+    let before = c.snapshot().unwrap().revision;
+    for (mac, owner) in [
+        ("0a:58:0a:3c:00:05", "endpoint g"),
+        ("0a:58:0a:3c:00:01", "the gateway"),
+    ] {
+        let mut x = ep("m", "n1");
+        x.mac = Some(mac.parse().unwrap());
+        let err = c.add_endpoint(&x).unwrap_err().to_string();
+        assert!(err.contains("mac") && err.contains(owner), "{err}");
+    }
+    assert_eq!(c.snapshot().unwrap().revision, before);
+    // A removed endpoint's MAC is free again for an explicit request.
+    c.remove_endpoint("m", "g").unwrap();
+    let mut again = ep("m", "n1");
+    again.mac = Some("0a:58:0a:3c:00:05".parse().unwrap());
+    assert_eq!(c.add_endpoint(&again).unwrap().mac, again.mac.unwrap());
+}

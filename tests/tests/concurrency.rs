@@ -416,3 +416,167 @@ fn a_small_network_hands_out_each_address_once_then_reports_exhaustion() {
     );
     assert_eq!(fx.check_consistent(), stored);
 }
+
+/// Every allocation vxmesh makes, raced by many writers released together: values that must be
+/// unique are unique in the store afterwards, whatever the interleaving (a guard read after
+/// the data it protects once let two agents take the same tunnel address).
+mod races {
+    use std::collections::BTreeSet;
+    use std::process::Command;
+    use std::sync::{Arc, Barrier};
+
+    use overlay_core::{Catalog, SqliteStore};
+    use vxmesh_tests::race::RaceOp;
+
+    const THREADS: u32 = 24;
+    const PROCESSES: u32 = 12;
+
+    fn catalog(dir: &tempfile::TempDir) -> Catalog {
+        Catalog::new(Arc::new(
+            SqliteStore::open(dir.path().join("store.db")).expect("open store"),
+        ))
+    }
+
+    /// `THREADS` threads in this process, released by a barrier.
+    fn race_threads(op: RaceOp) -> (Catalog, Vec<Result<String, String>>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let c = catalog(&dir);
+        op.prepare(&c, THREADS);
+        let barrier = Arc::new(Barrier::new(THREADS as usize));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|n| {
+                // One store handle per thread, as separate callers would have.
+                let c = catalog(&dir);
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    op.run(&c, n)
+                })
+            })
+            .collect();
+        let results = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        (c, results, dir)
+    }
+
+    /// `PROCESSES` `race_worker` processes, released by a file.
+    fn race_processes(op: RaceOp) -> (Catalog, Vec<Result<String, String>>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let c = catalog(&dir);
+        op.prepare(&c, PROCESSES);
+        let store = dir.path().join("store.db");
+        let go = dir.path().join("go");
+        let children: Vec<_> = (0..PROCESSES)
+            .map(|n| {
+                Command::new(env!("CARGO_BIN_EXE_race_worker"))
+                    .args([
+                        store.to_str().unwrap(),
+                        op.name(),
+                        &n.to_string(),
+                        go.to_str().unwrap(),
+                    ])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("start race_worker")
+            })
+            .collect();
+        // Let every worker open the store and wait on the file, then release them together.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        std::fs::write(&go, b"go").unwrap();
+        let results = children
+            .into_iter()
+            .map(|child| {
+                let out = child.wait_with_output().unwrap();
+                assert!(out.status.success(), "race_worker failed: {out:?}");
+                let v: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).expect("race_worker's JSON line");
+                if v["ok"] == true {
+                    Ok(v["value"].as_str().unwrap().to_string())
+                } else {
+                    Err(v["error"].as_str().unwrap().to_string())
+                }
+            })
+            .collect();
+        (c, results, dir)
+    }
+
+    /// Every writer succeeded and got its own value.
+    fn all_distinct(op: RaceOp, results: &[Result<String, String>]) -> BTreeSet<String> {
+        let values: Vec<&String> = results
+            .iter()
+            .map(|r| r.as_ref().unwrap_or_else(|e| panic!("{}: {e}", op.name())))
+            .collect();
+        let set: BTreeSet<String> = values.iter().map(|v| v.to_string()).collect();
+        assert_eq!(set.len(), values.len(), "{}: {values:?}", op.name());
+        set
+    }
+
+    /// Exactly one writer won; every other was refused naming `field`.
+    fn one_winner(op: RaceOp, results: &[Result<String, String>], field: &str) {
+        let won: Vec<_> = results.iter().filter(|r| r.is_ok()).collect();
+        assert_eq!(won.len(), 1, "{}: {results:?}", op.name());
+        for e in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert!(e.contains(field), "{}: {e}", op.name());
+        }
+    }
+
+    fn check(op: RaceOp, c: &Catalog, results: &[Result<String, String>]) {
+        let snap = c.snapshot().unwrap();
+        match op {
+            RaceOp::Tunnel => {
+                let got = all_distinct(op, results);
+                let stored: BTreeSet<String> = snap
+                    .nodes
+                    .values()
+                    .filter_map(|n| n.wireguard.as_ref()?.tunnel_ip)
+                    .map(|ip| ip.to_string())
+                    .collect();
+                assert_eq!(stored, got, "tunnel addresses in the store");
+            }
+            RaceOp::Vni => {
+                let got = all_distinct(op, results);
+                let stored: BTreeSet<String> =
+                    snap.networks.values().map(|n| n.vni.to_string()).collect();
+                assert_eq!(stored, got, "VNIs in the store");
+            }
+            RaceOp::Subnet => {
+                one_winner(op, results, "overlaps network");
+                assert_eq!(snap.networks.len(), 1);
+            }
+            RaceOp::Underlay => {
+                one_winner(op, results, "underlay");
+                assert_eq!(snap.nodes.len(), 1);
+            }
+            RaceOp::Mac => {
+                one_winner(op, results, "mac");
+                assert_eq!(snap.endpoints.len(), 1);
+            }
+        }
+    }
+
+    const OPS: [RaceOp; 5] = [
+        RaceOp::Tunnel,
+        RaceOp::Vni,
+        RaceOp::Subnet,
+        RaceOp::Underlay,
+        RaceOp::Mac,
+    ];
+
+    #[test]
+    fn threads_released_together_never_share_an_allocation() {
+        for op in OPS {
+            // A few rounds: interleavings differ from one to the next.
+            for _ in 0..3 {
+                let (c, results, _dir) = race_threads(op);
+                check(op, &c, &results);
+            }
+        }
+    }
+
+    #[test]
+    fn processes_released_together_never_share_an_allocation() {
+        for op in OPS {
+            let (c, results, _dir) = race_processes(op);
+            check(op, &c, &results);
+        }
+    }
+}

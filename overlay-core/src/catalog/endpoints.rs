@@ -36,13 +36,9 @@ impl Catalog {
     pub fn add_endpoint(&self, spec: &EndpointSpec) -> Result<Endpoint, CatalogError> {
         validate::network_name(&spec.network)?;
         validate::node_name(&spec.node)?;
-        let id = match &spec.id {
-            Some(id) => {
-                validate::endpoint_id(id)?;
-                id.clone()
-            }
-            None => format!("ep-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
-        };
+        if let Some(id) = &spec.id {
+            validate::endpoint_id(id)?;
+        }
         if let Some(mac) = spec.mac {
             validate::endpoint_mac(mac)?;
         }
@@ -59,8 +55,15 @@ impl Catalog {
                     kind: "node",
                     name: spec.node.clone(),
                 })?;
+            // A generated id is drawn again on every attempt, so one that happens to be taken
+            // is never an error: only an id the caller chose can be "already there".
+            let id = match &spec.id {
+                Some(id) => id.clone(),
+                None => format!("ep-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
+            };
             let key = keys::endpoint(&spec.network, &id);
-            if self.store.get(&key)?.is_some() {
+            // (A generated id that is taken fails the transaction's `Absent` compare below.)
+            if spec.id.is_some() && self.store.get(&key)?.is_some() {
                 return Err(CatalogError::Exists {
                     kind: "endpoint",
                     name: format!("{}/{id}", spec.network),
@@ -99,15 +102,43 @@ impl Catalog {
                         },
                     )?,
                 };
-            let mac = spec.mac.unwrap_or_else(|| MacAddr::for_endpoint(ip));
-            if let Some(other) = existing.iter().find(|e| e.mac == mac) {
-                return Err(ValidationError::new(
-                    "mac",
-                    mac,
-                    format!("is already used by endpoint {}", other.id),
-                )
-                .into());
-            }
+            // MACs in use: every endpoint's (records written by older versions have no claim
+            // key), every claim, and the gateway's, which the bridge holds on every host.
+            let mut macs_taken: BTreeSet<MacAddr> = self
+                .store
+                .range(&keys::macs_of(&spec.network))?
+                .kvs
+                .iter()
+                .filter_map(|kv| kv.key.rsplit('/').next()?.parse().ok())
+                .collect();
+            macs_taken.extend(existing.iter().map(|e| e.mac));
+            macs_taken.insert(MacAddr::for_endpoint(network.gateway));
+            let mac = match spec.mac {
+                Some(mac) => {
+                    if macs_taken.contains(&mac) {
+                        let owner = match existing.iter().find(|e| e.mac == mac) {
+                            Some(e) => format!("endpoint {}", e.id),
+                            None if mac == MacAddr::for_endpoint(network.gateway) => {
+                                format!("the gateway of network {}", network.name)
+                            }
+                            None => "another endpoint".to_string(),
+                        };
+                        return Err(ValidationError::new(
+                            "mac",
+                            mac,
+                            format!("is already used by {owner}"),
+                        )
+                        .into());
+                    }
+                    mac
+                }
+                // Derived from the address; when a caller took that MAC for another endpoint,
+                // the next free one of the address's alternatives (never an error).
+                None => (0..)
+                    .map(|attempt| MacAddr::for_endpoint_attempt(ip, attempt))
+                    .find(|m| !macs_taken.contains(m))
+                    .expect("2^32 alternatives cannot all be taken"),
+            };
             let endpoint = Endpoint {
                 id: id.clone(),
                 network: spec.network.clone(),
@@ -123,10 +154,12 @@ impl Catalog {
                     Compare::ModRevision(node_kv.key.clone(), node_kv.mod_revision),
                     Compare::Absent(key.clone()),
                     Compare::Absent(keys::ipam(&spec.network, ip)),
+                    Compare::Absent(keys::mac(&spec.network, mac)),
                 ],
                 ops: vec![
                     Op::put(key.clone(), encode(&endpoint)),
                     Op::put(keys::ipam(&spec.network, ip), id.as_bytes()),
+                    Op::put(keys::mac(&spec.network, mac), id.as_bytes()),
                 ],
             };
             Ok((txn, endpoint))
@@ -173,6 +206,7 @@ impl Catalog {
                 ops: vec![
                     Op::Delete(kv.key.clone()),
                     Op::Delete(keys::ipam(network, endpoint.ip)),
+                    Op::Delete(keys::mac(network, endpoint.mac)),
                 ],
             };
             Ok((txn, endpoint))

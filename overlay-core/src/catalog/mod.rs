@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::keys;
 use crate::model::{Endpoint, Network, Node};
-use crate::store::{KeyValue, Revision, Store, StoreError, Txn};
+use crate::store::{Compare, KeyValue, Revision, Store, StoreError, Txn};
 use crate::validate::{self, ValidationError};
 
 mod agents;
@@ -156,6 +156,17 @@ impl Catalog {
             std::thread::sleep(Duration::from_millis(ms));
         }
         Err(CatalogError::Contended(ATTEMPTS))
+    }
+
+    /// Reads a guard key and returns the comparison that holds while nobody has written it
+    /// since. Call it BEFORE reading the records the guard protects: a write that lands
+    /// between this read and those reads then fails the comparison, while a guard read after
+    /// the data would miss it (two nodes could take the same tunnel address).
+    fn read_guard(&self, key: &str) -> Result<Compare, CatalogError> {
+        Ok(match self.store.get(key)? {
+            Some(kv) => Compare::ModRevision(kv.key, kv.mod_revision),
+            None => Compare::Absent(key.to_string()),
+        })
     }
 
     fn get_decoded<T: DeserializeOwned>(

@@ -34,7 +34,7 @@ impl Catalog {
             validate::mtu(m)?;
         }
         self.commit_with_retry(|| {
-            let guard = self.store.get(keys::NETWORKS_GUARD)?;
+            let guard_cmp = self.read_guard(keys::NETWORKS_GUARD)?;
             let existing = self.networks()?;
             if existing.iter().any(|n| n.name == spec.name) {
                 return Err(CatalogError::Exists {
@@ -76,10 +76,6 @@ impl Catalog {
                 vni,
                 mtu: spec.mtu,
                 encrypted: spec.encrypted,
-            };
-            let guard_cmp = match guard {
-                Some(kv) => Compare::ModRevision(keys::NETWORKS_GUARD.into(), kv.mod_revision),
-                None => Compare::Absent(keys::NETWORKS_GUARD.into()),
             };
             let txn = Txn {
                 compares: vec![
@@ -142,6 +138,7 @@ impl Catalog {
                     Op::Delete(keys::vni(network.vni)),
                     Op::DeletePrefix(keys::endpoints_of(name)),
                     Op::DeletePrefix(keys::ipam_of(name)),
+                    Op::DeletePrefix(keys::macs_of(name)),
                     Op::put(keys::NETWORKS_GUARD, name.as_bytes()),
                 ],
             };

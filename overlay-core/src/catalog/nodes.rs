@@ -20,6 +20,7 @@ impl Catalog {
             wireguard: None,
         };
         self.commit_with_retry(|| {
+            let guard_cmp = self.read_guard(keys::NODES_GUARD)?;
             let nodes = self.nodes()?;
             if nodes.iter().any(|n| n.name == name) {
                 return Err(CatalogError::Exists {
@@ -36,8 +37,11 @@ impl Catalog {
                 .into());
             }
             let txn = Txn {
-                compares: vec![Compare::Absent(keys::node(name))],
-                ops: vec![Op::put(keys::node(name), encode(&node))],
+                compares: vec![guard_cmp, Compare::Absent(keys::node(name))],
+                ops: vec![
+                    Op::put(keys::node(name), encode(&node)),
+                    Op::put(keys::NODES_GUARD, name.as_bytes()),
+                ],
             };
             Ok((txn, node.clone()))
         })
@@ -84,6 +88,7 @@ impl Catalog {
             for e in &on_node {
                 ops.push(Op::Delete(keys::endpoint(&e.network, &e.id)));
                 ops.push(Op::Delete(keys::ipam(&e.network, e.ip)));
+                ops.push(Op::Delete(keys::mac(&e.network, e.mac)));
             }
             let txn = Txn {
                 compares: vec![Compare::ModRevision(kv.key.clone(), kv.mod_revision)],
@@ -93,10 +98,6 @@ impl Catalog {
         })
     }
 }
-
-/// Written by every change of a node's WireGuard identity, so that two nodes publishing at once
-/// cannot both take the same free tunnel address.
-const WIREGUARD_GUARD: &str = "/vxmesh/v1/guards/wireguard";
 
 impl Catalog {
     /// Publishes (or replaces) a node's WireGuard public key and port. The node keeps its tunnel
@@ -113,6 +114,9 @@ impl Catalog {
         validate::wireguard_key(public_key)?;
         validate::wireguard_port(port)?;
         self.commit_with_retry(|| {
+            // The guard first: a tunnel address or key published after this read makes the
+            // transaction fail and this attempt start again from fresh data.
+            let guard_cmp = self.read_guard(keys::WIREGUARD_GUARD)?;
             let (kv, mut node) = self.node_record(name)?;
             let others = self.nodes()?;
             if let Some(other) = others.iter().find(|n| {
@@ -156,11 +160,6 @@ impl Catalog {
                 implementation: Some(implementation.to_string()),
                 rotate_requested: !key_changed && old.is_some_and(|w| w.rotate_requested),
             });
-            let guard = self.store.get(WIREGUARD_GUARD)?;
-            let guard_cmp = match guard {
-                Some(g) => Compare::ModRevision(g.key.clone(), g.mod_revision),
-                None => Compare::Absent(WIREGUARD_GUARD.to_string()),
-            };
             let txn = Txn {
                 compares: vec![
                     Compare::ModRevision(kv.key.clone(), kv.mod_revision),
@@ -168,7 +167,7 @@ impl Catalog {
                 ],
                 ops: vec![
                     Op::put(kv.key.clone(), encode(&node)),
-                    Op::put(WIREGUARD_GUARD.to_string(), node.name.as_bytes().to_vec()),
+                    Op::put(keys::WIREGUARD_GUARD, node.name.as_bytes()),
                 ],
             };
             Ok((txn, node.clone()))

@@ -25,9 +25,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
 
 use overlay_core::{Catalog, EndpointSpec, SqliteStore};
+use vxmesh_tests::race::wait_for;
 
 const USAGE: &str = "usage: alloc_worker STORE NETWORK NODE COUNT THREADS PREFIX";
 
@@ -109,13 +109,5 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    }
-}
-
-/// Waits (at most a few minutes) for the start signal file.
-fn wait_for(go: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !go.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2));
     }
 }
