@@ -11,6 +11,7 @@ pub mod keys;
 pub mod mac;
 pub mod model;
 pub mod netns;
+pub mod process;
 pub mod reconcile;
 pub mod store;
 pub mod validate;

@@ -157,3 +157,59 @@ fn a_failed_up_cleans_up_after_itself() {
     std::mem::forget(blocker); // the failed up removed it along with the rest
     assert_eq!(leftovers(&prefix), Vec::<String>::new());
 }
+
+/// Field report: `lab down` signalled the PID recorded in its state file after checking only
+/// that some process had it. After the agent died and its PID was reused, an unrelated
+/// process would be killed. Here the state file is made to point at unrelated processes (as
+/// PID reuse would): a plain `sleep`, and a shell whose command line even mentions
+/// `agent --netns` of another lab; with and without the recorded start time (older state
+/// files have none). `lab down` must remove the lab and leave every one of them running.
+#[test]
+fn down_never_signals_a_process_that_took_a_dead_agents_pid() {
+    use overlay_core::process::{Pidfd, ProcessIdentity};
+    let bystander = |which: usize| match which {
+        0 => Command::new("sleep").arg("300").spawn().unwrap(),
+        _ => Command::new("sh")
+            .args(["-c", "sleep 300; true", "agent", "--netns", "otherlab-h1"])
+            .spawn()
+            .unwrap(),
+    };
+    for (keep_start_time, which) in [(true, 0), (true, 1), (false, 0), (false, 1)] {
+        let lab = Lab::up(1, 0, 1);
+        let prefix = lab.prefix().to_string();
+        let agent = lab.state.hosts[0].agent_pid.expect("agent pid");
+        let mut b = bystander(which);
+        // The agent dies (proven to be it before the signal) ...
+        let me = ProcessIdentity::of(agent).unwrap();
+        let pidfd = Pidfd::open_if(me, |a| a.iter().any(|x| x == "agent")).unwrap();
+        let pidfd = pidfd.expect("the agent is the process lab status names");
+        pidfd.signal(libc::SIGKILL).unwrap();
+        assert!(pidfd.wait_exit(std::time::Duration::from_secs(5)));
+        // ... and its PID now names an unrelated process.
+        let path = format!("/run/vxmesh/lab/{prefix}/state.json");
+        let mut state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        state["hosts"][0]["agent_pid"] = b.id().into();
+        if !keep_start_time {
+            state["hosts"][0]
+                .as_object_mut()
+                .unwrap()
+                .remove("agent_start_time");
+        }
+        std::fs::write(&path, state.to_string()).unwrap();
+        assert!(
+            !lab.status().hosts[0].agent_running,
+            "lab status calls pid {} the agent",
+            b.id()
+        );
+        drop(lab); // lab down
+        assert_eq!(leftovers(&prefix), Vec::<String>::new());
+        let survived = b.try_wait().unwrap().is_none();
+        let _ = b.kill();
+        let _ = b.wait();
+        assert!(
+            survived,
+            "lab down signalled unrelated process {which} (start time recorded: {keep_start_time})"
+        );
+    }
+}

@@ -2,13 +2,12 @@
 //! what exists (processes, namespaces), not only from the state file, so it also cleans up after
 //! a failed or interrupted `lab up`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use overlay_core::netns;
+use overlay_core::process::{self, Pidfd, ProcessIdentity};
 
-use super::{check_prefix, process_running, state_dir, LabError, LabState};
+use super::{check_prefix, is_agent_of, state_dir, LabError, LabState};
 
 /// Is `name` one of this lab's namespaces: `P-sw`, `P-hN` or `P-hN-cM`?
 fn is_lab_namespace(prefix: &str, name: &str) -> bool {
@@ -29,35 +28,41 @@ fn is_lab_namespace(prefix: &str, name: &str) -> bool {
     digits(host) && container.is_none_or(digits)
 }
 
-/// Agents of this lab: from the state file, and any `vxmesh agent --netns P-hN` process found.
-fn agent_pids(prefix: &str) -> Vec<u32> {
-    let mut pids: Vec<u32> = LabState::load(prefix)
-        .map(|s| s.hosts.iter().filter_map(|h| h.agent_pid).collect())
+/// Agents of this lab, each as a pidfd opened only after the process was shown to be the
+/// agent: from the state file (PID, start time and an `agent --netns P-hN` command line), and
+/// any other `vxmesh agent --netns P-hN` process found in /proc (one left by a failed
+/// `lab up`). A PID that now names another process is never included.
+fn agents(prefix: &str) -> Vec<Pidfd> {
+    let mut found: Vec<Pidfd> = LabState::load(prefix)
+        .map(|s| s.hosts.iter().filter_map(|h| h.agent()).collect())
         .unwrap_or_default();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            let is_agent = args.iter().any(|a| *a == b"agent");
-            let in_lab = args.windows(2).any(|w| {
-                w[0] == b"--netns"
-                    && std::str::from_utf8(w[1]).is_ok_and(|ns| is_lab_namespace(prefix, ns))
-            });
-            if is_agent && in_lab && !pids.contains(&pid) {
-                pids.push(pid);
-            }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if found.iter().any(|p| p.pid() == pid) {
+            continue;
+        }
+        let Ok(identity) = ProcessIdentity::of(pid) else {
+            continue;
+        };
+        let is_lab_agent = |args: &[String]| {
+            args.windows(2).any(|w| {
+                w[0] == "--netns" && is_lab_namespace(prefix, &w[1]) && is_agent_of(args, &w[1])
+            })
+        };
+        if let Ok(Some(p)) = Pidfd::open_if(identity, is_lab_agent) {
+            found.push(p);
         }
     }
-    pids
+    found
 }
 
 /// Removes the lab. Returns what it removed; every step is tried even when one fails, and the
@@ -67,24 +72,12 @@ pub fn down(prefix: &str) -> Result<Vec<String>, LabError> {
     let mut done = Vec::new();
     let mut errors = Vec::new();
 
-    let pids: Vec<u32> = agent_pids(prefix)
-        .into_iter()
-        .filter(|p| process_running(*p))
-        .collect();
-    for pid in &pids {
-        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
+    let agents = agents(prefix);
+    for e in process::terminate_all(&agents, Duration::from_secs(5)) {
+        errors.push(format!("stopping an agent: {e}"));
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while pids.iter().any(|p| process_running(*p)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for pid in &pids {
-        if process_running(*pid) {
-            if let Err(e) = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL) {
-                errors.push(format!("killing agent {pid}: {e}"));
-            }
-        }
-        done.push(format!("stopped agent {pid}"));
+    for p in &agents {
+        done.push(format!("stopped agent {}", p.pid()));
     }
 
     match netns::list() {

@@ -9,6 +9,7 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use overlay_core::process::{Pidfd, ProcessIdentity};
 use serde::{Deserialize, Serialize};
 
 mod down;
@@ -73,8 +74,37 @@ pub struct LabHost {
     pub interface: String,
     pub address: Ipv4Addr,
     pub agent_pid: Option<u32>,
+    /// The agent's start time (clock ticks after boot, /proc/PID/stat field 22), recorded when
+    /// `lab up` started it: with the PID and the command line it proves a process is this
+    /// agent before anything signals it (PIDs are reused). Absent in older state files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_start_time: Option<u64>,
     #[serde(default)]
     pub agent_running: bool,
+}
+
+impl LabHost {
+    /// A pidfd on this host's agent, when the process now holding `agent_pid` is the agent
+    /// `lab up` started (same start time, an `agent` command line for this host's namespace);
+    /// `None` when it has exited or the PID now names another process.
+    pub fn agent(&self) -> Option<Pidfd> {
+        let expected = ProcessIdentity {
+            pid: self.agent_pid?,
+            start_time: self.agent_start_time.unwrap_or(0),
+        };
+        Pidfd::open_if(expected, |args| is_agent_of(args, &self.namespace))
+            .ok()
+            .flatten()
+            .filter(|p| !p.exited())
+    }
+}
+
+/// Is `args` the command line of a vxmesh agent running for network namespace `namespace`?
+pub fn is_agent_of(args: &[String], namespace: &str) -> bool {
+    args.iter().any(|a| a == "agent")
+        && args
+            .windows(2)
+            .any(|w| w[0] == "--netns" && w[1] == namespace)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,16 +218,5 @@ pub fn check_prefix(prefix: &str) -> Result<(), LabError> {
             reason: "must be 1 to 32 letters, digits, '-' or '_', starting with a letter or digit"
                 .into(),
         })
-    }
-}
-
-/// Is the process alive (and not a zombie)?
-pub fn process_running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
     }
 }

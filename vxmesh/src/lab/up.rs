@@ -11,6 +11,7 @@ use ipnet::{IpNet, Ipv4Net};
 use overlay_core::container::{attach_container, ContainerSpec};
 use overlay_core::dataplane::{Dataplane, DataplaneError};
 use overlay_core::netns;
+use overlay_core::process::ProcessIdentity;
 use overlay_core::NetworkSpec;
 
 use super::{
@@ -168,6 +169,7 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
             interface: UNDERLAY_IF.into(),
             address,
             agent_pid: None,
+            agent_start_time: None,
             agent_running: false,
         });
         state.save()?;
@@ -205,8 +207,9 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
 
     // One agent per host.
     for h in state.hosts.iter_mut() {
-        let pid = spawn_agent(spec, &dir, &store, h)?;
+        let (pid, start_time) = spawn_agent(spec, &dir, &store, h)?;
         h.agent_pid = Some(pid);
+        h.agent_start_time = start_time;
         h.agent_running = true;
         progress(&format!(
             "host {}: agent running (pid {pid}, log {}/agent-{}.log)",
@@ -295,7 +298,14 @@ fn plug_host(sw: &str, ns: &str, host: &str, address: Ipv4Addr, mtu: u32) -> Res
     })
 }
 
-fn spawn_agent(spec: &LabSpec, dir: &Path, store: &Path, h: &LabHost) -> Result<u32, LabError> {
+/// Starts the agent of host `h`; returns its PID and start time (clock ticks after boot; `None`
+/// if it exited before it could be read).
+fn spawn_agent(
+    spec: &LabSpec,
+    dir: &Path,
+    store: &Path,
+    h: &LabHost,
+) -> Result<(u32, Option<u64>), LabError> {
     let log_path = dir.join(format!("agent-{}.log", h.name));
     let log = File::create(&log_path).map_err(|source| LabError::Io {
         context: format!("creating {}", log_path.display()),
@@ -329,7 +339,8 @@ fn spawn_agent(spec: &LabSpec, dir: &Path, store: &Path, h: &LabHost) -> Result<
             ),
             source,
         })?;
-    Ok(child.id())
+    let start_time = ProcessIdentity::of(child.id()).ok().map(|i| i.start_time);
+    Ok((child.id(), start_time))
 }
 
 /// Containers can be attached once the agents have made the networks' bridges.
@@ -357,7 +368,7 @@ fn wait_for_bridges(state: &LabState) -> Result<(), LabError> {
             if ready {
                 break;
             }
-            if Instant::now() > deadline || !h.agent_pid.is_some_and(super::process_running) {
+            if Instant::now() > deadline || h.agent().is_none() {
                 return Err(LabError::step(
                     format!("waiting for the agent of {}", h.name),
                     format!(
