@@ -145,8 +145,8 @@ fn attach_without_bridge_leaves_nothing() {
 
 #[test]
 fn attach_failing_late_undoes_the_veth() {
-    // "br0" is a veth, not a bridge: the pair is built, its container end addressed and
-    // routed, and only enslaving the host end fails.
+    // "br0" is a veth, not a bridge: the pair is built, its container end addressed, and
+    // only enslaving the host end fails.
     let h = NetnsGuard::new(&unique("nobr")).unwrap();
     witness(&[
         "ip",
@@ -168,8 +168,30 @@ fn attach_failing_late_undoes_the_veth() {
     assert!(err.to_string().contains("set master"), "{err}");
     assert_eq!(link_names(&h), host_before);
     assert_eq!(link_names(&c), ctr_before);
-    let out = witness(&["ip", "-n", c.name(), "-4", "route", "show"]);
-    assert_eq!(out, "", "routes left behind: {out}");
+    assert_eq!(routes(&c), Vec::<String>::new());
+
+    // Asked to replace the container's default route, it fails before touching it.
+    let c = NetnsGuard::new(&unique("ctr")).unwrap();
+    with_other_default_route(&c);
+    let before = routes(&c);
+    let mut s = spec(&h, &c, "vxh-c2", 2);
+    s.default_route = DefaultRoute::Replace;
+    attach(&s).unwrap_err();
+    assert_eq!(routes(&c), before);
+}
+
+/// Gives `c` another plugin's interface d0 (10.99.0.2/24) and `default via 10.99.0.1 dev d0`.
+fn with_other_default_route(c: &NetnsGuard) {
+    in_ns(c, |dp| async move {
+        let (d0, _) = dp.create_veth("d0", "d1", 0).await.unwrap();
+        dp.add_address(d0.index, "10.99.0.2/24".parse().unwrap())
+            .await
+            .unwrap();
+        dp.set_up(d0.index).await.unwrap();
+        dp.add_default_route(Ipv4Addr::new(10, 99, 0, 1))
+            .await
+            .unwrap();
+    });
 }
 
 /// The container's routes, one per line, as `ip -4 route show` prints them.
@@ -188,16 +210,7 @@ fn attach_into_a_namespace_that_has_a_default_route() {
     // The container is on another network already, with its default route (another
     // plugin's interface d0).
     let c = NetnsGuard::new(&unique("ctr")).unwrap();
-    in_ns(&c, |dp| async move {
-        let (d0, _) = dp.create_veth("d0", "d1", 0).await.unwrap();
-        dp.add_address(d0.index, "10.99.0.2/24".parse().unwrap())
-            .await
-            .unwrap();
-        dp.set_up(d0.index).await.unwrap();
-        dp.add_default_route(Ipv4Addr::new(10, 99, 0, 1))
-            .await
-            .unwrap();
-    });
+    with_other_default_route(&c);
     let other_default = "default via 10.99.0.1 dev d0 ";
 
     // IfNone: attached, with its subnet route and no default route of its own.

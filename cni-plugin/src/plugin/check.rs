@@ -246,21 +246,14 @@ fn route_diffs(
         .iter()
         .any(|r| r.gateway == Some(gateway) && r.oif == Some(link.index));
     if want_default && !ours {
-        let now = defaults
-            .iter()
-            .map(|r| match r.gateway {
-                Some(g) => format!("via {g}"),
-                None => "without gateway".into(),
-            })
-            .collect::<Vec<_>>();
+        let now = defaults.iter().map(|r| match r.gateway {
+            Some(g) => format!("via {g}"),
+            None => "one without gateway".into(),
+        });
         diffs.push(format!(
             "default route: expected via {gateway} dev {}, the container has {}",
             link.name,
-            if now.is_empty() {
-                "none".to_string()
-            } else {
-                now.join(", ")
-            }
+            list(now)
         ));
     }
     diffs

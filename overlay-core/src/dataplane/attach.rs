@@ -156,14 +156,9 @@ pub fn attach(spec: &AttachSpec) -> Result<Attachment, DataplaneError> {
         e
     };
 
-    // 3. Container side: up, address (and so the subnet route), default route.
-    let (container_index, default_route) = {
-        let (name, address, gateway, policy) = (
-            spec.container_ifname.clone(),
-            spec.address,
-            spec.gateway,
-            spec.default_route,
-        );
+    // 3. Container side: up, address (and so the subnet route).
+    let container_index = {
+        let (name, address) = (spec.container_ifname.clone(), spec.address);
         in_ns(&container_fd, &cpath, move || async move {
             let dp = Dataplane::connect()?;
             let link = dp
@@ -178,14 +173,7 @@ pub fn attach(spec: &AttachSpec) -> Result<Attachment, DataplaneError> {
                 dp.set_up(lo.index).await?;
             }
             dp.add_address(link.index, IpNet::V4(address)).await?;
-            let installed = match gateway {
-                Some(gw) => dp
-                    .install_default_route(gw, link.index, policy)
-                    .await?
-                    .then_some(gw),
-                None => None,
-            };
-            Ok((link.index, installed))
+            Ok(link.index)
         })
         .map_err(undo)?
     };
@@ -208,6 +196,22 @@ pub fn attach(spec: &AttachSpec) -> Result<Attachment, DataplaneError> {
         })
         .map_err(undo)?;
     }
+
+    // 5. Container side: the default route, last, so that nothing can fail after it replaced
+    //    another one (install_default_route puts those back when it fails itself).
+    let default_route = match spec.gateway {
+        Some(gw) => {
+            let policy = spec.default_route;
+            in_ns(&container_fd, &cpath, move || async move {
+                Dataplane::connect()?
+                    .install_default_route(gw, container_index, policy)
+                    .await
+            })
+            .map_err(undo)?
+            .then_some(gw)
+        }
+        None => None,
+    };
 
     tracing::info!(
         host = %spec.host_ifname,

@@ -150,6 +150,7 @@ impl Dataplane {
             .into_iter()
             .filter(Route4::is_default)
             .collect();
+        let mut replaced = Vec::new();
         match policy {
             DefaultRoute::Never => return Ok(false),
             DefaultRoute::IfNone if !existing.is_empty() => {
@@ -159,8 +160,11 @@ impl Dataplane {
             DefaultRoute::IfNone => {}
             DefaultRoute::Replace => {
                 for r in existing.iter().filter(|r| !ours(r)) {
-                    self.delete_route(r).await?;
-                    tracing::info!(dst = %r.dst, gateway = ?r.gateway, oif = ?r.oif, "replaced default route");
+                    if let Err(e) = self.delete_route(r).await {
+                        self.restore_routes(&replaced).await;
+                        return Err(e);
+                    }
+                    replaced.push(r.clone());
                 }
                 if existing.iter().any(ours) {
                     return Ok(true);
@@ -175,16 +179,32 @@ impl Dataplane {
         // fail with EEXIST rather than add a second one.
         match self.handle.route().add(msg).execute().await {
             Ok(()) => {
+                for r in &replaced {
+                    tracing::info!(dst = %r.dst, gateway = ?r.gateway, oif = ?r.oif, "replaced default route");
+                }
                 tracing::debug!(%gateway, oif, "added default route");
                 Ok(true)
             }
             Err(e) if errno_of(&e) == Some(libc::EEXIST) && policy == DefaultRoute::IfNone => {
                 Ok(false)
             }
-            Err(e) => Err(nl(
-                "add default route",
-                format_args!("via {gateway} dev index {oif}"),
-            )(e)),
+            Err(e) => {
+                self.restore_routes(&replaced).await;
+                Err(nl(
+                    "add default route",
+                    format_args!("via {gateway} dev index {oif}"),
+                )(e))
+            }
+        }
+    }
+
+    /// Puts back routes deleted by a failed [`Dataplane::install_default_route`] (best effort:
+    /// failures are logged).
+    async fn restore_routes(&self, routes: &[Route4]) {
+        for r in routes {
+            if let Err(e) = self.handle.route().add(r.message.clone()).execute().await {
+                tracing::warn!(dst = %r.dst, gateway = ?r.gateway, error = %e, "cannot put back a replaced default route");
+            }
         }
     }
 
