@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use ipnet::IpNet;
+use overlay_core::dataplane::DefaultRoute;
 use overlay_core::mac::MacAddr;
 use overlay_core::validate;
 use serde_json::{Map, Value};
@@ -78,6 +79,9 @@ pub struct NetConf {
     pub network: String,
     /// The MTU asked for; `None`: the network's on this host.
     pub mtu: Option<u32>,
+    /// `defaultRoute`: `"auto"` (default, [`DefaultRoute::IfNone`]), `true`
+    /// ([`DefaultRoute::Replace`]) or `false` ([`DefaultRoute::Never`]).
+    pub default_route: DefaultRoute,
     /// The delegated IPAM plugin (`ipam.type`); `None`: vxmesh's own IPAM.
     pub ipam_type: Option<String>,
     pub dns: Option<Dns>,
@@ -285,6 +289,25 @@ fn parse_valid_attachments(obj: &Map<String, Value>) -> CniResult<Option<Vec<Val
     Ok(Some(out))
 }
 
+/// `defaultRoute`: `"auto"` or absent (a default route via the gateway only when the container
+/// has no IPv4 default route yet), `true` (replace any default route), `false` (never one).
+fn parse_default_route(obj: &Map<String, Value>) -> CniResult<DefaultRoute> {
+    match obj.get("defaultRoute") {
+        None | Some(Value::Null) => Ok(DefaultRoute::IfNone),
+        Some(Value::String(s)) if s == "auto" => Ok(DefaultRoute::IfNone),
+        Some(Value::Bool(true)) => Ok(DefaultRoute::Replace),
+        Some(Value::Bool(false)) => Ok(DefaultRoute::Never),
+        Some(Value::String(s)) => Err(invalid(
+            "defaultRoute",
+            format_args!(
+                "'{}' is not \"auto\", true or false",
+                s.chars().take(64).collect::<String>()
+            ),
+        )),
+        Some(other) => Err(decode_err("defaultRoute", "\"auto\", true or false", other)),
+    }
+}
+
 /// Parses and validates a network configuration. Never panics.
 pub fn parse(input: &[u8]) -> CniResult<NetConf> {
     if input.len() > MAX_INPUT {
@@ -325,6 +348,8 @@ pub fn parse(input: &[u8]) -> CniResult<NetConf> {
         },
         Some(other) => return Err(decode_err("mtu", "a number", other)),
     };
+
+    let default_route = parse_default_route(obj)?;
 
     let store = match opt_str(obj, "store", "store")? {
         Some("") => return Err(invalid("store", "is empty")),
@@ -389,6 +414,7 @@ pub fn parse(input: &[u8]) -> CniResult<NetConf> {
         name,
         network,
         mtu,
+        default_route,
         ipam_type,
         dns,
         requested_ip,
@@ -441,6 +467,29 @@ mod tests {
         assert_eq!(c.mtu, Some(1400));
         assert_eq!(c.requested_ip, Some("10.10.1.9".parse().unwrap()));
         assert_eq!(c.raw["foo"]["bar"], 1);
+        assert_eq!(c.default_route, DefaultRoute::IfNone);
+    }
+
+    #[test]
+    fn default_route() {
+        let dr = |extra: &str| parse(&conf(extra)).map(|c| c.default_route);
+        assert_eq!(
+            dr(r#","defaultRoute":"auto""#).unwrap(),
+            DefaultRoute::IfNone
+        );
+        assert_eq!(
+            dr(r#","defaultRoute":true"#).unwrap(),
+            DefaultRoute::Replace
+        );
+        assert_eq!(dr(r#","defaultRoute":false"#).unwrap(), DefaultRoute::Never);
+        let e = dr(r#","defaultRoute":"yes""#).unwrap_err();
+        assert_eq!(e.code, INVALID_CONFIG);
+        assert!(
+            e.msg.contains("defaultRoute") && e.msg.contains("yes"),
+            "{}",
+            e.msg
+        );
+        assert_eq!(dr(r#","defaultRoute":1"#).unwrap_err().code, DECODE);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //!   "cniVersion": "1.1.0", "name": "web", "type": "vxmesh",
 //!   "network": "net1",              // the vxmesh network (required)
 //!   "mtu": 1400,                    // default: the network's MTU on this host (the bridge's)
+//!   "defaultRoute": "auto",         // "auto" (default), true or false: see below
 //!   "ipam": {"type": "host-local", ...},  // default: vxmesh's own IPAM (the store)
 //!   "dns": {"nameservers": ["10.0.0.53"]},
 //!   "runtimeConfig": {"ips": ["10.10.1.7/24"], "mac": "0a:58:0a:0a:01:07"},
@@ -22,6 +23,27 @@
 //!
 //! Unknown keys are accepted and passed on untouched (to a delegated IPAM plugin). CNI_ARGS
 //! `IP=` and `MAC=` are honoured too (runtimeConfig, then args, then CNI_ARGS).
+//!
+//! # Several networks in one container
+//!
+//! A container may be attached to several networks (`CNI_IFNAME` `eth0`, `eth1`, ...), by
+//! vxmesh or by other plugins, in any order. Every attachment gets its address and with it its
+//! subnet route (`10.10.2.0/24 dev eth1`); the IPv4 default route (main table) follows
+//! `defaultRoute`:
+//!
+//! - `"auto"` (or absent): `default via GATEWAY dev IFNAME` only when the container has no IPv4
+//!   default route yet (from anyone, any metric). So the first network attached keeps the
+//!   default route, and the container never has two.
+//! - `true`: this network's gateway becomes the default route, replacing any IPv4 default route
+//!   already there (another attachment's CHECK then reports its default route missing; DEL of
+//!   this attachment does not bring it back). Of several `true` attachments the last one wins.
+//! - `false`: never a default route, only the subnet route.
+//!
+//! The ADD result's `routes` lists exactly the routes ADD installed: the default route when it
+//! installed one, else nothing (`[]`). CHECK checks the subnet route, and the default route via
+//! the gateway on this interface only when prevResult lists it. DEL deletes the veth pair; the
+//! kernel removes the routes through the container's interface with it, so DEL never removes a
+//! default route another attachment made (even one via the same vxmesh gateway).
 //!
 //! # Error codes
 //!

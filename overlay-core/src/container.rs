@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use ipnet::Ipv4Net;
 
 use crate::catalog::{Catalog, CatalogError, EndpointSpec};
-use crate::dataplane::{self, AttachSpec, Attachment, Dataplane, DataplaneError};
+use crate::dataplane::{self, AttachSpec, Attachment, Dataplane, DataplaneError, DefaultRoute};
 use crate::mac::MacAddr;
 use crate::model::{CniAttachment, Endpoint, Network};
 use crate::netns::{self, NetnsError};
@@ -85,6 +85,10 @@ pub struct AttachOptions {
     pub mtu: Option<u32>,
     /// The CNI attachment to record with the endpoint.
     pub cni: Option<CniAttachment>,
+    /// Whether the container gets a default route via the network's gateway when it has one
+    /// already (default: only when it has none, so a second network adds its subnet route
+    /// only).
+    pub default_route: DefaultRoute,
 }
 
 /// Records the endpoint, then builds its veth into the container. Undoes the record on failure.
@@ -95,7 +99,7 @@ pub fn attach_container(
     attach_container_with(catalog, spec, &AttachOptions::default())
 }
 
-/// [`attach_container`] with a fixed MAC, MTU or CNI attachment.
+/// [`attach_container`] with a fixed MAC, MTU, default-route policy or CNI attachment.
 pub fn attach_container_with(
     catalog: &Catalog,
     spec: &ContainerSpec,
@@ -135,6 +139,7 @@ pub fn attach_container_with(
         address: Ipv4Net::new(endpoint.ip, network.subnet.prefix_len())
             .expect("prefix from a valid subnet"),
         gateway: Some(network.gateway),
+        default_route: options.default_route,
         mac: endpoint.mac,
         mtu,
     };

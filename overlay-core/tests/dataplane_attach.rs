@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use overlay_core::dataplane::{attach, detach, AttachSpec, DataplaneError};
+use overlay_core::dataplane::{attach, detach, AttachSpec, DataplaneError, DefaultRoute};
 use overlay_core::netns::{self, NetnsGuard};
 use overlay_core::MacAddr;
 
@@ -25,14 +25,19 @@ fn link_names(ns: &NetnsGuard) -> Vec<String> {
 /// A host namespace with bridge br0 (10.10.1.1/24, up).
 fn host() -> NetnsGuard {
     let ns = NetnsGuard::new(&unique("host")).unwrap();
-    in_ns(&ns, |dp| async move {
-        let br = dp.create_bridge("br0", 1500).await.unwrap();
-        dp.add_address(br.index, "10.10.1.1/24".parse().unwrap())
+    add_bridge(&ns, "br0", "10.10.1.1/24");
+    ns
+}
+
+/// Adds bridge `name` with address `cidr`, up, to `ns`.
+fn add_bridge(ns: &NetnsGuard, name: &'static str, cidr: &'static str) {
+    in_ns(ns, move |dp| async move {
+        let br = dp.create_bridge(name, 1500).await.unwrap();
+        dp.add_address(br.index, cidr.parse().unwrap())
             .await
             .unwrap();
         dp.set_up(br.index).await.unwrap();
     });
-    ns
 }
 
 fn spec(host: &NetnsGuard, container: &NetnsGuard, host_ifname: &str, last: u8) -> AttachSpec {
@@ -45,6 +50,7 @@ fn spec(host: &NetnsGuard, container: &NetnsGuard, host_ifname: &str, last: u8) 
         container_ifname: "eth0".into(),
         address: format!("{ip}/24").parse().unwrap(),
         gateway: Some(Ipv4Addr::new(10, 10, 1, 1)),
+        default_route: DefaultRoute::IfNone,
         mac: MacAddr::for_endpoint(ip),
         mtu: 1400,
     }
@@ -138,12 +144,45 @@ fn attach_without_bridge_leaves_nothing() {
 }
 
 #[test]
-fn attach_failing_in_the_container_undoes_the_veth() {
-    let h = host();
+fn attach_failing_late_undoes_the_veth() {
+    // "br0" is a veth, not a bridge: the pair is built, its container end addressed, and
+    // only enslaving the host end fails.
+    let h = NetnsGuard::new(&unique("nobr")).unwrap();
+    witness(&[
+        "ip",
+        "-n",
+        h.name(),
+        "link",
+        "add",
+        "br0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "br0p",
+    ]);
     let c = NetnsGuard::new(&unique("ctr")).unwrap();
-    // The container already has another default route: adding ours fails late, after the
-    // veth exists on both sides.
-    in_ns(&c, |dp| async move {
+    let host_before = link_names(&h);
+    let ctr_before = link_names(&c);
+    let err = attach(&spec(&h, &c, "vxh-c1", 2)).unwrap_err();
+    assert!(err.to_string().contains("set master"), "{err}");
+    assert_eq!(link_names(&h), host_before);
+    assert_eq!(link_names(&c), ctr_before);
+    assert_eq!(routes(&c), Vec::<String>::new());
+
+    // Asked to replace the container's default route, it fails before touching it.
+    let c = NetnsGuard::new(&unique("ctr")).unwrap();
+    with_other_default_route(&c);
+    let before = routes(&c);
+    let mut s = spec(&h, &c, "vxh-c2", 2);
+    s.default_route = DefaultRoute::Replace;
+    attach(&s).unwrap_err();
+    assert_eq!(routes(&c), before);
+}
+
+/// Gives `c` another plugin's interface d0 (10.99.0.2/24) and `default via 10.99.0.1 dev d0`.
+fn with_other_default_route(c: &NetnsGuard) {
+    in_ns(c, |dp| async move {
         let (d0, _) = dp.create_veth("d0", "d1", 0).await.unwrap();
         dp.add_address(d0.index, "10.99.0.2/24".parse().unwrap())
             .await
@@ -153,12 +192,82 @@ fn attach_failing_in_the_container_undoes_the_veth() {
             .await
             .unwrap();
     });
-    let host_before = link_names(&h);
-    let ctr_before = link_names(&c);
-    let err = attach(&spec(&h, &c, "vxh-c1", 2)).unwrap_err();
-    assert!(err.to_string().contains("default route"), "{err}");
-    assert_eq!(link_names(&h), host_before);
-    assert_eq!(link_names(&c), ctr_before);
+}
+
+/// The container's routes, one per line, as `ip -4 route show` prints them.
+fn routes(c: &NetnsGuard) -> Vec<String> {
+    witness(&["ip", "-n", c.name(), "-4", "route", "show"])
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn attach_into_a_namespace_that_has_a_default_route() {
+    // The host has two bridges: br0 10.10.1.1/24 and br1 10.10.2.1/24.
+    let h = host();
+    add_bridge(&h, "br1", "10.10.2.1/24");
+    // The container is on another network already, with its default route (another
+    // plugin's interface d0).
+    let c = NetnsGuard::new(&unique("ctr")).unwrap();
+    with_other_default_route(&c);
+    let other_default = "default via 10.99.0.1 dev d0 ";
+
+    // IfNone: attached, with its subnet route and no default route of its own.
+    let mut s1 = spec(&h, &c, "vxh-g1", 2);
+    s1.container_ifname = "eth1".into();
+    let a1 = attach(&s1).unwrap();
+    assert_eq!(a1.default_route, None);
+    let r = routes(&c);
+    assert!(r.iter().any(|l| l.starts_with(other_default)), "{r:?}");
+    assert!(
+        r.iter().any(|l| l.starts_with("10.10.1.0/24 dev eth1")),
+        "{r:?}"
+    );
+    assert_eq!(r.iter().filter(|l| l.starts_with("default")).count(), 1);
+
+    // Replace: the default route is now this attachment's, and the only one.
+    let s2 = AttachSpec {
+        bridge: "br1".into(),
+        container_ifname: "eth2".into(),
+        address: "10.10.2.2/24".parse().unwrap(),
+        gateway: Some(Ipv4Addr::new(10, 10, 2, 1)),
+        default_route: DefaultRoute::Replace,
+        mac: MacAddr::for_endpoint(Ipv4Addr::new(10, 10, 2, 2)),
+        ..spec(&h, &c, "vxh-g2", 2)
+    };
+    let a2 = attach(&s2).unwrap();
+    assert_eq!(a2.default_route, Some(Ipv4Addr::new(10, 10, 2, 1)));
+    let r = routes(&c);
+    let defaults: Vec<&String> = r.iter().filter(|l| l.starts_with("default")).collect();
+    assert_eq!(defaults.len(), 1, "{r:?}");
+    assert!(
+        defaults[0].starts_with("default via 10.10.2.1 dev eth2 "),
+        "{r:?}"
+    );
+
+    // Detaching it takes its routes along and leaves the first attachment as it was.
+    detach(Some(h.path()), "vxh-g2").unwrap();
+    let r = routes(&c);
+    assert!(!r.iter().any(|l| l.starts_with("default")), "{r:?}");
+    assert!(
+        r.iter().any(|l| l.starts_with("10.10.1.0/24 dev eth1")),
+        "{r:?}"
+    );
+    let out = witness(&["ip", "-n", c.name(), "-4", "addr", "show", "eth1"]);
+    assert!(out.contains("inet 10.10.1.2/24"), "{out}");
+
+    // Never: no default route even in an empty namespace.
+    let c2 = NetnsGuard::new(&unique("ctr")).unwrap();
+    let mut s3 = spec(&h, &c2, "vxh-g3", 3);
+    s3.default_route = DefaultRoute::Never;
+    assert_eq!(attach(&s3).unwrap().default_route, None);
+    let r = routes(&c2);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(r[0].starts_with("10.10.1.0/24 dev eth0"), "{r:?}");
+    for ifname in ["vxh-g1", "vxh-g3"] {
+        detach(Some(h.path()), ifname).unwrap();
+    }
 }
 
 #[test]

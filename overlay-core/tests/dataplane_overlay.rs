@@ -97,6 +97,7 @@ fn containers_on_two_hosts_ping_over_vxlan() {
             container_ifname: "eth0".into(),
             address: format!("{ip}/24").parse().unwrap(),
             gateway: None,
+            default_route: Default::default(),
             mac: MacAddr::for_endpoint(ip),
             mtu: 1450,
         })

@@ -80,6 +80,13 @@ impl CniOut {
             .unwrap_or_else(|| panic!("error JSON has no code: {v}"))
     }
 
+    /// Asserts an error JSON with `code` whose `msg` contains `text`.
+    pub fn fails_with(&self, code: u64, text: &str) {
+        assert_eq!(self.code(), code, "{}", self.stdout);
+        let msg = self.json()["msg"].as_str().unwrap_or_default().to_string();
+        assert!(msg.contains(text), "'{text}' not in: {msg}");
+    }
+
     pub fn ok(&self) -> &Self {
         assert_eq!(
             self.exit, 0,

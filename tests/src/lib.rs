@@ -16,6 +16,7 @@ pub mod capture;
 pub mod cni;
 pub mod crypto;
 pub mod pcap;
+pub mod podman;
 pub mod race;
 pub mod witness;
 

@@ -35,6 +35,14 @@ pub const PACKAGES: &[&str] = &[
     // baseline of `cargo xtask bench crypto`.
     "wireguard-go",
     "wireguard-tools",
+    // A real container runtime driving vxmesh-cni (tests/tests/cni_podman.rs): podman 4.3 with
+    // its CNI backend, runc as its OCI runtime (crun, podman's default alternative, refuses
+    // this machine's hybrid cgroup setup), conmon (its container monitor), and busybox-static
+    // for a container rootfs without images (`podman run --rootfs DIR`).
+    "podman",
+    "runc",
+    "conmon",
+    "busybox-static",
 ];
 
 pub fn setup() -> Result<()> {

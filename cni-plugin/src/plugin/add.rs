@@ -99,6 +99,7 @@ impl Call<'_> {
             mac: self.conf.requested_mac.or(self.env.arg_mac),
             mtu: self.conf.mtu,
             cni: Some(self.attachment()),
+            default_route: self.conf.default_route,
         };
         let mut attempt = 0;
         let attached = loop {
@@ -132,15 +133,21 @@ impl Call<'_> {
         })
         .ok()
         .flatten();
-        Ok(self.result(&network, &endpoint, host_mac, mtu, dns.as_ref()))
+        let routes = attachment.default_route.into_iter().collect::<Vec<_>>();
+        Ok(self.result(&network, &endpoint, host_mac, mtu, &routes, dns.as_ref()))
     }
 
+    /// The ADD result. `default_via`: the gateways of the default routes ADD installed (none
+    /// when the container had one already, or the netconf said `"defaultRoute": false`); the
+    /// result lists exactly those (CNI spec 1.1.0, "Success": routes the attachment created).
+    /// The interface's subnet route is the kernel's, implied by `ips[].address`.
     pub(super) fn result(
         &self,
         network: &Network,
         endpoint: &Endpoint,
         host_mac: Option<overlay_core::MacAddr>,
         mtu: u32,
+        default_via: &[std::net::Ipv4Addr],
         dns: Option<&conf::Dns>,
     ) -> Value {
         let v11 = self.conf.cni_version == "1.1.0";
@@ -172,7 +179,10 @@ impl Call<'_> {
             "cniVersion": self.conf.cni_version,
             "interfaces": [host, cont],
             "ips": [ip],
-            "routes": [{ "dst": "0.0.0.0/0", "gw": network.gateway.to_string() }],
+            "routes": default_via
+                .iter()
+                .map(|gw| json!({ "dst": "0.0.0.0/0", "gw": gw.to_string() }))
+                .collect::<Vec<_>>(),
         });
         out["dns"] = dns.map(conf::Dns::to_json).unwrap_or_else(|| json!({}));
         out

@@ -1,11 +1,15 @@
 //! CHECK: compare interface, address, routes, MAC and the store record with prevResult.
+//!
+//! Routes: the interface's subnet route must be there; the default route via the network's
+//! gateway on this interface must be there exactly when prevResult lists it (ADD installs it
+//! only when the container had no default route, or when `defaultRoute` is `true`).
 
 use std::net::Ipv4Addr;
 
 use ipnet::{IpNet, Ipv4Net};
 use overlay_core::catalog::CatalogError;
 use overlay_core::container;
-use overlay_core::dataplane::Link;
+use overlay_core::dataplane::{DefaultRoute, Link, Route4};
 use serde_json::Value;
 
 use crate::error::*;
@@ -53,13 +57,13 @@ impl Call<'_> {
         // The container's side.
         let netns_path = self.env.netns.clone().expect("CHECK has CNI_NETNS");
         let ifname = self.ifname().to_string();
-        let (link, addrs, gw) = in_netns(&netns_path, move |dp| async move {
+        let (link, addrs, routes) = in_netns(&netns_path, move |dp| async move {
             let link = dp.link(&ifname).await?;
             let addrs = match &link {
                 Some(l) => dp.addresses(l.index).await?,
                 None => vec![],
             };
-            Ok((link, addrs, dp.default_route().await?))
+            Ok((link, addrs, dp.routes_v4().await?))
         })?;
         match &link {
             None => diffs.push(format!(
@@ -94,11 +98,14 @@ impl Call<'_> {
                 }
             }
         }
-        if gw != Some(network.gateway) {
-            diffs.push(format!(
-                "default route: via {}, expected via {}",
-                gw.map(|g| g.to_string()).unwrap_or_else(|| "none".into()),
-                network.gateway
+        let prev_default = prev_has_default_via(prev, network.gateway);
+        if let Some(l) = &link {
+            diffs.extend(route_diffs(
+                l,
+                &routes,
+                address,
+                network.gateway,
+                prev_default,
             ));
         }
 
@@ -174,23 +181,16 @@ impl Call<'_> {
                 }
             }
         }
-        let has_default = prev
-            .get("routes")
-            .and_then(Value::as_array)
-            .is_some_and(|a| {
-                a.iter().any(|r| {
-                    r.get("dst").and_then(Value::as_str) == Some("0.0.0.0/0")
-                        && r.get("gw")
-                            .and_then(Value::as_str)
-                            .and_then(|g| g.parse::<Ipv4Addr>().ok())
-                            == Some(network.gateway)
-                })
-            });
-        if !has_default {
-            diffs.push(format!(
-                "prevResult: no route 0.0.0.0/0 via {}",
+        match (self.conf.default_route, prev_default) {
+            (DefaultRoute::Replace, false) => diffs.push(format!(
+                "prevResult: no route 0.0.0.0/0 via {} although defaultRoute is true",
                 network.gateway
-            ));
+            )),
+            (DefaultRoute::Never, true) => diffs.push(format!(
+                "prevResult: a route 0.0.0.0/0 via {} although defaultRoute is false",
+                network.gateway
+            )),
+            _ => {}
         }
         if let Some(plugin) = &self.conf.ipam_type {
             if let Err(e) = ipam::exec(plugin, &self.env, "CHECK", None, None, self.stdin) {
@@ -207,4 +207,54 @@ impl Call<'_> {
             .with_details(diffs.join("\n")))
         }
     }
+}
+
+/// Whether prevResult lists a default route via `gateway` (the one ADD installed).
+fn prev_has_default_via(prev: &Value, gateway: Ipv4Addr) -> bool {
+    prev.get("routes")
+        .and_then(Value::as_array)
+        .is_some_and(|a| {
+            a.iter().any(|r| {
+                r.get("dst").and_then(Value::as_str) == Some("0.0.0.0/0")
+                    && r.get("gw")
+                        .and_then(Value::as_str)
+                        .and_then(|g| g.parse::<Ipv4Addr>().ok())
+                        == Some(gateway)
+            })
+        })
+}
+
+/// The differences between the container's routes and what ADD made on interface `link`: its
+/// subnet route always, the default route via `gateway` on it when `want_default`.
+fn route_diffs(
+    link: &Link,
+    routes: &[Route4],
+    address: Ipv4Net,
+    gateway: Ipv4Addr,
+    want_default: bool,
+) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let subnet = address.trunc();
+    if !routes
+        .iter()
+        .any(|r| r.dst == subnet && r.oif == Some(link.index))
+    {
+        diffs.push(format!("route {subnet} dev {} is missing", link.name));
+    }
+    let defaults: Vec<&Route4> = routes.iter().filter(|r| r.is_default()).collect();
+    let ours = defaults
+        .iter()
+        .any(|r| r.gateway == Some(gateway) && r.oif == Some(link.index));
+    if want_default && !ours {
+        let now = defaults.iter().map(|r| match r.gateway {
+            Some(g) => format!("via {g}"),
+            None => "one without gateway".into(),
+        });
+        diffs.push(format!(
+            "default route: expected via {gateway} dev {}, the container has {}",
+            link.name,
+            list(now)
+        ));
+    }
+    diffs
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::{IpNet, Ipv4Net};
 
-use super::{validate_ifname, Dataplane, DataplaneError};
+use super::{validate_ifname, Dataplane, DataplaneError, DefaultRoute};
 use crate::mac::MacAddr;
 use crate::netns::{self, NetnsError, THREAD_SELF_NET};
 
@@ -22,7 +22,11 @@ pub struct AttachSpec {
     pub container_ifname: String,
     /// The container's address with its prefix length.
     pub address: Ipv4Net,
+    /// The network's gateway (inside `address`'s subnet); `None`: no default route at all.
     pub gateway: Option<Ipv4Addr>,
+    /// Whether the default route via `gateway` is installed when the container namespace has
+    /// one already (it may be attached to other networks, by vxmesh or another plugin).
+    pub default_route: DefaultRoute,
     pub mac: MacAddr,
     pub mtu: u32,
 }
@@ -35,6 +39,9 @@ pub struct Attachment {
     pub container_ifname: String,
     pub container_index: u32,
     pub mac: MacAddr,
+    /// The gateway of the default route this attachment installed (`default via GATEWAY dev
+    /// container_ifname`); `None` when it installed none (see [`AttachSpec::default_route`]).
+    pub default_route: Option<Ipv4Addr>,
 }
 
 fn validate(spec: &AttachSpec) -> Result<(), DataplaneError> {
@@ -78,8 +85,11 @@ where
     netns::block_on_in_fd(dup, path, f)?
 }
 
-/// Creates a veth pair, puts one end into the container namespace (named, addressed, up, with a
-/// default route) and enslaves the other to the bridge. Blocking: it runs its own threads and
+/// Creates a veth pair, puts one end into the container namespace (named, addressed, up, so
+/// with its subnet route; with a default route as [`AttachSpec::default_route`] says) and
+/// enslaves the other to the bridge. Routes and addresses the namespace already has (other
+/// attachments, other plugins) are left as they are, except that [`DefaultRoute::Replace`]
+/// replaces the default route. Blocking: it runs its own threads and
 /// runtimes, so it can be called from a plain thread or from inside a tokio runtime. On failure
 /// part way it deletes the veth pair again.
 pub fn attach(spec: &AttachSpec) -> Result<Attachment, DataplaneError> {
@@ -146,9 +156,9 @@ pub fn attach(spec: &AttachSpec) -> Result<Attachment, DataplaneError> {
         e
     };
 
-    // 3. Container side: up, address, default route.
+    // 3. Container side: up, address (and so the subnet route).
     let container_index = {
-        let (name, address, gateway) = (spec.container_ifname.clone(), spec.address, spec.gateway);
+        let (name, address) = (spec.container_ifname.clone(), spec.address);
         in_ns(&container_fd, &cpath, move || async move {
             let dp = Dataplane::connect()?;
             let link = dp
@@ -163,9 +173,6 @@ pub fn attach(spec: &AttachSpec) -> Result<Attachment, DataplaneError> {
                 dp.set_up(lo.index).await?;
             }
             dp.add_address(link.index, IpNet::V4(address)).await?;
-            if let Some(gw) = gateway {
-                dp.add_default_route(gw).await?;
-            }
             Ok(link.index)
         })
         .map_err(undo)?
@@ -190,12 +197,29 @@ pub fn attach(spec: &AttachSpec) -> Result<Attachment, DataplaneError> {
         .map_err(undo)?;
     }
 
+    // 5. Container side: the default route, last, so that nothing can fail after it replaced
+    //    another one (install_default_route puts those back when it fails itself).
+    let default_route = match spec.gateway {
+        Some(gw) => {
+            let policy = spec.default_route;
+            in_ns(&container_fd, &cpath, move || async move {
+                Dataplane::connect()?
+                    .install_default_route(gw, container_index, policy)
+                    .await
+            })
+            .map_err(undo)?
+            .then_some(gw)
+        }
+        None => None,
+    };
+
     tracing::info!(
         host = %spec.host_ifname,
         container = %spec.container_ifname,
         netns = %cpath.display(),
         bridge = %spec.bridge,
         address = %spec.address,
+        default_route = ?default_route,
         "attached container"
     );
     Ok(Attachment {
@@ -204,6 +228,7 @@ pub fn attach(spec: &AttachSpec) -> Result<Attachment, DataplaneError> {
         container_ifname: spec.container_ifname.clone(),
         container_index,
         mac: spec.mac,
+        default_route,
     })
 }
 

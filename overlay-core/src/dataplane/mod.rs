@@ -26,6 +26,7 @@ pub use fdb::FdbEntry;
 pub use ingress_filter::IngressFilter;
 pub use link::{Link, VxlanInfo, VxlanSpec};
 pub use neigh::NeighEntry;
+pub use route::{DefaultRoute, Route4};
 
 /// A netlink connection to one network namespace.
 #[derive(Debug, Clone)]

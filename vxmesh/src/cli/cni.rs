@@ -9,10 +9,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
+use super::cni_version::{self, Speaker};
+
 /// The netconf type of the plugin, and so its file name in the runtime's CNI_PATH.
 const PLUGIN_TYPE: &str = "vxmesh";
-/// The CNI versions the plugin speaks, newest first.
-const PLUGIN_VERSIONS: &[&str] = &["1.1.0", "1.0.0", "0.4.0"];
 /// Where Debian's containernetworking-plugins live.
 const REFERENCE_DIR: &str = "/usr/lib/cni";
 
@@ -43,6 +43,10 @@ pub struct InstallArgs {
     /// Do not chain portmap even when it is available.
     #[arg(long)]
     pub no_portmap: bool,
+    /// The conflist's cniVersion; it must be one the plugin and every chained plugin speak
+    /// (default: the newest they all speak, at most 1.0.0, which the runtimes tried accept).
+    #[arg(long, value_name = "VERSION")]
+    pub cni_version: Option<String>,
 }
 
 pub fn run(cmd: CniCmd, store: &Path, json_out: bool) -> Result<()> {
@@ -120,11 +124,6 @@ fn install(args: InstallArgs, store: &Path, json_out: bool) -> Result<()> {
     };
     let bytes =
         std::fs::read(&plugin).with_context(|| format!("cannot read {}", plugin.display()))?;
-    for dir in [&args.bin_dir, &args.conf_dir] {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let bin = args.bin_dir.join(PLUGIN_TYPE);
-    write_atomically(&bin, &bytes, 0o755)?;
 
     // portmap from the bin dir, else Debian's reference plugins.
     let portmap = (!args.no_portmap)
@@ -137,16 +136,37 @@ fn install(args: InstallArgs, store: &Path, json_out: bool) -> Result<()> {
             .find(|p| p.is_file())
         })
         .flatten();
-    // The newest version every plugin of the list speaks.
-    let mut version = PLUGIN_VERSIONS[0].to_string();
+    // The version, chosen (or checked) before anything is written.
+    let mut chain = vec![Speaker {
+        name: format!("the vxmesh plugin ({})", plugin.display()),
+        versions: plugin_versions(&plugin)?,
+    }];
     if let Some(pm) = &portmap {
-        let theirs = plugin_versions(pm)?;
-        version = PLUGIN_VERSIONS
-            .iter()
-            .find(|v| theirs.iter().any(|t| t == *v))
-            .map(|v| v.to_string())
-            .with_context(|| format!("{} speaks none of {PLUGIN_VERSIONS:?}", pm.display()))?;
+        chain.push(Speaker {
+            name: format!("portmap ({})", pm.display()),
+            versions: plugin_versions(pm)?,
+        });
     }
+    let version = cni_version::choose(&chain, args.cni_version.as_deref())?;
+    let version_note = (args.cni_version.is_none()
+        && cni_version::choose(&chain[..1], None).ok().as_ref() != Some(&version))
+    .then(|| {
+        format!(
+            "cniVersion {version}: the newest every plugin of the chain speaks ({})",
+            chain
+                .iter()
+                .map(|s| format!("{}: {}", s.name, s.versions.join(", ")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    });
+
+    for dir in [&args.bin_dir, &args.conf_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let bin = args.bin_dir.join(PLUGIN_TYPE);
+    write_atomically(&bin, &bytes, 0o755)?;
+
     let mut vx = json!({
         "type": PLUGIN_TYPE,
         "network": args.network,
@@ -185,6 +205,7 @@ fn install(args: InstallArgs, store: &Path, json_out: bool) -> Result<()> {
             "cniVersion": version,
             "portmap": portmap,
             "note": portmap_note,
+            "versionNote": version_note,
         }));
     } else {
         println!("installed {} (from {})", bin.display(), plugin.display());
@@ -197,7 +218,7 @@ fn install(args: InstallArgs, store: &Path, json_out: bool) -> Result<()> {
                 ""
             }
         );
-        if let Some(n) = portmap_note {
+        for n in portmap_note.iter().chain(version_note.iter()) {
             println!("note: {n}");
         }
     }

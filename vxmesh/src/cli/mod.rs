@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 pub mod agent;
 pub mod cni;
+pub mod cni_version;
 pub mod endpoint;
 pub mod lab;
 pub mod network;
