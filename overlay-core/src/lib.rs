@@ -12,6 +12,7 @@ pub mod mac;
 pub mod model;
 pub mod netns;
 pub mod reconcile;
+pub mod reserved;
 pub mod store;
 pub mod validate;
 pub mod wireguard;

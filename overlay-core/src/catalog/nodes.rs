@@ -5,12 +5,16 @@ use std::net::Ipv4Addr;
 
 use crate::keys;
 use crate::model::{Node, WireguardIdentity};
+use crate::reserved;
 use crate::store::{Compare, Op, Txn};
 use crate::validate::{self, ValidationError};
 
 use super::{encode, sample, Catalog, CatalogError};
 
 impl Catalog {
+    /// Adds a node. Its underlay address must be unused by other nodes and lie outside every
+    /// network's subnet and the WireGuard tunnel range (field `underlay`). Nothing is written
+    /// on error.
     pub fn add_node(&self, name: &str, underlay: Ipv4Addr) -> Result<Node, CatalogError> {
         validate::node_name(name)?;
         validate::underlay(underlay)?;
@@ -20,6 +24,9 @@ impl Catalog {
             wireguard: None,
         };
         self.commit_with_retry(|| {
+            // The guard is read before the nodes and networks it guards and written with the
+            // node: a node or network added meanwhile makes this attempt start again.
+            let guard = self.store.get(keys::NETWORKS_GUARD)?;
             let nodes = self.nodes()?;
             if nodes.iter().any(|n| n.name == name) {
                 return Err(CatalogError::Exists {
@@ -35,9 +42,17 @@ impl Catalog {
                 )
                 .into());
             }
+            reserved::check_underlay(underlay, &self.networks()?)?;
+            let guard_cmp = match guard {
+                Some(kv) => Compare::ModRevision(kv.key, kv.mod_revision),
+                None => Compare::Absent(keys::NETWORKS_GUARD.into()),
+            };
             let txn = Txn {
-                compares: vec![Compare::Absent(keys::node(name))],
-                ops: vec![Op::put(keys::node(name), encode(&node))],
+                compares: vec![Compare::Absent(keys::node(name)), guard_cmp],
+                ops: vec![
+                    Op::put(keys::node(name), encode(&node)),
+                    Op::put(keys::NETWORKS_GUARD, name.as_bytes()),
+                ],
             };
             Ok((txn, node.clone()))
         })
@@ -80,7 +95,7 @@ impl Catalog {
                     sample: sample(on_node.iter().map(|e| e.id.as_str())),
                 });
             }
-            let mut ops = vec![Op::Delete(kv.key.clone())];
+            let mut ops = vec![Op::Delete(kv.key.clone()), Op::Delete(keys::host(name))];
             for e in &on_node {
                 ops.push(Op::Delete(keys::endpoint(&e.network, &e.id)));
                 ops.push(Op::Delete(keys::ipam(&e.network, e.ip)));
@@ -200,7 +215,7 @@ impl Catalog {
 
 impl Catalog {
     /// A node's record with its revisions, or `NotFound`.
-    fn node_record(&self, name: &str) -> Result<(crate::store::KeyValue, Node), CatalogError> {
+    pub(super) fn node_record(&self, name: &str) -> Result<(crate::store::KeyValue, Node), CatalogError> {
         self.get_decoded::<Node>(&keys::node(name))?
             .ok_or_else(|| CatalogError::NotFound {
                 kind: "node",

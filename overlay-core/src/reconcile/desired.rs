@@ -7,6 +7,7 @@ use crate::catalog::Snapshot;
 use crate::dataplane::FdbEntry;
 use crate::mac::MacAddr;
 use crate::model::{Endpoint, Network, Node};
+use crate::reserved::Reserved;
 
 /// The state of one network on one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,16 @@ pub struct Desired {
     pub networks: BTreeMap<String, DesiredNetwork>,
     /// `Some` once this node has published its WireGuard identity.
     pub wireguard: Option<DesiredWireguard>,
+    /// The lowest underlay MTU (bytes) the *other* nodes published; each network's MTU here is
+    /// derived from the lower of this and this host's own underlay MTU, so that a full-size
+    /// packet fits every host's underlay. `None` while no other node has published one.
+    pub peer_underlay_mtu: Option<u32>,
+    /// Networks in the store that this host does not build, and why: their subnet overlaps
+    /// addresses the hosts use for themselves ([`crate::reserved`]). Their devices, if any, are
+    /// removed like those of a removed network.
+    pub refused: BTreeMap<String, String>,
+    /// The endpoints of refused networks that live on this host, with the reason.
+    pub refused_endpoints: Vec<(Endpoint, String)>,
 }
 
 impl Desired {
@@ -62,8 +73,37 @@ impl Desired {
                 node: None,
                 networks: BTreeMap::new(),
                 wireguard: None,
+                peer_underlay_mtu: None,
+                refused: BTreeMap::new(),
+                refused_endpoints: Vec::new(),
             };
         };
+        // What this host may not route into an overlay: every node's underlay address, the
+        // tunnel range, and the prefixes of this host's own addresses (as its agent read them).
+        let mut reserved = Reserved::new().with_underlays(snapshot.nodes.values());
+        if let Some(mine) = snapshot.hosts.get(node_name) {
+            reserved = reserved.with_host(node_name, mine);
+        }
+        let refused: BTreeMap<String, String> = snapshot
+            .networks
+            .values()
+            .filter_map(|n| {
+                let e = reserved.check_subnet(n.subnet).err()?;
+                Some((n.name.clone(), format!("not built on this host: {e}")))
+            })
+            .collect();
+        let refused_endpoints = snapshot
+            .endpoints
+            .iter()
+            .filter(|e| e.node == me.name && e.host_ifname.is_some())
+            .filter_map(|e| Some((e.clone(), refused.get(&e.network)?.clone())))
+            .collect();
+        let peer_underlay_mtu = snapshot
+            .hosts
+            .iter()
+            .filter(|(n, _)| **n != me.name && snapshot.nodes.contains_key(*n))
+            .map(|(_, r)| r.underlay_mtu)
+            .min();
         // A node's tunnel address, once it has a complete WireGuard identity.
         let tunnel = |n: &Node| {
             n.wireguard
@@ -103,6 +143,7 @@ impl Desired {
         let networks = snapshot
             .networks
             .values()
+            .filter(|n| !refused.contains_key(&n.name))
             .map(|network| {
                 let mut fdb = BTreeSet::new();
                 let mut neighbours = BTreeMap::new();
@@ -154,7 +195,16 @@ impl Desired {
             node: Some(me),
             networks,
             wireguard,
+            peer_underlay_mtu,
+            refused,
+            refused_endpoints,
         }
+    }
+
+    /// The MTU (bytes) of a network on this host, whose own underlay device has `underlay_mtu`:
+    /// derived from the lowest underlay MTU of all nodes that published one, this one included.
+    pub fn network_mtu(&self, network: &Network, underlay_mtu: u32) -> u32 {
+        network.effective_mtu(self.peer_underlay_mtu.map_or(underlay_mtu, |p| p.min(underlay_mtu)))
     }
 }
 
@@ -204,6 +254,7 @@ mod tests {
                 mac: MacAddr::for_endpoint(ip),
                 host_ifname: Some(format!("ve-{id}")),
                 cni: None,
+                mtu: None,
             });
         }
         s
