@@ -315,6 +315,92 @@ mod tests {
         assert!(d3.wireguard.is_none());
     }
 
+    fn report(mtu: u32, addresses: &[(&str, &str)]) -> crate::model::HostReport {
+        crate::model::HostReport {
+            underlay_mtu: mtu,
+            addresses: addresses
+                .iter()
+                .map(|(i, a)| crate::model::HostAddress {
+                    interface: i.to_string(),
+                    address: a.parse().unwrap(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_network_mtu_fits_the_lowest_underlay_of_all_nodes() {
+        let mut s = snapshot();
+        let d = Desired::compute(&s, "h1");
+        // Nobody published: this host's own underlay decides.
+        assert_eq!(d.peer_underlay_mtu, None);
+        assert_eq!(d.network_mtu(&d.networks["a"].network, 1500), 1450);
+        s.hosts.insert("h1".into(), report(1200, &[]));
+        s.hosts.insert("h2".into(), report(1400, &[]));
+        s.hosts.insert("h3".into(), report(9000, &[]));
+        // A report of a node that is not in the store any more counts for nothing.
+        s.hosts.insert("gone".into(), report(1300, &[]));
+        let d = Desired::compute(&s, "h1");
+        // h1's own published value is not used: the agent reads its own underlay live.
+        assert_eq!(d.peer_underlay_mtu, Some(1400));
+        let mut net = d.networks["a"].network.clone();
+        assert_eq!(d.network_mtu(&net, 1500), 1350);
+        assert_eq!(d.network_mtu(&net, 1380), 1330);
+        net.encrypted = true;
+        assert_eq!(d.network_mtu(&net, 1500), 1290);
+        net.mtu = Some(1280);
+        assert_eq!(d.network_mtu(&net, 1500), 1280);
+        assert_eq!(Desired::compute(&s, "h2").peer_underlay_mtu, Some(1200));
+    }
+
+    #[test]
+    fn a_network_overlapping_what_the_hosts_use_is_refused_here() {
+        let mut s = snapshot();
+        let net = |name: &str, subnet: &str| Network {
+            name: name.into(),
+            subnet: subnet.parse().unwrap(),
+            gateway: subnet.parse::<ipnet::Ipv4Net>().unwrap().hosts().next().unwrap(),
+            vni: 5000,
+            mtu: None,
+            encrypted: false,
+        };
+        for n in [
+            net("under", "192.0.2.0/30"),
+            net("tun", "100.88.1.0/24"),
+            net("dock", "172.17.0.0/24"),
+        ] {
+            s.networks.insert(n.name.clone(), n);
+        }
+        s.hosts.insert(
+            "h1".into(),
+            report(1500, &[("eth0", "192.0.2.1/24"), ("docker0", "172.17.0.1/16")]),
+        );
+        s.endpoints.push(Endpoint {
+            id: "d1".into(),
+            network: "dock".into(),
+            node: "h1".into(),
+            ip: "172.17.0.5".parse().unwrap(),
+            mac: MacAddr::for_endpoint("172.17.0.5".parse().unwrap()),
+            host_ifname: Some("ve-d1".into()),
+            cni: None,
+            mtu: None,
+        });
+        let d = Desired::compute(&s, "h1");
+        let refused: Vec<&str> = d.refused.keys().map(String::as_str).collect();
+        assert_eq!(refused, ["dock", "tun", "under"]);
+        assert!(d.refused["under"].contains("overlaps node h1's underlay address 192.0.2.1"));
+        assert!(d.refused["tun"].contains("the WireGuard tunnel range"));
+        assert!(d.refused["dock"].contains("address 172.17.0.1/16 on docker0"));
+        assert_eq!(d.networks.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(d.refused_endpoints.len(), 1);
+        assert_eq!(d.refused_endpoints[0].0.id, "d1");
+        // Another host's own prefixes do not stop this one; underlays and the tunnel range do.
+        let d2 = Desired::compute(&s, "h2");
+        assert!(d2.networks.contains_key("dock"));
+        assert!(d2.refused.contains_key("under") && d2.refused.contains_key("tun"));
+    }
+
     #[test]
     fn a_host_that_is_no_node_wants_nothing() {
         let d = Desired::compute(&snapshot(), "h9");
