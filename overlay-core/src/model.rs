@@ -141,6 +141,22 @@ impl Network {
     }
 }
 
+#[cfg(test)]
+impl Network {
+    /// A plain network on `subnet` (a valid CIDR), VNI 4096, gateway the first host address.
+    pub(crate) fn for_tests(name: &str, subnet: &str) -> Network {
+        let subnet: Ipv4Net = subnet.parse().expect("a valid CIDR");
+        Network {
+            name: name.into(),
+            gateway: subnet.hosts().next().expect("a subnet with hosts"),
+            subnet,
+            vni: 4096,
+            mtu: None,
+            encrypted: false,
+        }
+    }
+}
+
 /// Prefix of every bridge vxmesh makes; followed by the network name.
 pub const BRIDGE_PREFIX: &str = "vb-";
 /// Prefix of every VXLAN device vxmesh makes; followed by the network name.

@@ -159,17 +159,12 @@ mod tests {
 
     #[test]
     fn an_underlay_may_not_sit_in_a_network_or_the_tunnel_range() {
-        let net = Network {
-            name: "a".into(),
-            subnet: "10.1.0.0/24".parse().unwrap(),
-            gateway: "10.1.0.1".parse().unwrap(),
-            vni: 4096,
-            mtu: None,
-            encrypted: false,
-        };
+        let net = Network::for_tests("a", "10.1.0.0/24");
         let e = check_underlay("10.1.0.7".parse().unwrap(), [&net]).unwrap_err();
         assert_eq!(e.field, "underlay");
-        assert!(e.to_string().contains("is inside network a's subnet 10.1.0.0/24"));
+        assert!(e
+            .to_string()
+            .contains("is inside network a's subnet 10.1.0.0/24"));
         let e = check_underlay("100.88.0.9".parse().unwrap(), [&net]).unwrap_err();
         assert!(e.to_string().contains("tunnel range"), "{e}");
         assert!(check_underlay("10.1.1.7".parse().unwrap(), [&net]).is_ok());

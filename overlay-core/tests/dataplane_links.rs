@@ -212,11 +212,23 @@ fn a_vxlan_clash_names_the_device_that_holds_the_vni_or_the_port() {
         // The same name is still reported as such.
         let err = dp.create_vxlan(&spec("vx-old", 4097)).await.unwrap_err();
         assert!(err.is_exists(), "{err}");
-        assert!(err.to_string().contains("link vx-old already exists"), "{err}");
+        assert!(
+            err.to_string().contains("link vx-old already exists"),
+            "{err}"
+        );
     });
     // A device vxmesh did not make, with other receive options, holds UDP port 4790.
     witness(&[
-        "ip", "-n", ns.name(), "link", "add", "ext0", "type", "vxlan", "dstport", "4790",
+        "ip",
+        "-n",
+        ns.name(),
+        "link",
+        "add",
+        "ext0",
+        "type",
+        "vxlan",
+        "dstport",
+        "4790",
         "external",
     ]);
     witness(&["ip", "-n", ns.name(), "link", "set", "ext0", "up"]);
@@ -293,7 +305,10 @@ fn a_veth_peer_is_read_and_changed_in_its_own_namespace() {
     });
     witness(&["ip", "-n", cont.name(), "link", "del", "eth0"]);
     in_ns(&host, move |dp| async move {
-        assert!(dp.link("ve-p").await.unwrap().is_none(), "goes with its peer");
+        assert!(
+            dp.link("ve-p").await.unwrap().is_none(),
+            "goes with its peer"
+        );
         assert!(dp.veth_peer(&host_end).await.unwrap().is_none());
     });
 }

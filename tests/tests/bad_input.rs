@@ -1202,12 +1202,17 @@ fn bad_input_against_a_running_lab_changes_neither_store_nor_kernel() {
             &["network", "create", "x", "--subnet", "10.99.0.128/25"],
             &[
                 "invalid subnet '10.99.0.128/25'",
-                &format!("overlaps 10.99.0.0/24, the prefix of node h1's address {underlay}/24 on eth0"),
+                &format!(
+                    "overlaps 10.99.0.0/24, the prefix of node h1's address {underlay}/24 on eth0"
+                ),
             ],
         ),
         case(
             &["network", "create", "x", "--subnet", "100.88.0.0/24"],
-            &["invalid subnet '100.88.0.0/24'", "the WireGuard tunnel range"],
+            &[
+                "invalid subnet '100.88.0.0/24'",
+                "the WireGuard tunnel range",
+            ],
         ),
         case(
             &["node", "add", "h9", "--underlay", &inside],

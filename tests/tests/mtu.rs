@@ -103,7 +103,18 @@ fn mtu_differences(lab: &Lab, want: &[(&str, u32)]) -> Vec<String> {
     for (net, mtu) in want {
         for h in &lab.state.hosts {
             let ns = &h.namespace;
-            let ports = run("ip", &["-n", ns, "-o", "link", "show", "master", &format!("vb-{net}")]);
+            let ports = run(
+                "ip",
+                &[
+                    "-n",
+                    ns,
+                    "-o",
+                    "link",
+                    "show",
+                    "master",
+                    &format!("vb-{net}"),
+                ],
+            );
             let ports = String::from_utf8_lossy(&ports.stdout).into_owned();
             let mut devs: Vec<String> = vec![format!("vb-{net}"), format!("vx-{net}")];
             devs.extend(
@@ -133,10 +144,29 @@ fn mtu_differences(lab: &Lab, want: &[(&str, u32)]) -> Vec<String> {
 /// Sets a lab host's underlay MTU: its device and its port on the underlay switch.
 fn set_underlay_mtu(lab: &Lab, host: &str, mtu: u32) {
     let mtu = mtu.to_string();
-    run_ok("ip", &["-n", &lab.namespace(host), "link", "set", "eth0", "mtu", &mtu]);
     run_ok(
         "ip",
-        &["-n", &lab.state.switch_namespace, "link", "set", host, "mtu", &mtu],
+        &[
+            "-n",
+            &lab.namespace(host),
+            "link",
+            "set",
+            "eth0",
+            "mtu",
+            &mtu,
+        ],
+    );
+    run_ok(
+        "ip",
+        &[
+            "-n",
+            &lab.state.switch_namespace,
+            "link",
+            "set",
+            host,
+            "mtu",
+            &mtu,
+        ],
     );
 }
 
@@ -151,7 +181,13 @@ fn one_lower_underlay_lowers_every_attachment_on_every_host() {
     // net1 (h*-c1) is encrypted, net2 (h*-c2) plain.
     let lab = crypto::lab_up(2, 2, 2, 1);
     let addr = |c: &str| lab.container(c).address.to_string();
-    let logs = || format!("--- h1:\n{}\n--- h2:\n{}", lab.agent_log("h1"), lab.agent_log("h2"));
+    let logs = || {
+        format!(
+            "--- h1:\n{}\n--- h2:\n{}",
+            lab.agent_log("h1"),
+            lab.agent_log("h2")
+        )
+    };
     for (from, to) in [("h1-c1", "h2-c1"), ("h1-c2", "h2-c2")] {
         assert!(
             lab.ping_within(from, lab.container(to).address, Duration::from_secs(30)),
@@ -160,7 +196,9 @@ fn one_lower_underlay_lowers_every_attachment_on_every_host() {
         );
     }
     let settled = |want: &[(&str, u32)]| {
-        let ok = wait_until(Duration::from_secs(20), || mtu_differences(&lab, want).is_empty());
+        let ok = wait_until(Duration::from_secs(20), || {
+            mtu_differences(&lab, want).is_empty()
+        });
         assert!(ok, "{:#?}\n{}", mtu_differences(&lab, want), logs());
     };
     settled(&[("net2", 1450), ("net1", 1390)]);
@@ -178,7 +216,10 @@ fn one_lower_underlay_lowers_every_attachment_on_every_host() {
         ("h2-c1", addr("h1-c1"), 1290),
     ] {
         let (ok, out) = df_ping_out(&lab, from, &to, mtu);
-        assert!(ok, "{from} -> {to}: a {mtu}-byte packet did not cross: {out}");
+        assert!(
+            ok,
+            "{from} -> {to}: a {mtu}-byte packet did not cross: {out}"
+        );
         // One byte more is refused by the sender with an error, not lost on the way.
         let (ok, out) = df_ping_out(&lab, from, &to, mtu + 1);
         assert!(

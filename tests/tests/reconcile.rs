@@ -323,7 +323,10 @@ fn write_raw_network(lab: &Lab, name: &str, subnet: &str, gateway: &str, vni: u3
     };
     let txn = Txn {
         compares: vec![],
-        ops: vec![Op::put(keys::network(name), serde_json::to_vec(&net).unwrap())],
+        ops: vec![Op::put(
+            keys::network(name),
+            serde_json::to_vec(&net).unwrap(),
+        )],
     };
     assert!(store.txn(&txn).unwrap().succeeded);
 }
@@ -360,7 +363,9 @@ fn a_network_over_the_hosts_own_addresses_is_refused_not_built() {
     };
     for h in &lab.state.hosts {
         assert!(
-            wait_until(HEAL, || why(h).iter().all(|w| lab.agent_log(&h.name).contains(w))),
+            wait_until(HEAL, || why(h)
+                .iter()
+                .all(|w| lab.agent_log(&h.name).contains(w))),
             "{} did not log why:\n{}",
             h.name,
             lab.agent_log(&h.name)
@@ -375,7 +380,8 @@ fn a_network_over_the_hosts_own_addresses_is_refused_not_built() {
         }
         let l = links(&h.namespace);
         assert!(
-            !l.iter().any(|n| n.ends_with("-under") || n.ends_with("-prefix")),
+            !l.iter()
+                .any(|n| n.ends_with("-under") || n.ends_with("-prefix")),
             "{}: {l:?}",
             h.name
         );
@@ -390,9 +396,14 @@ fn a_network_over_the_hosts_own_addresses_is_refused_not_built() {
     let ns = h2.namespace.as_str();
     run_ok(
         "ip",
-        &["-n", ns, "link", "add", "hx0", "type", "veth", "peer", "name", "hx1"],
+        &[
+            "-n", ns, "link", "add", "hx0", "type", "veth", "peer", "name", "hx1",
+        ],
     );
-    run_ok("ip", &["-n", ns, "addr", "add", "10.10.1.250/24", "dev", "hx0"]);
+    run_ok(
+        "ip",
+        &["-n", ns, "addr", "add", "10.10.1.250/24", "dev", "hx0"],
+    );
     let refused = "network net1 is not built on this host: invalid subnet '10.10.1.0/24': \
                    overlaps 10.10.1.0/24, the prefix of node h2's address 10.10.1.250/24 on hx0";
     assert!(
@@ -404,13 +415,15 @@ fn a_network_over_the_hosts_own_addresses_is_refused_not_built() {
     );
     let table = || String::from_utf8_lossy(&lab.vxmesh(&["endpoint", "ls"]).stdout).into_owned();
     assert!(
-        wait_until(HEAL, || table()
-            .lines()
-            .any(|l| l.contains("h2-c1") && l.contains("unreachable: network net1 is not built"))),
+        wait_until(HEAL, || table().lines().any(
+            |l| l.contains("h2-c1") && l.contains("unreachable: network net1 is not built")
+        )),
         "{}",
         table()
     );
-    assert!(links(&lab.host("h1").namespace).iter().any(|n| n == "vb-net1"));
+    assert!(links(&lab.host("h1").namespace)
+        .iter()
+        .any(|n| n == "vb-net1"));
     let out = lab.vxmesh(&["network", "create", "x", "--subnet", "10.10.1.0/25"]);
     assert!(!out.status.success());
     // The address goes: h2 builds net1 again and traffic flows.
@@ -443,9 +456,12 @@ fn a_stale_device_holding_the_vni_goes_before_the_new_one_is_made() {
         let out = lab.vxmesh(args);
         assert!(out.status.success(), "{args:?}: {out:?}");
     }
-    let inspect = String::from_utf8_lossy(&lab.vxmesh(&["network", "inspect", "net9"]).stdout)
-        .into_owned();
-    assert!(inspect.contains("4096"), "net9 should reuse VNI 4096: {inspect}");
+    let inspect =
+        String::from_utf8_lossy(&lab.vxmesh(&["network", "inspect", "net9"]).stdout).into_owned();
+    assert!(
+        inspect.contains("4096"),
+        "net9 should reuse VNI 4096: {inspect}"
+    );
     assert!(run_ok("ip", &["-n", ns, "-d", "link", "show", "vx-net1"]).contains("vxlan id 4096"));
 
     let agent = Agent::start(&lab, &h1);
@@ -456,10 +472,19 @@ fn a_stale_device_holding_the_vni_goes_before_the_new_one_is_made() {
     );
     let log = agent.log();
     let first = log.lines().find(|l| l.contains("reconciled")).unwrap();
-    assert!(first.contains("pass=1") && first.contains("errors=0"), "{log}");
+    assert!(
+        first.contains("pass=1") && first.contains("errors=0"),
+        "{log}"
+    );
     assert!(!log.contains(" ERROR "), "{log}");
-    let at = |what: &str| log.find(what).unwrap_or_else(|| panic!("no {what:?} in:\n{log}"));
-    assert!(at("delete link vx-net1") < at("create vxlan vx-net9 vni 4096"), "{log}");
+    let at = |what: &str| {
+        log.find(what)
+            .unwrap_or_else(|| panic!("no {what:?} in:\n{log}"))
+    };
+    assert!(
+        at("delete link vx-net1") < at("create vxlan vx-net9 vni 4096"),
+        "{log}"
+    );
     for h in &lab.state.hosts {
         let detail = run_ok("ip", &["-n", &h.namespace, "-d", "link", "show", "vx-net9"]);
         assert!(detail.contains("vxlan id 4096"), "{}: {detail}", h.name);
@@ -470,14 +495,24 @@ fn a_stale_device_holding_the_vni_goes_before_the_new_one_is_made() {
     // and the device is left alone.
     run_ok(
         "ip",
-        &["-n", ns, "link", "add", "hold0", "type", "vxlan", "id", "4097", "dstport", "4789"],
+        &[
+            "-n", ns, "link", "add", "hold0", "type", "vxlan", "id", "4097", "dstport", "4789",
+        ],
     );
-    let out = lab.vxmesh(&["network", "create", "net8", "--subnet", "10.10.8.0/24", "--vni", "4097"]);
+    let out = lab.vxmesh(&[
+        "network",
+        "create",
+        "net8",
+        "--subnet",
+        "10.10.8.0/24",
+        "--vni",
+        "4097",
+    ]);
     assert!(out.status.success(), "{out:?}");
     assert!(
-        wait_until(HEAL, || agent
-            .log()
-            .contains("VNI 4097 on UDP port 4789 is already held by device hold0")),
+        wait_until(HEAL, || agent.log().contains(
+            "VNI 4097 on UDP port 4789 is already held by device hold0"
+        )),
         "{}",
         agent.log()
     );

@@ -215,7 +215,10 @@ impl Catalog {
 
 impl Catalog {
     /// A node's record with its revisions, or `NotFound`.
-    pub(super) fn node_record(&self, name: &str) -> Result<(crate::store::KeyValue, Node), CatalogError> {
+    pub(super) fn node_record(
+        &self,
+        name: &str,
+    ) -> Result<(crate::store::KeyValue, Node), CatalogError> {
         self.get_decoded::<Node>(&keys::node(name))?
             .ok_or_else(|| CatalogError::NotFound {
                 kind: "node",

@@ -65,7 +65,9 @@ impl Dataplane {
             .await?
             .iter()
             .filter_map(|m| match message_address(m)? {
-                IpAddr::V4(ip) => Some((m.header.index, Ipv4Net::new(ip, m.header.prefix_len).ok()?)),
+                IpAddr::V4(ip) => {
+                    Some((m.header.index, Ipv4Net::new(ip, m.header.prefix_len).ok()?))
+                }
                 IpAddr::V6(_) => None,
             })
             .collect())

@@ -26,7 +26,9 @@ pub enum DataplaneError {
     LinkExists { op: &'static str, link: String },
 
     /// A VXLAN device could not be created: another device holds its VNI on its UDP port.
-    #[error("create vxlan {link}: VNI {vni} on UDP port {port} is already held by device {holder}")]
+    #[error(
+        "create vxlan {link}: VNI {vni} on UDP port {port} is already held by device {holder}"
+    )]
     VniTaken {
         link: String,
         vni: u32,

@@ -420,7 +420,9 @@ impl Dataplane {
         };
         let others: Vec<String> = links
             .iter()
-            .filter(|l| l.index != index && l.up && l.vxlan.as_ref().is_some_and(|v| v.port == port))
+            .filter(|l| {
+                l.index != index && l.up && l.vxlan.as_ref().is_some_and(|v| v.port == port)
+            })
             .map(|l| l.name.clone())
             .collect();
         DataplaneError::PortTaken {
@@ -429,7 +431,10 @@ impl Dataplane {
             holders: if others.is_empty() {
                 "a socket of another program".into()
             } else {
-                format!("VXLAN device(s) {} with other receive options", others.join(", "))
+                format!(
+                    "VXLAN device(s) {} with other receive options",
+                    others.join(", ")
+                )
             },
         }
     }

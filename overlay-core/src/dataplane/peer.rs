@@ -52,7 +52,8 @@ impl Dataplane {
     /// or `None` when it has given it none.
     pub async fn netns_id(&self, fd: &OwnedFd) -> Result<Option<i32>, DataplaneError> {
         let mut msg = NsidMessage::default();
-        msg.attributes.push(NsidAttribute::Fd(fd.as_raw_fd() as u32));
+        msg.attributes
+            .push(NsidAttribute::Fd(fd.as_raw_fd() as u32));
         let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(msg));
         req.header.flags = NLM_F_REQUEST;
         let mut handle = self.handle.clone();
@@ -78,10 +79,12 @@ impl Dataplane {
     /// (found as the module documentation says). Errors name the peer; a namespace that cannot
     /// be found is [`DataplaneError::Unexpected`].
     pub async fn set_veth_peer_mtu(&self, host: &Link, mtu: u32) -> Result<(), DataplaneError> {
-        let index = host.link_index.ok_or_else(|| DataplaneError::LinkNotFound {
-            op: "set peer mtu",
-            link: format!("peer of {}", host.name),
-        })?;
+        let index = host
+            .link_index
+            .ok_or_else(|| DataplaneError::LinkNotFound {
+                op: "set peer mtu",
+                link: format!("peer of {}", host.name),
+            })?;
         let Some(id) = host.link_netnsid else {
             // The peer is in this namespace.
             return self.set_mtu(index, mtu).await;
@@ -105,10 +108,9 @@ impl Dataplane {
         };
         match tokio::task::spawn_blocking(run).await {
             Ok(res) => res?.map_err(|e| match e {
-                DataplaneError::LinkNotFound { op, .. } => DataplaneError::LinkNotFound {
-                    op,
-                    link: target,
-                },
+                DataplaneError::LinkNotFound { op, .. } => {
+                    DataplaneError::LinkNotFound { op, link: target }
+                }
                 e => e,
             }),
             Err(join) => Err(DataplaneError::Unexpected {

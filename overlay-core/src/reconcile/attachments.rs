@@ -42,9 +42,7 @@ impl Reconciler {
         let peer = match self.dp.veth_peer(&host).await {
             Ok(Some(p)) => p,
             Ok(None) => return problem(format!("the container end of {name} is gone")),
-            Err(err) => {
-                return problem(format!("cannot reach the container end of {name}: {err}"))
-            }
+            Err(err) => return problem(format!("cannot reach the container end of {name}: {err}")),
         };
         if peer.mtu != want {
             if let Err(err) = self.dp.set_veth_peer_mtu(&host, want).await {

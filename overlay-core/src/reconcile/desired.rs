@@ -204,7 +204,10 @@ impl Desired {
     /// The MTU (bytes) of a network on this host, whose own underlay device has `underlay_mtu`:
     /// derived from the lowest underlay MTU of all nodes that published one, this one included.
     pub fn network_mtu(&self, network: &Network, underlay_mtu: u32) -> u32 {
-        network.effective_mtu(self.peer_underlay_mtu.map_or(underlay_mtu, |p| p.min(underlay_mtu)))
+        network.effective_mtu(
+            self.peer_underlay_mtu
+                .map_or(underlay_mtu, |p| p.min(underlay_mtu)),
+        )
     }
 }
 
@@ -357,24 +360,19 @@ mod tests {
     #[test]
     fn a_network_overlapping_what_the_hosts_use_is_refused_here() {
         let mut s = snapshot();
-        let net = |name: &str, subnet: &str| Network {
-            name: name.into(),
-            subnet: subnet.parse().unwrap(),
-            gateway: subnet.parse::<ipnet::Ipv4Net>().unwrap().hosts().next().unwrap(),
-            vni: 5000,
-            mtu: None,
-            encrypted: false,
-        };
         for n in [
-            net("under", "192.0.2.0/30"),
-            net("tun", "100.88.1.0/24"),
-            net("dock", "172.17.0.0/24"),
+            Network::for_tests("under", "192.0.2.0/30"),
+            Network::for_tests("tun", "100.88.1.0/24"),
+            Network::for_tests("dock", "172.17.0.0/24"),
         ] {
             s.networks.insert(n.name.clone(), n);
         }
         s.hosts.insert(
             "h1".into(),
-            report(1500, &[("eth0", "192.0.2.1/24"), ("docker0", "172.17.0.1/16")]),
+            report(
+                1500,
+                &[("eth0", "192.0.2.1/24"), ("docker0", "172.17.0.1/16")],
+            ),
         );
         s.endpoints.push(Endpoint {
             id: "d1".into(),
