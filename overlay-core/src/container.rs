@@ -126,6 +126,7 @@ pub fn attach_container_with(
         mac: options.mac,
         attach: true,
         cni: options.cni.clone(),
+        mtu: options.mtu.filter(|m| *m < bridge),
     })?;
     let attach = AttachSpec {
         host_netns: spec.host_netns.clone(),

@@ -10,12 +10,13 @@ pub const IPAM: &str = "/vxmesh/v1/ipam/";
 pub const VNIS: &str = "/vxmesh/v1/vnis/";
 /// One key per running agent, attached to a lease the agent keeps alive: the node's liveness.
 pub const AGENTS: &str = "/vxmesh/v1/agents/";
-/// Written by every network create and remove, so that concurrent creates that would overlap
-/// conflict on it instead of both succeeding.
+/// One key per node, written by its agent: what it publishes about its host (underlay MTU, host
+/// addresses, the state of its attachments). Not on a lease: it outlives an agent restart.
+pub const HOSTS: &str = "/vxmesh/v1/hosts/";
+/// Written by every network create and remove and every node add, so that concurrent writes
+/// that would overlap (two subnets, a subnet and an underlay address) conflict on it instead
+/// of both succeeding.
 pub const NETWORKS_GUARD: &str = "/vxmesh/v1/guards/networks";
-/// Written by every node add, so that two nodes added at once with the same underlay address
-/// conflict on it instead of both succeeding. Read before the nodes it protects.
-pub const NODES_GUARD: &str = "/vxmesh/v1/guards/nodes";
 /// Written by every change of a node's WireGuard identity, so that two nodes publishing at once
 /// cannot both take the same free tunnel address or publish the same key. Read before the nodes.
 pub const WIREGUARD_GUARD: &str = "/vxmesh/v1/guards/wireguard";
@@ -61,6 +62,10 @@ pub fn mac(network: &str, mac: crate::mac::MacAddr) -> String {
 
 pub fn vni(vni: u32) -> String {
     format!("{VNIS}{vni}")
+}
+
+pub fn host(node: &str) -> String {
+    format!("{HOSTS}{node}")
 }
 
 pub fn agent(node: &str) -> String {

@@ -13,6 +13,7 @@ pub mod model;
 pub mod netns;
 pub mod process;
 pub mod reconcile;
+pub mod reserved;
 pub mod store;
 pub mod validate;
 pub mod wireguard;

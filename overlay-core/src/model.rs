@@ -95,6 +95,11 @@ pub struct Endpoint {
     /// container runtime made it through the CNI plugin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<CniAttachment>,
+    /// The MTU asked for this attachment's veth pair (bytes; the CNI netconf's `mtu`), when
+    /// lower than the network's was wanted. `None`: both ends follow the network's MTU on the
+    /// node. Either way the agent keeps both ends at `min(this, the network's MTU)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 /// A CNI attachment: the runtime's container id and the interface name inside the container.
@@ -136,6 +141,22 @@ impl Network {
     }
 }
 
+#[cfg(test)]
+impl Network {
+    /// A plain network on `subnet` (a valid CIDR), VNI 4096, gateway the first host address.
+    pub(crate) fn for_tests(name: &str, subnet: &str) -> Network {
+        let subnet: Ipv4Net = subnet.parse().expect("a valid CIDR");
+        Network {
+            name: name.into(),
+            gateway: subnet.hosts().next().expect("a subnet with hosts"),
+            subnet,
+            vni: 4096,
+            mtu: None,
+            encrypted: false,
+        }
+    }
+}
+
 /// Prefix of every bridge vxmesh makes; followed by the network name.
 pub const BRIDGE_PREFIX: &str = "vb-";
 /// Prefix of every VXLAN device vxmesh makes; followed by the network name.
@@ -167,6 +188,64 @@ impl Endpoint {
     pub fn ip_addr(&self) -> IpAddr {
         IpAddr::V4(self.ip)
     }
+
+    /// The MTU both ends of this endpoint's veth pair should have on a node where its network
+    /// has `network_mtu`: the network's, or the lower one the attachment asked for.
+    pub fn attachment_mtu(&self, network_mtu: u32) -> u32 {
+        self.mtu.map_or(network_mtu, |m| m.min(network_mtu))
+    }
+}
+
+/// What a node's agent publishes about its host (`/vxmesh/v1/hosts/NODE`), rewritten only when
+/// it changes: what the other hosts and the catalog need to know of this one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostReport {
+    /// The MTU of the node's underlay device (bytes), as the agent last read it. Every host
+    /// derives each network's MTU from the lowest of these, so that a full-size packet fits
+    /// every host's underlay.
+    pub underlay_mtu: u32,
+    /// The IPv4 addresses (with their prefix length) on the host's interfaces, other than
+    /// vxmesh's own devices and loopback: no network may overlap their prefixes.
+    #[serde(default)]
+    pub addresses: Vec<HostAddress>,
+    /// The state of every attachment of this node the agent manages, by `NETWORK/ID`.
+    #[serde(default)]
+    pub endpoints: std::collections::BTreeMap<String, EndpointStatus>,
+}
+
+/// An address on one of a host's own interfaces.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HostAddress {
+    pub interface: String,
+    /// The address with its prefix length, as on the interface (`10.99.0.1/24`).
+    pub address: Ipv4Net,
+}
+
+/// How an attachment (the veth pair of an endpoint on this node) stands, as its agent saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointStatus {
+    /// The MTU both ends have (bytes), once the agent has put them in line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Why the agent cannot reach or set the attachment (`None`: both ends are in line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl EndpointStatus {
+    /// `ok (mtu N)` or `unreachable: WHY`, as `vxmesh endpoint ls` shows it.
+    pub fn summary(&self) -> String {
+        match (&self.problem, self.mtu) {
+            (Some(p), _) => format!("unreachable: {p}"),
+            (None, Some(m)) => format!("ok (mtu {m})"),
+            (None, None) => "ok".into(),
+        }
+    }
+}
+
+/// The key of an endpoint in [`HostReport::endpoints`].
+pub fn endpoint_key(network: &str, id: &str) -> String {
+    format!("{network}/{id}")
 }
 
 #[cfg(test)]

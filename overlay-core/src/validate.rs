@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use crate::mac::MacAddr;
-use crate::model::{Endpoint, Network, Node};
+use crate::model::{Endpoint, HostReport, Network, Node};
 
 /// Longest network name: the device prefixes (`vb-`, `vx-`) plus the name fit in 15 bytes.
 pub const NAME_MAX: usize = 12;
@@ -259,11 +259,45 @@ pub fn stored_node(n: &Node) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// The range of MTUs a Linux interface can have (bytes): ETH_MIN_MTU (68) to IP_MAX_MTU.
+pub const LINK_MTU: std::ops::RangeInclusive<u32> = 68..=65535;
+
+/// An MTU a Linux interface can have.
+fn link_mtu(field: &'static str, mtu: u32) -> Result<(), ValidationError> {
+    if LINK_MTU.contains(&mtu) {
+        return Ok(());
+    }
+    Err(ValidationError::new(
+        field,
+        mtu,
+        format!("must be {}..={}", LINK_MTU.start(), LINK_MTU.end()),
+    ))
+}
+
+/// The MTU asked for an attachment's veth pair.
+pub fn attachment_mtu(mtu: u32) -> Result<(), ValidationError> {
+    link_mtu("mtu", mtu)
+}
+
+/// Checks what a node's agent published about its host, read back from the store.
+pub fn stored_host_report(r: &HostReport) -> Result<(), ValidationError> {
+    link_mtu("underlay_mtu", r.underlay_mtu)?;
+    for s in r.endpoints.values() {
+        if let Some(m) = s.mtu {
+            link_mtu("mtu", m)?;
+        }
+    }
+    Ok(())
+}
+
 /// Checks an endpoint read back from the store against its network.
 pub fn stored_endpoint(e: &Endpoint, network: &Network) -> Result<(), ValidationError> {
     endpoint_id(&e.id)?;
     node_name(&e.node)?;
     endpoint_mac(e.mac)?;
+    if let Some(m) = e.mtu {
+        attachment_mtu(m)?;
+    }
     endpoint_ip(network, e.ip)
 }
 

@@ -255,3 +255,77 @@ fn a_chosen_mac_never_blocks_automatic_assignment() {
     again.mac = Some("0a:58:0a:3c:00:05".parse().unwrap());
     assert_eq!(c.add_endpoint(&again).unwrap().mac, again.mac.unwrap());
 }
+
+#[test]
+fn host_reports_are_written_on_change_only_and_go_with_their_node() {
+    use overlay_core::model::{HostAddress, HostReport};
+    let (_d, c) = catalog();
+    c.add_node("h1", "192.0.2.1".parse().unwrap()).unwrap();
+    let mut report = HostReport {
+        underlay_mtu: 1500,
+        addresses: vec![HostAddress {
+            interface: "eth0".into(),
+            address: "192.0.2.1/24".parse().unwrap(),
+        }],
+        ..Default::default()
+    };
+    assert!(c.publish_host_report("h1", &report).unwrap());
+    let rev = c.store().revision().unwrap();
+    assert!(!c.publish_host_report("h1", &report).unwrap());
+    assert_eq!(
+        c.store().revision().unwrap(),
+        rev,
+        "an unchanged report was written"
+    );
+    report.underlay_mtu = 1400;
+    assert!(c.publish_host_report("h1", &report).unwrap());
+    assert_eq!(c.snapshot().unwrap().hosts["h1"].underlay_mtu, 1400);
+    // Its prefix is the hosts' own now: no network over it.
+    let e = c
+        .create_network(&net("n", "192.0.2.128/25"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("the prefix of node h1's address 192.0.2.1/24 on eth0"),
+        "{e}"
+    );
+    // A bad report is refused naming the field; an unknown node's too.
+    report.underlay_mtu = 20;
+    assert_eq!(
+        field_of(c.publish_host_report("h1", &report).unwrap_err()),
+        "underlay_mtu"
+    );
+    report.underlay_mtu = 1500;
+    assert!(matches!(
+        c.publish_host_report("nope", &report),
+        Err(CatalogError::NotFound { .. })
+    ));
+    c.remove_node("h1", false).unwrap();
+    assert!(c.host_reports().unwrap().is_empty());
+    assert!(c.snapshot().unwrap().hosts.is_empty());
+}
+
+/// A network and a node whose underlay lies inside it, created at the same moment by two
+/// writers (two store handles, as two processes): never both, whichever comes first.
+#[test]
+fn a_subnet_and_an_underlay_inside_it_never_both_win() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let open = || Catalog::new(Arc::new(SqliteStore::open(&path).unwrap()));
+        let (a, b) = (open(), open());
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let nb = barrier.clone();
+        let node = std::thread::spawn(move || {
+            nb.wait();
+            b.add_node("h1", "10.50.0.5".parse().unwrap()).is_ok()
+        });
+        barrier.wait();
+        let network = a.create_network(&net("n", "10.50.0.0/24")).is_ok();
+        let node = node.join().unwrap();
+        assert!(
+            network != node,
+            "round {round}: network created {network}, node added {node}"
+        );
+    }
+}

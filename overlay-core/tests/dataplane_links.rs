@@ -180,3 +180,135 @@ fn move_to_netns_by_fd() {
     let out = witness(&["ip", "-n", b.name(), "link", "show", "my"]);
     assert!(out.contains("my@"), "{out}");
 }
+
+#[test]
+fn a_vxlan_clash_names_the_device_that_holds_the_vni_or_the_port() {
+    let ns = NetnsGuard::new(&unique("clash")).unwrap();
+    in_ns(&ns, |dp| async move {
+        let (u0, _u1) = dp.create_veth("u0", "u1", 1500).await.unwrap();
+        dp.add_address(u0.index, "192.0.2.1/24".parse().unwrap())
+            .await
+            .unwrap();
+        dp.set_up(u0.index).await.unwrap();
+        let spec = |name: &str, vni: u32| VxlanSpec {
+            name: name.into(),
+            vni,
+            local: Ipv4Addr::new(192, 0, 2, 1),
+            port: 4789,
+            underlay_index: Some(u0.index),
+            mtu: 1450,
+            proxy: false,
+        };
+        dp.create_vxlan(&spec("vx-old", 4096)).await.unwrap();
+        // Another name, the same VNI and port: the kernel says EEXIST; the error names vx-old.
+        let err = dp.create_vxlan(&spec("vx-new", 4096)).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "create vxlan vx-new: VNI 4096 on UDP port 4789 is already held by device vx-old"
+        );
+        assert!(matches!(err, DataplaneError::VniTaken { .. }), "{err:?}");
+        assert!(!err.is_exists(), "a VNI clash is not 'already exists'");
+        assert!(dp.link("vx-new").await.unwrap().is_none());
+        // The same name is still reported as such.
+        let err = dp.create_vxlan(&spec("vx-old", 4097)).await.unwrap_err();
+        assert!(err.is_exists(), "{err}");
+        assert!(
+            err.to_string().contains("link vx-old already exists"),
+            "{err}"
+        );
+    });
+    // A device vxmesh did not make, with other receive options, holds UDP port 4790.
+    witness(&[
+        "ip",
+        "-n",
+        ns.name(),
+        "link",
+        "add",
+        "ext0",
+        "type",
+        "vxlan",
+        "dstport",
+        "4790",
+        "external",
+    ]);
+    witness(&["ip", "-n", ns.name(), "link", "set", "ext0", "up"]);
+    in_ns(&ns, |dp| async move {
+        let vx = dp
+            .create_vxlan(&VxlanSpec {
+                name: "vx-enc".into(),
+                vni: 5000,
+                local: Ipv4Addr::new(192, 0, 2, 1),
+                port: 4790,
+                underlay_index: None,
+                mtu: 1390,
+                proxy: false,
+            })
+            .await
+            .unwrap();
+        let err = dp.set_up(vx.index).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "set up vx-enc: UDP port 4790 is already bound by VXLAN device(s) ext0 with other \
+             receive options"
+        );
+    });
+}
+
+#[test]
+fn a_veth_peer_is_read_and_changed_in_its_own_namespace() {
+    let host = NetnsGuard::new(&unique("phost")).unwrap();
+    let cont = NetnsGuard::new(&unique("pcont")).unwrap();
+    let target = cont.path().to_path_buf();
+    let mtus = |ns: &str| witness(&["ip", "-n", ns, "-o", "link", "show"]);
+    let (host_end, host_before) = in_ns(&host, move |dp| async move {
+        // Made first, so it has the index the container end gets in its own namespace: a
+        // request that looked the peer's index up here would hit this one.
+        let (decoy, _) = dp.create_veth("decoy0", "decoy1", 1500).await.unwrap();
+        let h = dp
+            .create_veth_into("ve-p", "eth0", 1450, &target, None)
+            .await
+            .unwrap();
+        assert!(h.link_netnsid.is_some(), "{h:?}");
+        let peer = dp.veth_peer(&h).await.unwrap().expect("peer");
+        assert_eq!((peer.name.as_str(), peer.mtu), ("eth0", 1450));
+        assert_eq!(Some(peer.index), h.link_index);
+        let same_index = dp.link_by_index(peer.index).await.unwrap();
+        assert!(
+            same_index.is_some_and(|l| l.name.starts_with("decoy")),
+            "the test needs the indexes to collide"
+        );
+        let fd: std::os::fd::OwnedFd = std::fs::File::open(&target).unwrap().into();
+        assert_eq!(dp.netns_id(&fd).await.unwrap(), h.link_netnsid);
+        (h, decoy)
+    });
+    let host_mtus = mtus(host.name());
+    in_ns(&host, {
+        let h = host_end.clone();
+        move |dp| async move {
+            dp.set_veth_peer_mtu(&h, 1350).await.unwrap();
+            assert_eq!(dp.veth_peer(&h).await.unwrap().unwrap().mtu, 1350);
+        }
+    });
+    assert!(
+        witness(&["ip", "-n", cont.name(), "link", "show", "eth0"]).contains("mtu 1350"),
+        "the container end did not change"
+    );
+    assert_eq!(mtus(host.name()), host_mtus, "the host namespace changed");
+    assert_eq!(host_before.name, "decoy0");
+
+    // A peer in the same namespace; and a peer that is gone.
+    in_ns(&host, move |dp| async move {
+        let (a, _) = dp.create_veth("pa", "pb", 1500).await.unwrap();
+        assert_eq!(a.link_netnsid, None);
+        dp.set_veth_peer_mtu(&a, 1300).await.unwrap();
+        assert_eq!(dp.link("pb").await.unwrap().unwrap().mtu, 1300);
+    });
+    witness(&["ip", "-n", cont.name(), "link", "del", "eth0"]);
+    in_ns(&host, move |dp| async move {
+        assert!(
+            dp.link("ve-p").await.unwrap().is_none(),
+            "goes with its peer"
+        );
+        assert!(dp.veth_peer(&host_end).await.unwrap().is_none());
+    });
+}

@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use overlay_core::model::{HostAddress, HostReport};
 use overlay_core::store::{KeyValue, Revision};
-use overlay_core::{SqliteStore, Store};
+use overlay_core::{Catalog, SqliteStore, Store};
 use vxmesh_tests::{run, run_ok, unique, vxmesh_bin, wait_until, witness, Lab};
 
 /// One bad command and what its error must say.
@@ -176,6 +179,23 @@ impl Baseline {
         ] {
             vxmesh_ok_at(&store, args);
         }
+        // What h1's agent publishes about its host: its underlay's prefix and another
+        // interface's (written through the catalog, as the agent writes it).
+        let catalog = Catalog::new(Arc::new(SqliteStore::open(&store).expect("open the store")));
+        let address = |interface: &str, address: &str| HostAddress {
+            interface: interface.into(),
+            address: address.parse().unwrap(),
+        };
+        let report = HostReport {
+            underlay_mtu: 1500,
+            addresses: vec![
+                address("docker0", "172.17.0.1/16"),
+                address("eth0", "192.0.2.1/24"),
+            ],
+            ..Default::default()
+        };
+        assert!(catalog.publish_host_report("h1", &report).unwrap());
+        drop(catalog);
         let b = Baseline { _dir: dir, store };
         // The baseline is what the cases below assume.
         let state = store_state(&b.store);
@@ -328,6 +348,58 @@ fn store_cases() -> Vec<Case> {
         c(
             create("n", "10.0.0.0/8", &[]),
             &["invalid subnet '10.0.0.0/8'", "overlaps network"],
+        ),
+        // --subnet: overlapping what the hosts use for themselves (issue 7, fault 2): a node's
+        // underlay address, the prefix of an address on a host's interface (as its agent
+        // published it: the underlay's and another one's), the WireGuard tunnel range.
+        c(
+            create("n", "192.0.2.0/29", &[]),
+            &[
+                "invalid subnet '192.0.2.0/29'",
+                "overlaps node h1's underlay address 192.0.2.1",
+            ],
+        ),
+        c(
+            create("n", "192.0.0.0/16", &[]),
+            &[
+                "invalid subnet '192.0.0.0/16'",
+                "overlaps node h1's underlay address 192.0.2.1",
+            ],
+        ),
+        c(
+            create("n", "192.0.2.128/25", &[]),
+            &[
+                "invalid subnet '192.0.2.128/25'",
+                "overlaps 192.0.2.0/24, the prefix of node h1's address 192.0.2.1/24 on eth0",
+            ],
+        ),
+        c(
+            create("n", "172.17.3.0/24", &[]),
+            &[
+                "invalid subnet '172.17.3.0/24'",
+                "overlaps 172.17.0.0/16, the prefix of node h1's address 172.17.0.1/16 on docker0",
+            ],
+        ),
+        c(
+            create("n", "100.88.0.0/16", &[]),
+            &[
+                "invalid subnet '100.88.0.0/16'",
+                "overlaps the WireGuard tunnel range 100.88.0.0/16",
+            ],
+        ),
+        c(
+            create("n", "100.88.200.0/24", &[]),
+            &[
+                "invalid subnet '100.88.200.0/24'",
+                "overlaps the WireGuard tunnel range 100.88.0.0/16",
+            ],
+        ),
+        c(
+            create("n", "100.64.0.0/10", &[]),
+            &[
+                "invalid subnet '100.64.0.0/10'",
+                "overlaps the WireGuard tunnel range 100.88.0.0/16",
+            ],
         ),
         // --vni: out of range, not a number, taken.
         c(
@@ -512,6 +584,28 @@ fn store_cases() -> Vec<Case> {
             &[
                 "invalid underlay '192.0.2.1'",
                 "is already node h1's address",
+            ],
+        ),
+        // --underlay inside a network's subnet or the tunnel range (issue 7, fault 2).
+        c(
+            node_add("h3", "10.1.0.9"),
+            &[
+                "invalid underlay '10.1.0.9'",
+                "is inside network a's subnet 10.1.0.0/24",
+            ],
+        ),
+        c(
+            node_add("h3", "10.5.0.254"),
+            &[
+                "invalid underlay '10.5.0.254'",
+                "is inside network b's subnet 10.5.0.0/24",
+            ],
+        ),
+        c(
+            node_add("h3", "100.88.0.7"),
+            &[
+                "invalid underlay '100.88.0.7'",
+                "is inside the WireGuard tunnel range 100.88.0.0/16",
             ],
         ),
         // Node name: too long, bad characters, empty, taken.
@@ -1003,13 +1097,15 @@ fn bad_input_against_a_running_lab_changes_neither_store_nor_kernel() {
     let c1 = lab.container("h1-c1").clone();
     let c2 = lab.container("h2-c1").clone();
 
-    // Let the agents settle: two readings a resync apart agree.
+    // Let the agents settle: two readings a resync apart agree (the kernel, and the store the
+    // agents publish their host reports to).
     let mut kernel = lab_kernel(&lab);
+    let mut published = store_state(&store);
     let settled = wait_until(Duration::from_secs(60), || {
         std::thread::sleep(Duration::from_millis(2500));
-        let now = lab_kernel(&lab);
-        let same = now == kernel;
-        kernel = now;
+        let now = (lab_kernel(&lab), store_state(&store));
+        let same = now.0 == kernel && now.1 == published;
+        (kernel, published) = now;
         same
     });
     assert!(settled, "the lab's kernel state never settled");
@@ -1019,6 +1115,9 @@ fn bad_input_against_a_running_lab_changes_neither_store_nor_kernel() {
     let taken = c2.address.to_string();
     let underlay = h1.address.to_string();
     let n = net.name.as_str();
+    // An address inside the lab network's /24 that no endpoint has.
+    let [a, b, c, _] = net.gateway.octets();
+    let inside = std::net::Ipv4Addr::new(a, b, c, 200).to_string();
     let cases = vec![
         case(
             &["network", "create", "x", "--subnet", &net.subnet],
@@ -1088,6 +1187,39 @@ fn bad_input_against_a_running_lab_changes_neither_store_nor_kernel() {
         case(
             &["node", "add", "h9", "--underlay", "127.0.0.1"],
             &["invalid underlay"],
+        ),
+        // Addresses the hosts use for themselves (issue 7, fault 2): an underlay address, the
+        // underlay's prefix as the agents published it, the tunnel range; and the other way
+        // round, an underlay inside a network.
+        case(
+            &["network", "create", "x", "--subnet", "10.99.0.0/25"],
+            &[
+                "invalid subnet '10.99.0.0/25'",
+                &format!("overlaps node h1's underlay address {underlay}"),
+            ],
+        ),
+        case(
+            &["network", "create", "x", "--subnet", "10.99.0.128/25"],
+            &[
+                "invalid subnet '10.99.0.128/25'",
+                &format!(
+                    "overlaps 10.99.0.0/24, the prefix of node h1's address {underlay}/24 on eth0"
+                ),
+            ],
+        ),
+        case(
+            &["network", "create", "x", "--subnet", "100.88.0.0/24"],
+            &[
+                "invalid subnet '100.88.0.0/24'",
+                "the WireGuard tunnel range",
+            ],
+        ),
+        case(
+            &["node", "add", "h9", "--underlay", &inside],
+            &[
+                &format!("invalid underlay '{inside}'"),
+                &format!("is inside network {n}'s subnet {}", net.subnet),
+            ],
         ),
         case(
             &["node", "add", "h1", "--underlay", "10.123.0.1"],

@@ -153,6 +153,7 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
     tracing::info!(node = %config.node, "agent started");
     let heartbeat = crate::heartbeat::Heartbeat::start(catalog.clone(), config.node.clone());
     let mut passes: u64 = 0;
+    let mut seen = crate::agent_log::Seen::default();
     loop {
         let snapshot = {
             let c = catalog.clone();
@@ -181,10 +182,28 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
                 Err(e) => tracing::error!("{e}"),
             }
         }
+        // This host as it is now (underlay MTU, own addresses): used at once for this pass,
+        // and published below with the attachments' states when anything differs.
+        let mut snapshot = snapshot;
+        let published = snapshot.hosts.get(&config.node).cloned();
+        let live = match snapshot.nodes.get(&config.node) {
+            Some(me) => match reconciler.host_report(me).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::debug!("cannot read this host's MTU and addresses: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(r) = &live {
+            snapshot.hosts.insert(config.node.clone(), r.clone());
+        }
         let desired = Desired::compute(&snapshot, &config.node);
         if desired.node.is_none() {
             tracing::warn!(node = %config.node, "this node is not in the store: removing everything vxmesh made here");
         }
+        seen.refused(&desired.refused);
         let claimed = || {
             catalog.endpoints(None).ok().map(|eps| {
                 eps.into_iter()
@@ -200,6 +219,21 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
         }
         for e in &report.errors {
             tracing::error!(revision = snapshot.revision, "{e}");
+        }
+        seen.endpoints(&report.endpoints);
+        if let Some(mut r) = live {
+            r.endpoints = report.endpoints;
+            if published.as_ref() != Some(&r) {
+                match catalog.publish_host_report(&config.node, &r) {
+                    Ok(_) => tracing::debug!(
+                        underlay_mtu = r.underlay_mtu,
+                        addresses = r.addresses.len(),
+                        endpoints = r.endpoints.len(),
+                        "published this host's report"
+                    ),
+                    Err(e) => tracing::error!("publishing this host's report: {e}"),
+                }
+            }
         }
         tracing::debug!(
             pass = passes,

@@ -5,6 +5,7 @@
 //! and run [`agent::run`] on every host to make its kernel follow the store.
 
 pub mod agent;
+mod agent_log;
 pub mod heartbeat;
 pub mod lab;
 

@@ -27,6 +27,8 @@ pub struct EndpointSpec {
     pub attach: bool,
     /// The CNI attachment, when the CNI plugin records the endpoint.
     pub cni: Option<CniAttachment>,
+    /// An MTU lower than the network's asked for the veth pair ([`Endpoint::mtu`]).
+    pub mtu: Option<u32>,
 }
 
 impl Catalog {
@@ -41,6 +43,9 @@ impl Catalog {
         }
         if let Some(mac) = spec.mac {
             validate::endpoint_mac(mac)?;
+        }
+        if let Some(m) = spec.mtu {
+            validate::attachment_mtu(m)?;
         }
         self.commit_with_retry(|| {
             let (net_kv, network) = self
@@ -147,6 +152,7 @@ impl Catalog {
                 mac,
                 host_ifname: spec.attach.then(|| model::veth_name(&spec.network, &id)),
                 cni: spec.cni.clone(),
+                mtu: spec.mtu,
             };
             let txn = Txn {
                 compares: vec![

@@ -13,12 +13,13 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::keys;
-use crate::model::{Endpoint, Network, Node};
+use crate::model::{Endpoint, HostReport, Network, Node};
 use crate::store::{Compare, KeyValue, Revision, Store, StoreError, Txn};
 use crate::validate::{self, ValidationError};
 
 mod agents;
 mod endpoints;
+mod hosts;
 mod networks;
 mod nodes;
 
@@ -67,6 +68,9 @@ pub struct Snapshot {
     pub nodes: BTreeMap<String, Node>,
     /// Every endpoint of every network, sorted by network then id.
     pub endpoints: Vec<Endpoint>,
+    /// What each node's agent published about its host, by node name (nodes whose agent has
+    /// not published yet are absent).
+    pub hosts: BTreeMap<String, HostReport>,
     /// Records that could not be used, with the reason (they are skipped, not fatal).
     pub problems: Vec<String>,
 }
@@ -97,22 +101,23 @@ impl Catalog {
         let mut endpoints = Vec::new();
         for kv in &range.kvs {
             if kv.key.starts_with(keys::NETWORKS) {
-                match decode::<Network>(kv).and_then(|n| {
-                    validate::stored_network(&n).map_err(|e| corrupt(kv, e))?;
-                    Ok(n)
-                }) {
+                match decode_valid(kv, validate::stored_network) {
                     Ok(n) => {
                         snap.networks.insert(n.name.clone(), n);
                     }
                     Err(e) => snap.problems.push(e.to_string()),
                 }
             } else if kv.key.starts_with(keys::NODES) {
-                match decode::<Node>(kv).and_then(|n| {
-                    validate::stored_node(&n).map_err(|e| corrupt(kv, e))?;
-                    Ok(n)
-                }) {
+                match decode_valid(kv, validate::stored_node) {
                     Ok(n) => {
                         snap.nodes.insert(n.name.clone(), n);
+                    }
+                    Err(e) => snap.problems.push(e.to_string()),
+                }
+            } else if let Some(node) = kv.key.strip_prefix(keys::HOSTS) {
+                match decode_valid(kv, validate::stored_host_report) {
+                    Ok(r) => {
+                        snap.hosts.insert(node.to_string(), r);
                     }
                     Err(e) => snap.problems.push(e.to_string()),
                 }
@@ -203,6 +208,16 @@ fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, CatalogError> {
         key: kv.key.clone(),
         reason: e.to_string(),
     })
+}
+
+/// Decodes a record and checks it with `check` (a `validate::stored_*` function).
+fn decode_valid<T: DeserializeOwned>(
+    kv: &KeyValue,
+    check: impl Fn(&T) -> Result<(), ValidationError>,
+) -> Result<T, CatalogError> {
+    let v = decode(kv)?;
+    check(&v).map_err(|e| corrupt(kv, e))?;
+    Ok(v)
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {

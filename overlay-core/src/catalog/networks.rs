@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use crate::keys;
 use crate::model::Network;
+use crate::reserved::Reserved;
 use crate::store::{Compare, Op, Txn};
 use crate::validate::{self, ValidationError};
 
@@ -22,8 +23,9 @@ pub struct NetworkSpec {
 }
 
 impl Catalog {
-    /// Validates `spec` against itself and every existing network, and stores the network.
-    /// On any error nothing is written.
+    /// Validates `spec` against itself, every existing network and the addresses the hosts use
+    /// for themselves ([`Reserved`]: underlay addresses, published host prefixes, the tunnel
+    /// range), and stores the network. On any error nothing is written.
     pub fn create_network(&self, spec: &NetworkSpec) -> Result<Network, CatalogError> {
         validate::network_name(&spec.name)?;
         let subnet = validate::subnet(&spec.subnet)?;
@@ -52,6 +54,13 @@ impl Catalog {
                 )
                 .into());
             }
+            // Nor may it take addresses the hosts use for themselves (node add and this share
+            // the guard, so a node added meanwhile makes this attempt start again).
+            let mut reserved = Reserved::new().with_underlays(&self.nodes()?);
+            for (node, report) in self.host_reports()? {
+                reserved = reserved.with_host(&node, &report);
+            }
+            reserved.check_subnet(subnet)?;
             let used: BTreeSet<u32> = existing.iter().map(|n| n.vni).collect();
             let vni = match spec.vni {
                 Some(v) => {

@@ -5,12 +5,16 @@ use std::net::Ipv4Addr;
 
 use crate::keys;
 use crate::model::{Node, WireguardIdentity};
+use crate::reserved;
 use crate::store::{Compare, Op, Txn};
 use crate::validate::{self, ValidationError};
 
 use super::{encode, sample, Catalog, CatalogError};
 
 impl Catalog {
+    /// Adds a node. Its underlay address must be unused by other nodes and lie outside every
+    /// network's subnet and the WireGuard tunnel range (field `underlay`). Nothing is written
+    /// on error.
     pub fn add_node(&self, name: &str, underlay: Ipv4Addr) -> Result<Node, CatalogError> {
         validate::node_name(name)?;
         validate::underlay(underlay)?;
@@ -20,7 +24,10 @@ impl Catalog {
             wireguard: None,
         };
         self.commit_with_retry(|| {
-            let guard_cmp = self.read_guard(keys::NODES_GUARD)?;
+            // The guard is read before the nodes and networks it guards and written with the
+            // node: a node (same underlay) or network (a subnet over the underlay) added
+            // meanwhile makes this attempt start again.
+            let guard_cmp = self.read_guard(keys::NETWORKS_GUARD)?;
             let nodes = self.nodes()?;
             if nodes.iter().any(|n| n.name == name) {
                 return Err(CatalogError::Exists {
@@ -36,11 +43,12 @@ impl Catalog {
                 )
                 .into());
             }
+            reserved::check_underlay(underlay, &self.networks()?)?;
             let txn = Txn {
                 compares: vec![guard_cmp, Compare::Absent(keys::node(name))],
                 ops: vec![
                     Op::put(keys::node(name), encode(&node)),
-                    Op::put(keys::NODES_GUARD, name.as_bytes()),
+                    Op::put(keys::NETWORKS_GUARD, name.as_bytes()),
                 ],
             };
             Ok((txn, node.clone()))
@@ -84,7 +92,7 @@ impl Catalog {
                     sample: sample(on_node.iter().map(|e| e.id.as_str())),
                 });
             }
-            let mut ops = vec![Op::Delete(kv.key.clone())];
+            let mut ops = vec![Op::Delete(kv.key.clone()), Op::Delete(keys::host(name))];
             for e in &on_node {
                 ops.push(Op::Delete(keys::endpoint(&e.network, &e.id)));
                 ops.push(Op::Delete(keys::ipam(&e.network, e.ip)));
@@ -199,7 +207,10 @@ impl Catalog {
 
 impl Catalog {
     /// A node's record with its revisions, or `NotFound`.
-    fn node_record(&self, name: &str) -> Result<(crate::store::KeyValue, Node), CatalogError> {
+    pub(super) fn node_record(
+        &self,
+        name: &str,
+    ) -> Result<(crate::store::KeyValue, Node), CatalogError> {
         self.get_decoded::<Node>(&keys::node(name))?
             .ok_or_else(|| CatalogError::NotFound {
                 kind: "node",

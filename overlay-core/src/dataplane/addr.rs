@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::AddressMessageBuilder;
 
@@ -56,6 +56,21 @@ impl Dataplane {
             .iter()
             .find(|m| message_address(m) == Some(ip))
             .map(|m| m.header.index))
+    }
+
+    /// Every IPv4 address of the namespace (with its prefix length), with its link's index.
+    pub async fn ipv4_addresses(&self) -> Result<Vec<(u32, Ipv4Net)>, DataplaneError> {
+        Ok(self
+            .all_addresses()
+            .await?
+            .iter()
+            .filter_map(|m| match message_address(m)? {
+                IpAddr::V4(ip) => {
+                    Some((m.header.index, Ipv4Net::new(ip, m.header.prefix_len).ok()?))
+                }
+                IpAddr::V6(_) => None,
+            })
+            .collect())
     }
 
     /// The addresses (with prefix length) on a link, IPv4 and IPv6.

@@ -25,6 +25,25 @@ pub enum DataplaneError {
     #[error("{op}: link {link} already exists")]
     LinkExists { op: &'static str, link: String },
 
+    /// A VXLAN device could not be created: another device holds its VNI on its UDP port.
+    #[error(
+        "create vxlan {link}: VNI {vni} on UDP port {port} is already held by device {holder}"
+    )]
+    VniTaken {
+        link: String,
+        vni: u32,
+        port: u16,
+        holder: String,
+    },
+
+    /// A VXLAN device could not come up: its UDP port is bound by something that cannot share it.
+    #[error("set up {link}: UDP port {port} is already bound by {holders}")]
+    PortTaken {
+        link: String,
+        port: u16,
+        holders: String,
+    },
+
     #[error("cannot open a netlink socket: {0}")]
     Connect(#[source] io::Error),
 

@@ -31,6 +31,11 @@ pub struct Link {
     pub vxlan: Option<VxlanInfo>,
     /// Bridge port settings, when the link is a port of a bridge.
     pub port: Option<super::BridgePort>,
+    /// IFLA_LINK: for a veth, the index of its peer (in the namespace `link_netnsid` names).
+    pub link_index: Option<u32>,
+    /// IFLA_LINK_NETNSID: the id, in this namespace, of the namespace `link_index` lives in;
+    /// `None` when it is this namespace.
+    pub link_netnsid: Option<i32>,
 }
 
 /// What to create with [`Dataplane::create_vxlan`]. Always `nolearning`, UDP checksums on.
@@ -74,12 +79,16 @@ impl Link {
             up: msg.header.flags.contains(LinkFlags::Up),
             vxlan: None,
             port: None,
+            link_index: None,
+            link_netnsid: None,
         };
         for attr in &msg.attributes {
             match attr {
                 LinkAttribute::IfName(name) => link.name = name.clone(),
                 LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
                 LinkAttribute::Controller(master) if *master != 0 => link.master = Some(*master),
+                LinkAttribute::Link(index) if *index != 0 => link.link_index = Some(*index),
+                LinkAttribute::LinkNetNsId(id) if *id >= 0 => link.link_netnsid = Some(*id),
                 LinkAttribute::Address(bytes) => {
                     if let Ok(octets) = <[u8; 6]>::try_from(bytes.as_slice()) {
                         link.mac = Some(MacAddr(octets));
@@ -260,8 +269,35 @@ impl Dataplane {
         if spec.mtu != 0 {
             builder = builder.mtu(spec.mtu);
         }
-        self.add_link("create vxlan", &spec.name, builder.build())
+        match self
+            .add_link("create vxlan", &spec.name, builder.build())
             .await
+        {
+            // EEXIST also means "another device has this VNI on this port" (the kernel keys
+            // VXLAN devices by VNI and port, not by local address): name that device.
+            Err(DataplaneError::LinkExists { .. }) if self.link(&spec.name).await?.is_none() => {
+                Err(self.vni_clash(spec).await)
+            }
+            res => res,
+        }
+    }
+
+    /// The error for a VXLAN device that could not be created although its name is free: the
+    /// device already holding its VNI on its port, by name.
+    async fn vni_clash(&self, spec: &VxlanSpec) -> DataplaneError {
+        let holder = self.links().await.ok().and_then(|links| {
+            links.into_iter().find(|l| {
+                l.vxlan
+                    .as_ref()
+                    .is_some_and(|v| v.vni == spec.vni && v.port == spec.port)
+            })
+        });
+        DataplaneError::VniTaken {
+            link: spec.name.clone(),
+            vni: spec.vni,
+            port: spec.port,
+            holder: holder.map_or_else(|| "a device gone since".into(), |l| l.name),
+        }
     }
 
     /// Creates a veth pair (both ends down) with the same MTU on both ends (0: default).
@@ -359,10 +395,48 @@ impl Dataplane {
         self.set_link("set mtu", index, msg).await
     }
 
-    /// Sets the administrative up flag.
+    /// Sets the administrative up flag. A VXLAN device whose UDP port another socket holds
+    /// (EADDRINUSE: a VXLAN device with other receive options, such as `external` or `gbp`, or
+    /// a process) gets [`DataplaneError::PortTaken`] naming the VXLAN devices up on that port.
     pub async fn set_up(&self, index: u32) -> Result<(), DataplaneError> {
         let msg = LinkUnspec::new_with_index(index).up().build();
-        self.set_link("set up", index, msg).await
+        match self.set_link("set up", index, msg).await {
+            Err(e) if e.errno() == Some(libc::EADDRINUSE) => Err(self.port_clash(index, e).await),
+            res => res,
+        }
+    }
+
+    /// The error for a VXLAN device that cannot come up because its UDP port is taken.
+    async fn port_clash(&self, index: u32, e: DataplaneError) -> DataplaneError {
+        let Ok(links) = self.links().await else {
+            return e;
+        };
+        let Some((me, port)) = links
+            .iter()
+            .find(|l| l.index == index)
+            .and_then(|l| Some((l.name.clone(), l.vxlan.as_ref()?.port)))
+        else {
+            return e;
+        };
+        let others: Vec<String> = links
+            .iter()
+            .filter(|l| {
+                l.index != index && l.up && l.vxlan.as_ref().is_some_and(|v| v.port == port)
+            })
+            .map(|l| l.name.clone())
+            .collect();
+        DataplaneError::PortTaken {
+            link: me,
+            port,
+            holders: if others.is_empty() {
+                "a socket of another program".into()
+            } else {
+                format!(
+                    "VXLAN device(s) {} with other receive options",
+                    others.join(", ")
+                )
+            },
+        }
     }
 
     pub async fn set_mac(&self, index: u32, mac: MacAddr) -> Result<(), DataplaneError> {

@@ -13,6 +13,7 @@ mod fdb;
 mod ingress_filter;
 mod link;
 mod neigh;
+mod peer;
 mod route;
 
 use futures::StreamExt;

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use crate::dataplane::{Dataplane, DataplaneError, Link};
-use crate::model::Node;
+use crate::model::{endpoint_key, EndpointStatus, Node};
 
 use crate::wireguard::Uapi;
 
@@ -58,6 +58,24 @@ pub enum ReconcileError {
 pub struct Report {
     pub changes: Vec<Change>,
     pub errors: Vec<ReconcileError>,
+    /// The state of every attachment of this host the desired state names, by
+    /// [`crate::model::endpoint_key`]: the MTU both ends have, or why they could not be reached.
+    pub endpoints: BTreeMap<String, EndpointStatus>,
+}
+
+impl Report {
+    /// Marks every attachment of `d` with `problem` (its network could not be built).
+    fn attachments_failed(&mut self, d: &DesiredNetwork, problem: &str) {
+        for e in &d.local_attached {
+            self.endpoints.insert(
+                endpoint_key(&e.network, &e.id),
+                EndpointStatus {
+                    mtu: None,
+                    problem: Some(problem.to_string()),
+                },
+            );
+        }
+    }
 }
 
 /// Applies desired state to the kernel of the network namespace its netlink socket was opened in.
@@ -116,66 +134,83 @@ impl Reconciler {
         claimed: &(dyn Fn() -> Option<BTreeSet<String>> + Sync),
     ) -> Report {
         let mut report = Report::default();
+        for (e, why) in &desired.refused_endpoints {
+            report.endpoints.insert(
+                endpoint_key(&e.network, &e.id),
+                EndpointStatus {
+                    mtu: None,
+                    problem: Some(format!("network {} is {why}", e.network)),
+                },
+            );
+        }
+        // Every device the desired state names. Whatever else vxmesh made here goes first, so a
+        // stale device never blocks a new one in the same pass (a VNI on its port, a name, a
+        // subnet route).
         let mut keep: BTreeSet<String> = BTreeSet::new();
+        for d in desired.networks.values() {
+            keep.insert(d.network.bridge_name());
+            keep.insert(d.network.vxlan_name());
+            keep.extend(
+                d.local_attached
+                    .iter()
+                    .filter_map(|e| e.host_ifname.clone()),
+            );
+        }
         // Where encrypted networks' VXLAN port must be closed (empty: nowhere, remove ours).
         let mut guarded: BTreeSet<String> = BTreeSet::new();
         let encrypted = desired.networks.values().any(|d| d.network.encrypted);
         if let Some(node) = &desired.node {
-            match self.underlay(node).await {
-                Ok(underlay) => {
-                    // Closed before any encrypted VXLAN socket is opened; an encrypted network
-                    // is not built (or changed) while its port cannot be closed.
-                    let mut guard_ok = true;
-                    if encrypted {
-                        guarded.insert(underlay.name.clone());
-                        guarded.extend(desired.networks.values().map(|d| d.network.bridge_name()));
-                        if let Err(e) = self
-                            .ingress_filters(&guarded, None, &mut report.changes)
-                            .await
-                        {
-                            report.errors.push(e);
-                            guard_ok = false;
-                        }
-                    }
-                    if let (Some(want), Some(wg)) = (&desired.wireguard, &self.wireguard) {
-                        if let Err(e) = self
-                            .wireguard(wg, want, &underlay, &mut report.changes)
-                            .await
-                        {
-                            report.errors.push(e);
-                        }
-                    }
-                    for d in desired.networks.values() {
-                        keep.insert(d.network.bridge_name());
-                        keep.insert(d.network.vxlan_name());
-                        keep.extend(
-                            d.local_attached
-                                .iter()
-                                .filter_map(|e| e.host_ifname.clone()),
-                        );
-                        if d.network.encrypted && !guard_ok {
-                            report
-                                .errors
-                                .push(ReconcileError::Unguarded(d.network.name.clone()));
-                            continue;
-                        }
-                        if let Err(e) = self
-                            .network(node, &underlay, d, encrypted, &mut report.changes)
-                            .await
-                        {
-                            report.errors.push(e);
-                        }
-                    }
-                }
+            let underlay = match self.underlay(node).await {
+                Ok(underlay) => underlay,
                 Err(e) => {
                     // Without the underlay nothing can be built, but nothing is torn down
                     // either: the address may be coming back.
+                    for d in desired.networks.values() {
+                        report.attachments_failed(d, &format!("not built on this host: {e}"));
+                    }
                     report.errors.push(e);
                     return report;
                 }
+            };
+            if let Err(e) = self.remove_stale(&keep, claimed, &mut report.changes).await {
+                report.errors.push(e);
             }
-        }
-        if desired.node.is_none() {
+            // Closed before any encrypted VXLAN socket is opened; an encrypted network is not
+            // built (or changed) while its port cannot be closed.
+            let mut guard_ok = true;
+            if encrypted {
+                guarded.insert(underlay.name.clone());
+                guarded.extend(desired.networks.values().map(|d| d.network.bridge_name()));
+                if let Err(e) = self
+                    .ingress_filters(&guarded, None, &mut report.changes)
+                    .await
+                {
+                    report.errors.push(e);
+                    guard_ok = false;
+                }
+            }
+            if let (Some(want), Some(wg)) = (&desired.wireguard, &self.wireguard) {
+                if let Err(e) = self
+                    .wireguard(wg, want, &underlay, &mut report.changes)
+                    .await
+                {
+                    report.errors.push(e);
+                }
+            }
+            for d in desired.networks.values() {
+                let mtu = desired.network_mtu(&d.network, underlay.mtu);
+                let res = if d.network.encrypted && !guard_ok {
+                    Err(ReconcileError::Unguarded(d.network.name.clone()))
+                } else {
+                    self.network(node, &underlay, d, mtu, encrypted, &mut report)
+                        .await
+                };
+                if let Err(e) = res {
+                    report.attachments_failed(d, &format!("its network is not built: {e}"));
+                    report.errors.push(e);
+                }
+            }
+        } else {
             // No longer a node: no peer of ours is let in any more.
             if let Some(wg) = &self.wireguard {
                 let none = DesiredWireguard {
@@ -187,9 +222,9 @@ impl Reconciler {
                     report.errors.push(e);
                 }
             }
-        }
-        if let Err(e) = self.remove_stale(&keep, claimed, &mut report.changes).await {
-            report.errors.push(e);
+            if let Err(e) = self.remove_stale(&keep, claimed, &mut report.changes).await {
+                report.errors.push(e);
+            }
         }
         if guarded.is_empty() {
             // No encrypted network here (any more): remove the filters.
@@ -203,7 +238,7 @@ impl Reconciler {
         report
     }
 
-    async fn underlay(&self, node: &Node) -> Result<Link, ReconcileError> {
+    pub(super) async fn underlay(&self, node: &Node) -> Result<Link, ReconcileError> {
         self.dp
             .link_with_address(IpAddr::V4(node.underlay))
             .await
@@ -219,11 +254,12 @@ impl Reconciler {
         node: &Node,
         underlay: &Link,
         d: &DesiredNetwork,
+        mtu: u32,
         guard: bool,
-        changes: &mut Vec<Change>,
+        report: &mut Report,
     ) -> Result<(), ReconcileError> {
         let net = &d.network;
-        let mtu = net.effective_mtu(underlay.mtu);
+        let changes = &mut report.changes;
         let local = d
             .local
             .ok_or_else(|| ReconcileError::NoTunnel(net.name.clone()))?;
@@ -242,11 +278,10 @@ impl Reconciler {
         self.bridge_fdb(&vxlan, &d.neighbours, changes).await?;
         self.neighbours(&bridge, &d.neighbours, changes).await?;
         for e in &d.local_attached {
-            let Some(name) = &e.host_ifname else { continue };
-            // A veth whose bridge was recreated has lost its master: put it back.
-            if let Some(link) = self.dp.link(name).await.ctx(|| format!("reading {name}"))? {
-                self.ensure_port(&link, &bridge, mtu, changes).await?;
-            }
+            let status = self.attachment(e, &bridge, mtu, changes).await;
+            report
+                .endpoints
+                .insert(endpoint_key(&e.network, &e.id), status);
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ use crate::catalog::Snapshot;
 use crate::dataplane::FdbEntry;
 use crate::mac::MacAddr;
 use crate::model::{Endpoint, Network, Node};
+use crate::reserved::Reserved;
 
 /// The state of one network on one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,16 @@ pub struct Desired {
     pub networks: BTreeMap<String, DesiredNetwork>,
     /// `Some` once this node has published its WireGuard identity.
     pub wireguard: Option<DesiredWireguard>,
+    /// The lowest underlay MTU (bytes) the *other* nodes published; each network's MTU here is
+    /// derived from the lower of this and this host's own underlay MTU, so that a full-size
+    /// packet fits every host's underlay. `None` while no other node has published one.
+    pub peer_underlay_mtu: Option<u32>,
+    /// Networks in the store that this host does not build, and why: their subnet overlaps
+    /// addresses the hosts use for themselves ([`crate::reserved`]). Their devices, if any, are
+    /// removed like those of a removed network.
+    pub refused: BTreeMap<String, String>,
+    /// The endpoints of refused networks that live on this host, with the reason.
+    pub refused_endpoints: Vec<(Endpoint, String)>,
 }
 
 impl Desired {
@@ -62,8 +73,37 @@ impl Desired {
                 node: None,
                 networks: BTreeMap::new(),
                 wireguard: None,
+                peer_underlay_mtu: None,
+                refused: BTreeMap::new(),
+                refused_endpoints: Vec::new(),
             };
         };
+        // What this host may not route into an overlay: every node's underlay address, the
+        // tunnel range, and the prefixes of this host's own addresses (as its agent read them).
+        let mut reserved = Reserved::new().with_underlays(snapshot.nodes.values());
+        if let Some(mine) = snapshot.hosts.get(node_name) {
+            reserved = reserved.with_host(node_name, mine);
+        }
+        let refused: BTreeMap<String, String> = snapshot
+            .networks
+            .values()
+            .filter_map(|n| {
+                let e = reserved.check_subnet(n.subnet).err()?;
+                Some((n.name.clone(), format!("not built on this host: {e}")))
+            })
+            .collect();
+        let refused_endpoints = snapshot
+            .endpoints
+            .iter()
+            .filter(|e| e.node == me.name && e.host_ifname.is_some())
+            .filter_map(|e| Some((e.clone(), refused.get(&e.network)?.clone())))
+            .collect();
+        let peer_underlay_mtu = snapshot
+            .hosts
+            .iter()
+            .filter(|(n, _)| **n != me.name && snapshot.nodes.contains_key(*n))
+            .map(|(_, r)| r.underlay_mtu)
+            .min();
         // A node's tunnel address, once it has a complete WireGuard identity.
         let tunnel = |n: &Node| {
             n.wireguard
@@ -103,6 +143,7 @@ impl Desired {
         let networks = snapshot
             .networks
             .values()
+            .filter(|n| !refused.contains_key(&n.name))
             .map(|network| {
                 let mut fdb = BTreeSet::new();
                 let mut neighbours = BTreeMap::new();
@@ -154,7 +195,19 @@ impl Desired {
             node: Some(me),
             networks,
             wireguard,
+            peer_underlay_mtu,
+            refused,
+            refused_endpoints,
         }
+    }
+
+    /// The MTU (bytes) of a network on this host, whose own underlay device has `underlay_mtu`:
+    /// derived from the lowest underlay MTU of all nodes that published one, this one included.
+    pub fn network_mtu(&self, network: &Network, underlay_mtu: u32) -> u32 {
+        network.effective_mtu(
+            self.peer_underlay_mtu
+                .map_or(underlay_mtu, |p| p.min(underlay_mtu)),
+        )
     }
 }
 
@@ -204,6 +257,7 @@ mod tests {
                 mac: MacAddr::for_endpoint(ip),
                 host_ifname: Some(format!("ve-{id}")),
                 cni: None,
+                mtu: None,
             });
         }
         s
@@ -262,6 +316,87 @@ mod tests {
         let d3 = Desired::compute(&s, "h3");
         assert_eq!(d3.networks["a"].local, None);
         assert!(d3.wireguard.is_none());
+    }
+
+    fn report(mtu: u32, addresses: &[(&str, &str)]) -> crate::model::HostReport {
+        crate::model::HostReport {
+            underlay_mtu: mtu,
+            addresses: addresses
+                .iter()
+                .map(|(i, a)| crate::model::HostAddress {
+                    interface: i.to_string(),
+                    address: a.parse().unwrap(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_network_mtu_fits_the_lowest_underlay_of_all_nodes() {
+        let mut s = snapshot();
+        let d = Desired::compute(&s, "h1");
+        // Nobody published: this host's own underlay decides.
+        assert_eq!(d.peer_underlay_mtu, None);
+        assert_eq!(d.network_mtu(&d.networks["a"].network, 1500), 1450);
+        s.hosts.insert("h1".into(), report(1200, &[]));
+        s.hosts.insert("h2".into(), report(1400, &[]));
+        s.hosts.insert("h3".into(), report(9000, &[]));
+        // A report of a node that is not in the store any more counts for nothing.
+        s.hosts.insert("gone".into(), report(1300, &[]));
+        let d = Desired::compute(&s, "h1");
+        // h1's own published value is not used: the agent reads its own underlay live.
+        assert_eq!(d.peer_underlay_mtu, Some(1400));
+        let mut net = d.networks["a"].network.clone();
+        assert_eq!(d.network_mtu(&net, 1500), 1350);
+        assert_eq!(d.network_mtu(&net, 1380), 1330);
+        net.encrypted = true;
+        assert_eq!(d.network_mtu(&net, 1500), 1290);
+        net.mtu = Some(1280);
+        assert_eq!(d.network_mtu(&net, 1500), 1280);
+        assert_eq!(Desired::compute(&s, "h2").peer_underlay_mtu, Some(1200));
+    }
+
+    #[test]
+    fn a_network_overlapping_what_the_hosts_use_is_refused_here() {
+        let mut s = snapshot();
+        for n in [
+            Network::for_tests("under", "192.0.2.0/30"),
+            Network::for_tests("tun", "100.88.1.0/24"),
+            Network::for_tests("dock", "172.17.0.0/24"),
+        ] {
+            s.networks.insert(n.name.clone(), n);
+        }
+        s.hosts.insert(
+            "h1".into(),
+            report(
+                1500,
+                &[("eth0", "192.0.2.1/24"), ("docker0", "172.17.0.1/16")],
+            ),
+        );
+        s.endpoints.push(Endpoint {
+            id: "d1".into(),
+            network: "dock".into(),
+            node: "h1".into(),
+            ip: "172.17.0.5".parse().unwrap(),
+            mac: MacAddr::for_endpoint("172.17.0.5".parse().unwrap()),
+            host_ifname: Some("ve-d1".into()),
+            cni: None,
+            mtu: None,
+        });
+        let d = Desired::compute(&s, "h1");
+        let refused: Vec<&str> = d.refused.keys().map(String::as_str).collect();
+        assert_eq!(refused, ["dock", "tun", "under"]);
+        assert!(d.refused["under"].contains("overlaps node h1's underlay address 192.0.2.1"));
+        assert!(d.refused["tun"].contains("the WireGuard tunnel range"));
+        assert!(d.refused["dock"].contains("address 172.17.0.1/16 on docker0"));
+        assert_eq!(d.networks.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(d.refused_endpoints.len(), 1);
+        assert_eq!(d.refused_endpoints[0].0.id, "d1");
+        // Another host's own prefixes do not stop this one; underlays and the tunnel range do.
+        let d2 = Desired::compute(&s, "h2");
+        assert!(d2.networks.contains_key("dock"));
+        assert!(d2.refused.contains_key("under") && d2.refused.contains_key("tun"));
     }
 
     #[test]

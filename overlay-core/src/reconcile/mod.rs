@@ -6,9 +6,11 @@
 //! (devices, FDB and neighbour entries, veths) is removed.
 
 mod apply;
+mod attachments;
 mod desired;
 mod devices;
 mod entries;
+mod host;
 mod ingress;
 mod stale;
 mod sysctl;

@@ -7,6 +7,15 @@ use crate::model;
 
 use super::apply::{change, Change, Context, ReconcileError, Reconciler};
 
+/// A device vxmesh makes for networks (by its name prefix and kind): a bridge, a VXLAN device
+/// or the host end of a veth.
+pub(super) fn is_vxmesh_device(l: &Link) -> bool {
+    let kind = l.kind.as_deref();
+    (l.name.starts_with(model::VXLAN_PREFIX) && kind == Some("vxlan"))
+        || (l.name.starts_with(model::BRIDGE_PREFIX) && kind == Some("bridge"))
+        || (l.name.starts_with(model::VETH_PREFIX) && kind == Some("veth"))
+}
+
 impl Reconciler {
     /// Deletes every device vxmesh made (by its name prefix and kind) that `keep` does not hold.
     pub(super) async fn remove_stale(
@@ -16,12 +25,6 @@ impl Reconciler {
         changes: &mut Vec<Change>,
     ) -> Result<(), ReconcileError> {
         let links = self.dp.links().await.ctx(|| "listing links".to_string())?;
-        let ours = |l: &Link| {
-            let kind = l.kind.as_deref();
-            (l.name.starts_with(model::VXLAN_PREFIX) && kind == Some("vxlan"))
-                || (l.name.starts_with(model::BRIDGE_PREFIX) && kind == Some("bridge"))
-                || (l.name.starts_with(model::VETH_PREFIX) && kind == Some("veth"))
-        };
         // VXLAN devices first, then veths, then bridges: ports go before their bridge.
         let order = |l: &Link| match l.kind.as_deref() {
             Some("vxlan") => 0,
@@ -30,7 +33,7 @@ impl Reconciler {
         };
         let mut stale: Vec<&Link> = links
             .iter()
-            .filter(|l| ours(l) && !keep.contains(&l.name))
+            .filter(|l| is_vxmesh_device(l) && !keep.contains(&l.name))
             .collect();
         if stale.iter().any(|l| l.kind.as_deref() == Some("veth")) {
             let fresh = claimed();

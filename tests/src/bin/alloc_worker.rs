@@ -80,6 +80,7 @@ fn main() -> ExitCode {
                         mac: None,
                         attach: false,
                         cni: None,
+                        mtu: None,
                     }) {
                         Ok(e) => serde_json::json!({
                             "id": e.id,

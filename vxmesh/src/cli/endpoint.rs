@@ -1,10 +1,13 @@
 //! `vxmesh endpoint …`
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use serde::Serialize;
 
+use overlay_core::model::{endpoint_key, EndpointStatus, HostReport};
 use vxmesh::{Catalog, Endpoint, EndpointSpec, MacAddr};
 
 use super::output;
@@ -42,10 +45,42 @@ pub struct AddArgs {
     pub name: Option<String>,
 }
 
-pub fn print_table(endpoints: &[Endpoint]) {
+/// An endpoint as `endpoint ls` shows it: the record, and the state its node's agent
+/// published for its attachment (`None` for an endpoint vxmesh did not attach, or one its
+/// agent has not reported yet).
+#[derive(Debug, Serialize)]
+pub struct Listed<'a> {
+    #[serde(flatten)]
+    pub endpoint: &'a Endpoint,
+    pub status: Option<&'a EndpointStatus>,
+}
+
+/// Joins endpoints with the states their agents published.
+pub fn listed<'a>(
+    endpoints: &'a [Endpoint],
+    reports: &'a BTreeMap<String, HostReport>,
+) -> Vec<Listed<'a>> {
+    endpoints
+        .iter()
+        .map(|e| Listed {
+            endpoint: e,
+            status: reports
+                .get(&e.node)
+                .and_then(|r| r.endpoints.get(&endpoint_key(&e.network, &e.id))),
+        })
+        .collect()
+}
+
+pub fn print_table(endpoints: &[Listed<'_>]) {
     let rows: Vec<_> = endpoints
         .iter()
-        .map(|e| {
+        .map(|l| {
+            let e = l.endpoint;
+            let status = match (l.status, &e.host_ifname) {
+                (Some(s), _) => s.summary(),
+                (None, Some(_)) => "not reported yet".into(),
+                (None, None) => "-".into(),
+            };
             vec![
                 e.network.clone(),
                 e.id.clone(),
@@ -53,10 +88,14 @@ pub fn print_table(endpoints: &[Endpoint]) {
                 e.ip.to_string(),
                 e.mac.to_string(),
                 e.host_ifname.clone().unwrap_or_else(|| "-".into()),
+                status,
             ]
         })
         .collect();
-    output::table(&["NETWORK", "NAME", "NODE", "IP", "MAC", "VETH"], &rows);
+    output::table(
+        &["NETWORK", "NAME", "NODE", "IP", "MAC", "VETH", "STATUS"],
+        &rows,
+    );
 }
 
 pub fn run(cmd: EndpointCmd, catalog: &Catalog, json: bool) -> Result<()> {
@@ -70,6 +109,7 @@ pub fn run(cmd: EndpointCmd, catalog: &Catalog, json: bool) -> Result<()> {
                 mac: a.mac,
                 attach: false,
                 cni: None,
+                mtu: None,
             })?;
             if json {
                 output::json(&e);
@@ -85,6 +125,8 @@ pub fn run(cmd: EndpointCmd, catalog: &Catalog, json: bool) -> Result<()> {
                 catalog.network(n)?;
             }
             let list = catalog.endpoints(network.as_deref())?;
+            let reports = catalog.host_reports()?;
+            let list = listed(&list, &reports);
             if json {
                 output::json(&list);
             } else {

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use vxmesh::{Catalog, Endpoint, Network, NetworkSpec};
+use vxmesh::{Catalog, Network, NetworkSpec};
 
 use super::output;
 
@@ -47,7 +47,7 @@ pub struct CreateArgs {
 struct Inspect<'a> {
     #[serde(flatten)]
     network: &'a Network,
-    endpoints: &'a [Endpoint],
+    endpoints: &'a [super::endpoint::Listed<'a>],
 }
 
 fn row(n: &Network) -> Vec<String> {
@@ -90,6 +90,8 @@ pub fn run(cmd: NetworkCmd, catalog: &Catalog, json: bool) -> Result<()> {
         NetworkCmd::Inspect { name } => {
             let network = catalog.network(&name)?;
             let endpoints = catalog.endpoints(Some(&name))?;
+            let reports = catalog.host_reports()?;
+            let endpoints = super::endpoint::listed(&endpoints, &reports);
             if json {
                 output::json(&Inspect {
                     network: &network,
