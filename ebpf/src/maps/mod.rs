@@ -369,6 +369,12 @@ impl Maps {
         }
     }
 
+    /// Entries in `vx_sock_rev` (one per live socket that used a frontend; sock_release
+    /// removes them). Walks the keys.
+    pub fn sock_rev_entries(&self) -> usize {
+        self.sock_rev.keys().take_while(|k| k.is_ok()).count()
+    }
+
     /// Forgets every flow, affinity pick and socket entry on backend `id` (the way IPVS
     /// should have dropped stale UDP entries, moby/moby#36878): their next packet or
     /// datagram is balanced anew. Walks the tables.
