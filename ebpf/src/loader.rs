@@ -95,7 +95,7 @@ impl Datapath {
         let mut sock = load_object("sock", SOCK_OBJ, &config, &pins)?;
         load_programs("lxc", &mut lxc, &LXC_PROGRAMS, &pins)?;
         load_programs("sock", &mut sock, &SOCK_PROGRAMS, &pins)?;
-        let maps = Maps::from_maps(|name| {
+        let maps = Maps::from_maps(&pins, |name| {
             lxc.take_map(name).ok_or(Error::Missing {
                 object: "lxc",
                 kind: "map",

@@ -15,6 +15,7 @@ use std::{
 
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 const BPF_LINK_UPDATE: libc::c_long = 29;
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
@@ -94,22 +95,49 @@ struct BatchAttr {
 /// Writes `values[i]` at key `i` for every i of an ARRAY map of u32 (BPF_MAP_UPDATE_BATCH).
 pub(crate) fn array_update_all_u32(map: BorrowedFd<'_>, values: &[u32]) -> io::Result<()> {
     let keys: Vec<u32> = (0..values.len() as u32).collect();
+    update_batch_u32(map, &keys, values)
+}
+
+/// Writes `keys[i]` → `values[i]` into a map whose keys and values are both 4 bytes (a u32
+/// array, or a map of maps whose values are map fds), in one BPF_MAP_UPDATE_BATCH. For a map
+/// of maps the kernel waits for running programs (synchronize_rcu) once per batch instead of
+/// once per update (kernel/bpf/syscall.c, maybe_wait_bpf_programs).
+pub(crate) fn update_batch_u32(map: BorrowedFd<'_>, keys: &[u32], values: &[u32]) -> io::Result<()> {
+    batch(BPF_MAP_UPDATE_BATCH, "BPF_MAP_UPDATE_BATCH", map, keys, Some(values))
+}
+
+/// Removes `keys` (4 bytes each) from a map in one BPF_MAP_DELETE_BATCH. Every key must be
+/// present (ENOENT otherwise, after removing those before it).
+pub(crate) fn delete_batch_u32(map: BorrowedFd<'_>, keys: &[u32]) -> io::Result<()> {
+    batch(BPF_MAP_DELETE_BATCH, "BPF_MAP_DELETE_BATCH", map, keys, None)
+}
+
+fn batch(
+    cmd: libc::c_long,
+    name: &str,
+    map: BorrowedFd<'_>,
+    keys: &[u32],
+    values: Option<&[u32]>,
+) -> io::Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
     let mut attr = BatchAttr {
         in_batch: 0,
         out_batch: 0,
         keys: keys.as_ptr() as u64,
-        values: values.as_ptr() as u64,
-        count: values.len() as u32,
+        values: values.map_or(0, |v| v.as_ptr() as u64),
+        count: keys.len() as u32,
         map_fd: map.as_raw_fd() as u32,
         elem_flags: 0,
         flags: 0,
     };
-    bpf(BPF_MAP_UPDATE_BATCH, &mut attr)?;
-    if attr.count as usize != values.len() {
+    bpf(cmd, &mut attr)?;
+    if attr.count as usize != keys.len() {
         return Err(io::Error::other(format!(
-            "BPF_MAP_UPDATE_BATCH wrote {} of {} entries",
+            "{name} did {} of {} entries",
             attr.count,
-            values.len()
+            keys.len()
         )));
     }
     Ok(())

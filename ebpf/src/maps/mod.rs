@@ -7,7 +7,7 @@
 
 pub mod types;
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use aya::maps::{
     Array, HashMap, HashOfMaps, IterableMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
@@ -70,6 +70,8 @@ pub struct Purged {
 pub struct Maps {
     svc: HashMap<MapData, SvcKey, Svc>,
     maglev: HashOfMaps<MapData, u32, Array<MapData, u32>>,
+    /// A second fd of `vx_maglev` for the batch commands (aya's HashOfMaps hides its own).
+    maglev_fd: OwnedFd,
     backend: HashMap<MapData, u32, Backend>,
     be_stats: PerCpuHashMap<MapData, u32, BeStats>,
     svc_stats: PerCpuHashMap<MapData, u32, SvcStats>,
@@ -98,9 +100,16 @@ fn nr_cpus() -> Result<usize> {
 }
 
 impl Maps {
-    /// Takes the maps out of a loaded object (`take` returns the map of that name).
-    pub(crate) fn from_maps(mut take: impl FnMut(&'static str) -> Result<Map>) -> Result<Self> {
+    /// Takes the maps out of a loaded object (`take` returns the map of that name); the maps
+    /// are pinned under `pins.maps`.
+    pub(crate) fn from_maps(
+        pins: &NodePins,
+        mut take: impl FnMut(&'static str) -> Result<Map>,
+    ) -> Result<Self> {
+        let maglev_pin = pins.maps.join("vx_maglev");
         Ok(Self {
+            maglev_fd: sys::obj_get(&maglev_pin)
+                .map_err(|e| Error::sys("BPF_OBJ_GET", maglev_pin.display(), e))?,
             svc: typed("vx_svc", take("vx_svc")?)?,
             maglev: typed("vx_maglev", take("vx_maglev")?)?,
             backend: typed("vx_backend", take("vx_backend")?)?,
@@ -118,7 +127,7 @@ impl Maps {
     ///
     /// Errors: [`Error::Map`] naming the map that is not pinned or not of the right shape.
     pub fn open_pinned(pins: &NodePins) -> Result<Self> {
-        Self::from_maps(|name| {
+        Self::from_maps(pins, |name| {
             let data = MapData::from_pin(pins.maps.join(name))
                 .map_err(|e| Error::map(name, "open pin", e))?;
             Map::from_map_data(data).map_err(|e| Error::map(name, "open pin", e))
@@ -189,40 +198,47 @@ impl Maps {
     /// Replaces service `svc_id`'s Maglev table with `table` (slot i → backend id, as
     /// ingress-lb computed it; its length is the table size M, a prime by the Maglev paper's
     /// rule) in one update of `vx_maglev`: a packet sees the whole old table or the whole
-    /// new one. An empty `table` removes the table: the service has no backend.
+    /// new one. An empty `table` removes the table: the service has no backend. Costs one
+    /// RCU grace period (the kernel waits for running programs after a map-of-maps update,
+    /// milliseconds): program many services with [`Maps::replace_maglev_tables`].
     ///
     /// Errors: [`Error::Invalid`] for `svc_id` 0, a backend id 0, or more than
     /// [`MAGLEV_MAX_SLOTS`] slots; [`Error::Map`]/[`Error::Sys`] when the kernel refuses.
     pub fn replace_maglev_table(&mut self, svc_id: u32, table: &[u32]) -> Result<()> {
-        if svc_id == 0 {
-            return Err(Error::invalid("service id", "0 is reserved (no service)"));
+        self.replace_maglev_tables(&[(svc_id, table)])
+    }
+
+    /// Replaces the Maglev tables of many services at once: each table is swapped
+    /// atomically as in [`Maps::replace_maglev_table`], and all the swaps go in one
+    /// BPF_MAP_UPDATE_BATCH (one RCU grace period for the lot; removals of empty tables in
+    /// one BPF_MAP_DELETE_BATCH). Everything is validated before anything changes.
+    pub fn replace_maglev_tables(&mut self, tables: &[(u32, &[u32])]) -> Result<()> {
+        for (svc_id, table) in tables {
+            validate_table(*svc_id, table)?;
         }
-        if table.is_empty() {
-            return self.clear_maglev_table(svc_id);
+        let mut inners = Vec::new();
+        let (mut keys, mut fds, mut cleared) = (Vec::new(), Vec::new(), Vec::new());
+        for &(svc_id, table) in tables {
+            if table.is_empty() {
+                cleared.push(svc_id);
+                continue;
+            }
+            let inner = new_table(table)?;
+            keys.push(svc_id);
+            fds.push(inner.map().fd().as_fd().as_raw_fd() as u32);
+            inners.push(inner);
         }
-        if table.len() > MAGLEV_MAX_SLOTS {
-            return Err(Error::invalid(
-                "maglev table",
-                format!("{} slots, at most {MAGLEV_MAX_SLOTS}", table.len()),
-            ));
-        }
-        if let Some(slot) = table.iter().position(|&id| id == 0) {
-            return Err(Error::invalid(
-                "maglev table",
-                format!("slot {slot} holds backend id 0 (reserved: no backend)"),
-            ));
-        }
-        let slots = table.len() as u32 + 1;
-        let inner = Array::<MapData, u32>::create(slots, BPF_F_INNER_MAP)
-            .map_err(|e| Error::map("vx_maglev", "create inner table", e))?;
-        let mut values = Vec::with_capacity(slots as usize);
-        values.push(table.len() as u32);
-        values.extend_from_slice(table);
-        sys::array_update_all_u32(inner.map().fd().as_fd(), &values)
-            .map_err(|e| Error::sys("BPF_MAP_UPDATE_BATCH", "vx_maglev inner table", e))?;
-        self.maglev
-            .insert(svc_id, &inner, 0)
-            .map_err(|e| Error::map("vx_maglev", "insert", e))
+        let outer = self.maglev_fd.as_fd();
+        sys::update_batch_u32(outer, &keys, &fds)
+            .map_err(|e| Error::sys("BPF_MAP_UPDATE_BATCH", "vx_maglev", e))?;
+        // The kernel holds the tables now; our fds go with `inners`.
+        drop(inners);
+        let present: Vec<u32> = cleared
+            .into_iter()
+            .filter(|id| self.maglev.get(id, 0).is_ok())
+            .collect();
+        sys::delete_batch_u32(outer, &present)
+            .map_err(|e| Error::sys("BPF_MAP_DELETE_BATCH", "vx_maglev", e))
     }
 
     /// Removes service `svc_id`'s Maglev table (no backend: its packets are dropped and
@@ -251,6 +267,22 @@ impl Maps {
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
+    }
+
+    /// Kernel memory the Maglev tables take, in bytes: the sum of `memlock` that the kernel
+    /// reports (/proc/self/fdinfo) for every inner table. Opens each table once.
+    pub fn maglev_memory_bytes(&self) -> Result<u64> {
+        let ids: Vec<u32> = self.maglev.keys().filter_map(|k| k.ok()).collect();
+        let mut total = 0;
+        for id in ids {
+            let inner = match self.maglev.get(&id, 0) {
+                Ok(a) => a,
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(Error::map("vx_maglev", "get", e)),
+            };
+            total += memlock(inner.map())?;
+        }
+        Ok(total)
     }
 
     /// Adds or replaces backend `id`, and makes its (zeroed) counters if missing.
@@ -438,6 +470,48 @@ impl Maps {
             .map(|i| i.id())
             .map_err(|e| Error::map("vx_*", "info", e))
     }
+}
+
+fn validate_table(svc_id: u32, table: &[u32]) -> Result<()> {
+    if svc_id == 0 {
+        return Err(Error::invalid("service id", "0 is reserved (no service)"));
+    }
+    if table.len() > MAGLEV_MAX_SLOTS {
+        return Err(Error::invalid(
+            "maglev table",
+            format!("service {svc_id}: {} slots, at most {MAGLEV_MAX_SLOTS}", table.len()),
+        ));
+    }
+    if let Some(slot) = table.iter().position(|&id| id == 0) {
+        return Err(Error::invalid(
+            "maglev table",
+            format!("service {svc_id}: slot {slot} holds backend id 0 (reserved: no backend)"),
+        ));
+    }
+    Ok(())
+}
+
+/// A new inner table: slot 0 = M, slots 1..=M = `table`, written in one batch.
+fn new_table(table: &[u32]) -> Result<Array<MapData, u32>> {
+    let slots = table.len() as u32 + 1;
+    let inner = Array::<MapData, u32>::create(slots, BPF_F_INNER_MAP)
+        .map_err(|e| Error::map("vx_maglev", "create inner table", e))?;
+    let mut values = Vec::with_capacity(slots as usize);
+    values.push(table.len() as u32);
+    values.extend_from_slice(table);
+    sys::array_update_all_u32(inner.map().fd().as_fd(), &values)
+        .map_err(|e| Error::sys("BPF_MAP_UPDATE_BATCH", "vx_maglev inner table", e))?;
+    Ok(inner)
+}
+
+/// The `memlock:` bytes the kernel reports for an open map.
+fn memlock(map: &MapData) -> Result<u64> {
+    let path = format!("/proc/self/fdinfo/{}", map.fd().as_fd().as_raw_fd());
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::sys("read", &path, e))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| Error::sys("parse memlock", &path, std::io::ErrorKind::InvalidData.into()))
 }
 
 /// Ok(true) when removed, Ok(false) when it was not there.
