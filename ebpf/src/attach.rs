@@ -32,7 +32,8 @@ fn cgroup_link(pins: &NodePins, ino: u64, prog: &str) -> PathBuf {
 }
 
 fn tcx_link(pins: &NodePins, netns_ino: u64, ifindex: u32, prog: &str) -> PathBuf {
-    pins.links.join(format!("tcx{netns_ino}_if{ifindex}_{prog}"))
+    pins.links
+        .join(format!("tcx{netns_ino}_if{ifindex}_{prog}"))
 }
 
 fn open(op: &'static str, path: &Path) -> Result<(File, u64)> {
@@ -51,10 +52,7 @@ fn take_over(path: &Path, prog: &Program) -> Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(Error::sys("BPF_OBJ_GET", path.display(), e)),
     };
-    let prog_fd = prog
-        .fd()
-        .map_err(|e| Error::program("?", "fd", e))?
-        .as_fd();
+    let prog_fd = prog.fd().map_err(|e| Error::program("?", "fd", e))?.as_fd();
     match sys::link_update(link.as_fd(), prog_fd) {
         Ok(()) => Ok(true),
         Err(e) => {
@@ -165,8 +163,7 @@ impl Datapath {
                         let l = p
                             .take_link(id)
                             .map_err(|e| Error::program(name, "take link", e))?;
-                        l.try_into()
-                            .map_err(|e| link_err(name, e))?
+                        l.try_into().map_err(|e| link_err(name, e))?
                     }
                     Program::CgroupSock(p) => {
                         let id = p
@@ -175,8 +172,7 @@ impl Datapath {
                         let l = p
                             .take_link(id)
                             .map_err(|e| Error::program(name, "take link", e))?;
-                        l.try_into()
-                            .map_err(|e| link_err(name, e))?
+                        l.try_into().map_err(|e| link_err(name, e))?
                     }
                     _ => unreachable!("sock.o programs are cgroup programs (checked at load)"),
                 };
@@ -231,9 +227,7 @@ impl Datapath {
                     prog.take_link(id)
                         .map_err(|e| Error::program(name, "take link", e))
                 })?;
-                let link: FdLink = link
-                    .try_into()
-                    .map_err(|e| link_err(name, e))?;
+                let link: FdLink = link.try_into().map_err(|e| link_err(name, e))?;
                 pin_link(link, &path, name)?;
             }
             links.push(path);

@@ -102,14 +102,30 @@ pub(crate) fn array_update_all_u32(map: BorrowedFd<'_>, values: &[u32]) -> io::R
 /// array, or a map of maps whose values are map fds), in one BPF_MAP_UPDATE_BATCH. For a map
 /// of maps the kernel waits for running programs (synchronize_rcu) once per batch instead of
 /// once per update (kernel/bpf/syscall.c, maybe_wait_bpf_programs).
-pub(crate) fn update_batch_u32(map: BorrowedFd<'_>, keys: &[u32], values: &[u32]) -> io::Result<()> {
-    batch(BPF_MAP_UPDATE_BATCH, "BPF_MAP_UPDATE_BATCH", map, keys, Some(values))
+pub(crate) fn update_batch_u32(
+    map: BorrowedFd<'_>,
+    keys: &[u32],
+    values: &[u32],
+) -> io::Result<()> {
+    batch(
+        BPF_MAP_UPDATE_BATCH,
+        "BPF_MAP_UPDATE_BATCH",
+        map,
+        keys,
+        Some(values),
+    )
 }
 
 /// Removes `keys` (4 bytes each) from a map in one BPF_MAP_DELETE_BATCH. Every key must be
 /// present (ENOENT otherwise, after removing those before it).
 pub(crate) fn delete_batch_u32(map: BorrowedFd<'_>, keys: &[u32]) -> io::Result<()> {
-    batch(BPF_MAP_DELETE_BATCH, "BPF_MAP_DELETE_BATCH", map, keys, None)
+    batch(
+        BPF_MAP_DELETE_BATCH,
+        "BPF_MAP_DELETE_BATCH",
+        map,
+        keys,
+        None,
+    )
 }
 
 fn batch(

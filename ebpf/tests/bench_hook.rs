@@ -22,7 +22,10 @@ fn program(n: &mut Node, services: u32) -> Vec<u8> {
             let ip = Ipv4Addr::from(0x0a80_0000 + s * 16 + b as u32);
             m.upsert_backend(id, Backend::new(ip, 8080, 0)).unwrap();
         }
-        tables.push((s + 1, (0..M).map(|i| ids[i % ids.len()]).collect::<Vec<u32>>()));
+        tables.push((
+            s + 1,
+            (0..M).map(|i| ids[i % ids.len()]).collect::<Vec<u32>>(),
+        ));
     }
     let refs: Vec<(u32, &[u32])> = tables.iter().map(|(id, t)| (*id, &t[..])).collect();
     m.replace_maglev_tables(&refs).unwrap();

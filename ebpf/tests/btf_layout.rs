@@ -54,10 +54,10 @@ fn btf_structs(elf: &[u8]) -> BTreeMap<String, BtfStruct> {
         at += 12;
         // Bytes that follow struct btf_type, per kind.
         let extra = match kind {
-            1 | 14 | 17 => 4,            // INT, VAR, DECL_TAG
-            3 => 12,                     // ARRAY
+            1 | 14 | 17 => 4,             // INT, VAR, DECL_TAG
+            3 => 12,                      // ARRAY
             4 | 5 | 15 | 19 => vlen * 12, // STRUCT, UNION, DATASEC, ENUM64
-            6 | 13 => vlen * 8,          // ENUM, FUNC_PROTO
+            6 | 13 => vlen * 8,           // ENUM, FUNC_PROTO
             _ => 0,
         };
         if kind == BTF_KIND_STRUCT && name_off != 0 {
@@ -66,7 +66,11 @@ fn btf_structs(elf: &[u8]) -> BTreeMap<String, BtfStruct> {
                     let m = at + i * 12;
                     let off = u32_at(types, m + 8);
                     // With kind_flag, the low 24 bits are the bit offset.
-                    let bits = if kind_flag == 1 { off & 0x00ff_ffff } else { off };
+                    let bits = if kind_flag == 1 {
+                        off & 0x00ff_ffff
+                    } else {
+                        off
+                    };
                     (cstr(strings, u32_at(types, m)), bits)
                 })
                 .collect();
@@ -93,7 +97,10 @@ fn check(object: &str, elf: &[u8]) {
             })
             .collect();
         let rust: Vec<(String, usize)> = fields.iter().map(|(n, o)| (n.to_string(), *o)).collect();
-        assert_eq!(btf, rust, "{object}.o: members and offsets of struct {name}");
+        assert_eq!(
+            btf, rust,
+            "{object}.o: members and offsets of struct {name}"
+        );
     }
 }
 

@@ -27,7 +27,11 @@ fn sh(program: &str, args: &[&str]) -> Output {
 }
 
 fn bpftool_json(args: &[&str]) -> String {
-    let out = Command::new("bpftool").arg("-j").args(args).output().unwrap();
+    let out = Command::new("bpftool")
+        .arg("-j")
+        .args(args)
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -70,7 +74,12 @@ fn reload_reuses_pinned_maps_and_keeps_the_connection_table() {
         assert!(pins.progs.join(prog).exists(), "program {prog} pinned");
     }
     // Witness: bpftool sees the pinned map with that id.
-    let shown = bpftool_json(&["map", "show", "pinned", pins.maps.join("vx_ct").to_str().unwrap()]);
+    let shown = bpftool_json(&[
+        "map",
+        "show",
+        "pinned",
+        pins.maps.join("vx_ct").to_str().unwrap(),
+    ]);
     assert_eq!(json_u64(&shown, "id"), Some(u64::from(ct_id)), "{shown}");
 
     // An agent restart: the process's handles go, the pins stay; the next load reuses them.
@@ -78,7 +87,14 @@ fn reload_reuses_pinned_maps_and_keeps_the_connection_table() {
     drop(n.dp.take());
     n.dp = Some(Datapath::load(config).unwrap());
     assert_eq!(n.dp().maps().map_id("vx_ct").unwrap(), ct_id, "same map");
-    let key = CtKey::new(Ipv4Addr::new(10, 0, 1, 1), 50000, vip, 80, IPPROTO_TCP, CT_DIR_FWD);
+    let key = CtKey::new(
+        Ipv4Addr::new(10, 0, 1, 1),
+        50000,
+        vip,
+        80,
+        IPPROTO_TCP,
+        CT_DIR_FWD,
+    );
     let entry = n.dp().maps().conntrack(&key).unwrap().expect("entry kept");
     assert_eq!(entry.backend_id, 1);
     assert_eq!(n.dp().maps().maglev_table(3).unwrap(), Some(vec![1; 7]));
@@ -103,11 +119,17 @@ fn teardown_removes_every_pin_and_frees_the_maps() {
     let (root, name) = (n.root.clone(), n.name.clone());
     drop(n.dp.take());
     let removed = teardown(&root, &name).unwrap();
-    assert_eq!(removed.len(), MAP_NAMES.len() + LXC_PROGRAMS.len() + SOCK_PROGRAMS.len());
+    assert_eq!(
+        removed.len(),
+        MAP_NAMES.len() + LXC_PROGRAMS.len() + SOCK_PROGRAMS.len()
+    );
     assert!(!pins.node_dir.exists());
     assert!(!root.exists(), "empty pin root removed");
     // The kernel frees a map after its last reference goes, from deferred work: wait.
-    assert!(gone(&["map", "show", "id", &ct_id.to_string()]), "map {ct_id} still exists");
+    assert!(
+        gone(&["map", "show", "id", &ct_id.to_string()]),
+        "map {ct_id} still exists"
+    );
     // Teardown of a node that has nothing pinned is not an error.
     assert!(teardown(&root, &name).unwrap().is_empty());
 }
@@ -151,13 +173,36 @@ impl Lab {
         sh("ip", &["netns", "add", &lab.host]);
         sh("ip", &["netns", "add", &lab.container]);
         let (h, c) = (lab.host.as_str(), lab.container.as_str());
-        sh("ip", &["-n", h, "link", "add", &lab.veth, "type", "veth", "peer", "name", &peer, "netns", c]);
-        sh("ip", &["-n", h, "addr", "add", "10.77.0.1/24", "dev", &lab.veth]);
+        sh(
+            "ip",
+            &[
+                "-n", h, "link", "add", &lab.veth, "type", "veth", "peer", "name", &peer, "netns",
+                c,
+            ],
+        );
+        sh(
+            "ip",
+            &["-n", h, "addr", "add", "10.77.0.1/24", "dev", &lab.veth],
+        );
         sh("ip", &["-n", h, "link", "set", &lab.veth, "up"]);
         sh("ip", &["-n", h, "link", "set", "lo", "up"]);
-        sh("ip", &["-n", c, "addr", "add", "10.77.0.2/24", "dev", &peer]);
+        sh(
+            "ip",
+            &["-n", c, "addr", "add", "10.77.0.2/24", "dev", &peer],
+        );
         sh("ip", &["-n", c, "link", "set", &peer, "up"]);
-        sh("ip", &["-n", c, "route", "add", "10.77.0.100/32", "via", "10.77.0.1"]);
+        sh(
+            "ip",
+            &[
+                "-n",
+                c,
+                "route",
+                "add",
+                "10.77.0.100/32",
+                "via",
+                "10.77.0.1",
+            ],
+        );
         lab
     }
     fn ns_path(name: &str) -> PathBuf {
@@ -186,7 +231,10 @@ fn in_ns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'static) -
     let file = File::open(ns).unwrap();
     std::thread::spawn(move || {
         // SAFETY: file is an open nsfs file; setns changes this thread only.
-        assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
         f()
     })
     .join()
@@ -215,7 +263,9 @@ fn child_main() {
         },
     )
     .unwrap();
-    let links = dp.attach_lxc(Path::new(a[2]), a[3].parse().unwrap()).unwrap();
+    let links = dp
+        .attach_lxc(Path::new(a[2]), a[3].parse().unwrap())
+        .unwrap();
     println!("RESULT {}", links.len());
 }
 
@@ -229,7 +279,11 @@ fn load_in_child(root: &Path, node: &str, netns: &Path, ifindex: u32) {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("RESULT 2"), "child: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("RESULT 2"),
+        "child: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// One TCP connection from the container to VIP:80; the host's server on 10.77.0.1:8080
@@ -245,7 +299,8 @@ fn connect_through_vip(lab: &Lab) -> Result<String, std::io::Error> {
         }
     });
     let r = in_ns(&Lab::ns_path(&lab.container), || {
-        let mut s = TcpStream::connect_timeout(&SocketAddr::from((VIP, 80)), Duration::from_secs(2))?;
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::from((VIP, 80)), Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
         let mut got = String::new();
         s.read_to_string(&mut got)?;
@@ -265,7 +320,10 @@ fn link_ids(pins: &[PathBuf]) -> Vec<(u64, u64)> {
     pins.iter()
         .map(|p| {
             let j = bpftool_json(&["link", "show", "pinned", p.to_str().unwrap()]);
-            (json_u64(&j, "id").expect("link id"), json_u64(&j, "prog_id").expect("prog id"))
+            (
+                json_u64(&j, "id").expect("link id"),
+                json_u64(&j, "prog_id").expect("prog id"),
+            )
         })
         .collect()
 }
@@ -322,6 +380,9 @@ fn tcx_links_keep_translating_after_the_loader_exits_and_are_taken_over_on_reloa
     teardown(&node.root, &node.name).unwrap();
     assert!(connect_through_vip(&lab).is_err());
     for (id, _) in after {
-        assert!(gone(&["link", "show", "id", &id.to_string()]), "link {id} still there");
+        assert!(
+            gone(&["link", "show", "id", &id.to_string()]),
+            "link {id} still there"
+        );
     }
 }

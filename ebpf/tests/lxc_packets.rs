@@ -86,7 +86,14 @@ fn tcp_syn_to_vip_is_dnated_to_the_tables_backend() {
         let ct = n
             .dp()
             .maps()
-            .conntrack(&CtKey::new(CLIENT, sport, VIP, VPORT, IPPROTO_TCP, CT_DIR_FWD))
+            .conntrack(&CtKey::new(
+                CLIENT,
+                sport,
+                VIP,
+                VPORT,
+                IPPROTO_TCP,
+                CT_DIR_FWD,
+            ))
             .unwrap()
             .expect("forward entry");
         assert_eq!((ct.backend_id, ct.svc_id), (id, SVC_ID));
@@ -247,7 +254,10 @@ fn truncated_headers_pass_untouched() {
     // claim more than there is are shown below.
     for len in [10, 14, 33] {
         let err = n.dp().run_tc(PROG_FROM_LXC, &syn[..len]).unwrap_err();
-        assert!(format!("{err:?}").contains("code: 22"), "{len} bytes: {err:?}");
+        assert!(
+            format!("{err:?}").contains("code: 22"),
+            "{len} bytes: {err:?}"
+        );
     }
 
     let with_total_len = |frame: &[u8], tot: u16| {
@@ -262,8 +272,14 @@ fn truncated_headers_pass_untouched() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("IHL 15: a 60-byte IPv4 header in a 40-byte datagram", ihl15),
         ("IHL 4 (< 5)", ihl4),
-        ("total length 200 in a 54-byte frame", with_total_len(&syn, 200)),
-        ("TCP header cut at 10 bytes, total length 40", syn[..14 + 30].to_vec()),
+        (
+            "total length 200 in a 54-byte frame",
+            with_total_len(&syn, 200),
+        ),
+        (
+            "TCP header cut at 10 bytes, total length 40",
+            syn[..14 + 30].to_vec(),
+        ),
         (
             "TCP header cut at 10 bytes, total length 30",
             with_total_len(&syn[..14 + 30], 30),
@@ -337,8 +353,16 @@ fn affinity_keeps_a_client_on_one_backend() {
     let out = run(&mut n, PROG_FROM_LXC, &first.frame());
     let picked = Ipv4Addr::from(<[u8; 4]>::try_from(&out.packet[30..34]).unwrap());
     for sport in 46001..46010 {
-        let out = run(&mut n, PROG_FROM_LXC, &Spec::tcp_syn(CLIENT, sport, VIP, VPORT).frame());
-        assert_eq!(&out.packet[30..34], &picked.octets(), "same backend for every flow");
+        let out = run(
+            &mut n,
+            PROG_FROM_LXC,
+            &Spec::tcp_syn(CLIENT, sport, VIP, VPORT).frame(),
+        );
+        assert_eq!(
+            &out.packet[30..34],
+            &picked.octets(),
+            "same backend for every flow"
+        );
     }
 }
 
@@ -347,7 +371,11 @@ fn purge_backend_forgets_its_flows() {
     let mut n = Node::load();
     service(&mut n, IPPROTO_TCP);
     for sport in 47000..47010 {
-        run(&mut n, PROG_FROM_LXC, &Spec::tcp_syn(CLIENT, sport, VIP, VPORT).frame());
+        run(
+            &mut n,
+            PROG_FROM_LXC,
+            &Spec::tcp_syn(CLIENT, sport, VIP, VPORT).frame(),
+        );
     }
     let fill = n.dp().maps().conntrack_fill().unwrap();
     assert_eq!((fill.entries, fill.flows, fill.capacity), (20, 10, 4096));
@@ -368,13 +396,24 @@ fn bad_input_is_refused_and_changes_nothing() {
     let m = n.dp().maps_mut();
     let key = SvcKey::new(VIP, VPORT, IPPROTO_TCP);
     let err = m
-        .upsert_service(key, Svc { id: 0, flags: 0, affinity_timeout_s: 0 })
+        .upsert_service(
+            key,
+            Svc {
+                id: 0,
+                flags: 0,
+                affinity_timeout_s: 0,
+            },
+        )
         .unwrap_err();
     assert!(err.to_string().contains("service id"), "{err}");
     let err = m
         .upsert_service(
             SvcKey::new(VIP, VPORT, 1),
-            Svc { id: 3, flags: 0, affinity_timeout_s: 0 },
+            Svc {
+                id: 3,
+                flags: 0,
+                affinity_timeout_s: 0,
+            },
         )
         .unwrap_err();
     assert!(err.to_string().contains("service protocol"), "{err}");
@@ -386,4 +425,38 @@ fn bad_input_is_refused_and_changes_nothing() {
     assert!(err.to_string().contains("backend id"), "{err}");
     m.replace_maglev_table(3, &TABLE).unwrap();
     assert_eq!(m.maglev_table(3).unwrap(), Some(TABLE.to_vec()));
+}
+
+#[test]
+fn tables_replaced_in_one_batch_and_a_service_removed() {
+    let mut n = Node::load();
+    service(&mut n, IPPROTO_TCP);
+    let m = n.dp().maps_mut();
+    m.replace_maglev_tables(&[(SVC_ID, &[2; 5]), (8, &[1; 3]), (9, &[])])
+        .unwrap();
+    assert_eq!(m.maglev_table(SVC_ID).unwrap(), Some(vec![2; 5]));
+    assert_eq!(m.maglev_table(8).unwrap(), Some(vec![1; 3]));
+    assert_eq!(m.maglev_table(9).unwrap(), None);
+    // A bad table anywhere in the batch changes nothing.
+    assert!(m
+        .replace_maglev_tables(&[(8, &[2; 3]), (SVC_ID, &[0])])
+        .is_err());
+    assert_eq!(m.maglev_table(8).unwrap(), Some(vec![1; 3]));
+    let syn = Spec::tcp_syn(CLIENT, 48000, VIP, VPORT);
+    assert_dnat(&mut n, &syn, 2);
+
+    let removed = n
+        .dp()
+        .maps_mut()
+        .delete_service(SvcKey::new(VIP, VPORT, IPPROTO_TCP))
+        .unwrap();
+    assert_eq!(removed.map(|s| s.id), Some(SVC_ID));
+    assert_eq!(n.dp().maps().maglev_table(SVC_ID).unwrap(), None);
+    let other = Spec::tcp_syn(CLIENT, 48001, VIP, VPORT).frame();
+    let out = run(&mut n, PROG_FROM_LXC, &other);
+    assert_eq!(
+        (out.verdict, out.packet),
+        (TC_ACT_OK, other),
+        "no longer a service"
+    );
 }

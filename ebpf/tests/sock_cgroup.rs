@@ -100,14 +100,20 @@ fn child(action: &str, cgroup: Option<&Cgroup>) -> String {
     stdout
         .lines()
         .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r))
-        .unwrap_or_else(|| panic!("child printed no RESULT: {stdout} {}", String::from_utf8_lossy(&out.stderr)))
+        .unwrap_or_else(|| {
+            panic!(
+                "child printed no RESULT: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
         .to_string()
 }
 
 fn service(n: &mut Node, proto: u8, backend: Option<SocketAddr>) {
     let m = n.dp().maps_mut();
     if let Some(SocketAddr::V4(b)) = backend {
-        m.upsert_backend(1, Backend::new(*b.ip(), b.port(), 0)).unwrap();
+        m.upsert_backend(1, Backend::new(*b.ip(), b.port(), 0))
+            .unwrap();
         m.replace_maglev_table(9, &[1; 7]).unwrap();
     }
     m.upsert_service(
@@ -142,8 +148,17 @@ fn tcp_connect_to_the_vip_reaches_the_backend_and_the_peer_reads_as_the_vip() {
         .output()
         .expect("bpftool");
     let show = String::from_utf8_lossy(&show.stdout);
-    for prog in ["connect4", "sendmsg4", "recvmsg4", "getpeername4", "sock_release"] {
-        assert!(show.contains(prog), "bpftool cgroup show lacks {prog}:\n{show}");
+    for prog in [
+        "connect4",
+        "sendmsg4",
+        "recvmsg4",
+        "getpeername4",
+        "sock_release",
+    ] {
+        assert!(
+            show.contains(prog),
+            "bpftool cgroup show lacks {prog}:\n{show}"
+        );
     }
 
     // Outside the cgroup: nothing listens on the VIP.
@@ -172,7 +187,11 @@ fn udp_round_trip_through_the_vip_shows_the_vip_as_reply_source() {
     let server = std::thread::spawn(move || {
         let mut buf = [0u8; 64];
         let (len, from) = echo.recv_from(&mut buf).unwrap();
-        let reply = format!("echo {} from {}", String::from_utf8_lossy(&buf[..len]), from.ip());
+        let reply = format!(
+            "echo {} from {}",
+            String::from_utf8_lossy(&buf[..len]),
+            from.ip()
+        );
         echo.send_to(reply.as_bytes(), from).unwrap();
     });
     service(&mut n, IPPROTO_UDP, Some(backend));

@@ -464,7 +464,12 @@ impl Maps {
             "vx_ct" => self.ct.map(),
             "vx_affinity" => self.affinity.map(),
             "vx_sock_rev" => self.sock_rev.map(),
-            _ => return Err(Error::invalid("map name", format!("{name:?} has no id lookup"))),
+            _ => {
+                return Err(Error::invalid(
+                    "map name",
+                    format!("{name:?} has no id lookup"),
+                ))
+            }
         };
         data.info()
             .map(|i| i.id())
@@ -479,7 +484,10 @@ fn validate_table(svc_id: u32, table: &[u32]) -> Result<()> {
     if table.len() > MAGLEV_MAX_SLOTS {
         return Err(Error::invalid(
             "maglev table",
-            format!("service {svc_id}: {} slots, at most {MAGLEV_MAX_SLOTS}", table.len()),
+            format!(
+                "service {svc_id}: {} slots, at most {MAGLEV_MAX_SLOTS}",
+                table.len()
+            ),
         ));
     }
     if let Some(slot) = table.iter().position(|&id| id == 0) {
@@ -511,7 +519,13 @@ fn memlock(map: &MapData) -> Result<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix("memlock:"))
         .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| Error::sys("parse memlock", &path, std::io::ErrorKind::InvalidData.into()))
+        .ok_or_else(|| {
+            Error::sys(
+                "parse memlock",
+                &path,
+                std::io::ErrorKind::InvalidData.into(),
+            )
+        })
 }
 
 /// Ok(true) when removed, Ok(false) when it was not there.

@@ -320,77 +320,123 @@ pub type Layout = (&'static str, usize, &'static [(&'static str, usize)]);
 
 /// Every mirrored struct with its C name, size and field offsets, for the BTF layout test.
 pub const LAYOUTS: &[Layout] = &[
-    ("vx_svc_key", size_of::<SvcKey>(), &[
-        ("addr", offset_of!(SvcKey, addr)),
-        ("port", offset_of!(SvcKey, port)),
-        ("proto", offset_of!(SvcKey, proto)),
-        ("pad", offset_of!(SvcKey, pad)),
-    ]),
-    ("vx_svc", size_of::<Svc>(), &[
-        ("id", offset_of!(Svc, id)),
-        ("flags", offset_of!(Svc, flags)),
-        ("affinity_timeout_s", offset_of!(Svc, affinity_timeout_s)),
-    ]),
-    ("vx_backend", size_of::<Backend>(), &[
-        ("addr", offset_of!(Backend, addr)),
-        ("port", offset_of!(Backend, port)),
-        ("flags", offset_of!(Backend, flags)),
-        ("pad", offset_of!(Backend, pad)),
-    ]),
-    ("vx_be_stats", size_of::<BeStats>(), &[
-        ("packets", offset_of!(BeStats, packets)),
-        ("bytes", offset_of!(BeStats, bytes)),
-        ("conns", offset_of!(BeStats, conns)),
-    ]),
-    ("vx_svc_stats", size_of::<SvcStats>(), &[
-        ("no_backend", offset_of!(SvcStats, no_backend)),
-    ]),
-    ("vx_ct_key", size_of::<CtKey>(), &[
-        ("saddr", offset_of!(CtKey, saddr)),
-        ("daddr", offset_of!(CtKey, daddr)),
-        ("sport", offset_of!(CtKey, sport)),
-        ("dport", offset_of!(CtKey, dport)),
-        ("proto", offset_of!(CtKey, proto)),
-        ("dir", offset_of!(CtKey, dir)),
-        ("pad", offset_of!(CtKey, pad)),
-    ]),
-    ("vx_ct_entry", size_of::<CtEntry>(), &[
-        ("nat_addr", offset_of!(CtEntry, nat_addr)),
-        ("nat_port", offset_of!(CtEntry, nat_port)),
-        ("flags", offset_of!(CtEntry, flags)),
-        ("pad", offset_of!(CtEntry, pad)),
-        ("backend_id", offset_of!(CtEntry, backend_id)),
-        ("svc_id", offset_of!(CtEntry, svc_id)),
-        ("created_ns", offset_of!(CtEntry, created_ns)),
-    ]),
-    ("vx_aff_key", size_of::<AffKey>(), &[
-        ("client", offset_of!(AffKey, client)),
-        ("svc_id", offset_of!(AffKey, svc_id)),
-        ("pad", offset_of!(AffKey, pad)),
-    ]),
-    ("vx_aff_entry", size_of::<AffEntry>(), &[
-        ("backend_id", offset_of!(AffEntry, backend_id)),
-        ("pad", offset_of!(AffEntry, pad)),
-        ("last_ns", offset_of!(AffEntry, last_ns)),
-    ]),
-    ("vx_sock_rev", size_of::<SockRev>(), &[
-        ("frontend_addr", offset_of!(SockRev, frontend_addr)),
-        ("backend_addr", offset_of!(SockRev, backend_addr)),
-        ("frontend_port", offset_of!(SockRev, frontend_port)),
-        ("backend_port", offset_of!(SockRev, backend_port)),
-        ("backend_id", offset_of!(SockRev, backend_id)),
-    ]),
-    ("vx_frag_key", size_of::<FragKey>(), &[
-        ("saddr", offset_of!(FragKey, saddr)),
-        ("daddr", offset_of!(FragKey, daddr)),
-        ("id", offset_of!(FragKey, id)),
-        ("proto", offset_of!(FragKey, proto)),
-        ("pad", offset_of!(FragKey, pad)),
-    ]),
-    ("vx_frag_ports", size_of::<FragPorts>(), &[
-        ("sport", offset_of!(FragPorts, sport)),
-        ("dport", offset_of!(FragPorts, dport)),
-    ]),
+    (
+        "vx_svc_key",
+        size_of::<SvcKey>(),
+        &[
+            ("addr", offset_of!(SvcKey, addr)),
+            ("port", offset_of!(SvcKey, port)),
+            ("proto", offset_of!(SvcKey, proto)),
+            ("pad", offset_of!(SvcKey, pad)),
+        ],
+    ),
+    (
+        "vx_svc",
+        size_of::<Svc>(),
+        &[
+            ("id", offset_of!(Svc, id)),
+            ("flags", offset_of!(Svc, flags)),
+            ("affinity_timeout_s", offset_of!(Svc, affinity_timeout_s)),
+        ],
+    ),
+    (
+        "vx_backend",
+        size_of::<Backend>(),
+        &[
+            ("addr", offset_of!(Backend, addr)),
+            ("port", offset_of!(Backend, port)),
+            ("flags", offset_of!(Backend, flags)),
+            ("pad", offset_of!(Backend, pad)),
+        ],
+    ),
+    (
+        "vx_be_stats",
+        size_of::<BeStats>(),
+        &[
+            ("packets", offset_of!(BeStats, packets)),
+            ("bytes", offset_of!(BeStats, bytes)),
+            ("conns", offset_of!(BeStats, conns)),
+        ],
+    ),
+    (
+        "vx_svc_stats",
+        size_of::<SvcStats>(),
+        &[("no_backend", offset_of!(SvcStats, no_backend))],
+    ),
+    (
+        "vx_ct_key",
+        size_of::<CtKey>(),
+        &[
+            ("saddr", offset_of!(CtKey, saddr)),
+            ("daddr", offset_of!(CtKey, daddr)),
+            ("sport", offset_of!(CtKey, sport)),
+            ("dport", offset_of!(CtKey, dport)),
+            ("proto", offset_of!(CtKey, proto)),
+            ("dir", offset_of!(CtKey, dir)),
+            ("pad", offset_of!(CtKey, pad)),
+        ],
+    ),
+    (
+        "vx_ct_entry",
+        size_of::<CtEntry>(),
+        &[
+            ("nat_addr", offset_of!(CtEntry, nat_addr)),
+            ("nat_port", offset_of!(CtEntry, nat_port)),
+            ("flags", offset_of!(CtEntry, flags)),
+            ("pad", offset_of!(CtEntry, pad)),
+            ("backend_id", offset_of!(CtEntry, backend_id)),
+            ("svc_id", offset_of!(CtEntry, svc_id)),
+            ("created_ns", offset_of!(CtEntry, created_ns)),
+        ],
+    ),
+    (
+        "vx_aff_key",
+        size_of::<AffKey>(),
+        &[
+            ("client", offset_of!(AffKey, client)),
+            ("svc_id", offset_of!(AffKey, svc_id)),
+            ("pad", offset_of!(AffKey, pad)),
+        ],
+    ),
+    (
+        "vx_aff_entry",
+        size_of::<AffEntry>(),
+        &[
+            ("backend_id", offset_of!(AffEntry, backend_id)),
+            ("pad", offset_of!(AffEntry, pad)),
+            ("last_ns", offset_of!(AffEntry, last_ns)),
+        ],
+    ),
+    (
+        "vx_sock_rev",
+        size_of::<SockRev>(),
+        &[
+            ("frontend_addr", offset_of!(SockRev, frontend_addr)),
+            ("backend_addr", offset_of!(SockRev, backend_addr)),
+            ("frontend_port", offset_of!(SockRev, frontend_port)),
+            ("backend_port", offset_of!(SockRev, backend_port)),
+            ("backend_id", offset_of!(SockRev, backend_id)),
+        ],
+    ),
+    (
+        "vx_frag_key",
+        size_of::<FragKey>(),
+        &[
+            ("saddr", offset_of!(FragKey, saddr)),
+            ("daddr", offset_of!(FragKey, daddr)),
+            ("id", offset_of!(FragKey, id)),
+            ("proto", offset_of!(FragKey, proto)),
+            ("pad", offset_of!(FragKey, pad)),
+        ],
+    ),
+    (
+        "vx_frag_ports",
+        size_of::<FragPorts>(),
+        &[
+            ("sport", offset_of!(FragPorts, sport)),
+            ("dport", offset_of!(FragPorts, dport)),
+        ],
+    ),
 ];
 
 /// Indexes of `vx_stats` (`enum vx_stat`), the per-CPU global counters.
