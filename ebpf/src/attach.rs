@@ -155,25 +155,21 @@ impl Datapath {
                 name,
             })?;
             if !take_over(&path, prog)? {
-                let link: FdLink = match prog {
-                    Program::CgroupSockAddr(p) => {
-                        let id = p
+                // Both program types attach and hand over their link the same way.
+                macro_rules! attach {
+                    ($p:expr) => {{
+                        let id = $p
                             .attach(&file, CgroupAttachMode::Single)
                             .map_err(|e| Error::program(name, "attach to cgroup", e))?;
-                        let l = p
+                        let l = $p
                             .take_link(id)
                             .map_err(|e| Error::program(name, "take link", e))?;
-                        l.try_into().map_err(|e| link_err(name, e))?
-                    }
-                    Program::CgroupSock(p) => {
-                        let id = p
-                            .attach(&file, CgroupAttachMode::Single)
-                            .map_err(|e| Error::program(name, "attach to cgroup", e))?;
-                        let l = p
-                            .take_link(id)
-                            .map_err(|e| Error::program(name, "take link", e))?;
-                        l.try_into().map_err(|e| link_err(name, e))?
-                    }
+                        FdLink::try_from(l).map_err(|e| link_err(name, e))?
+                    }};
+                }
+                let link = match prog {
+                    Program::CgroupSockAddr(p) => attach!(p),
+                    Program::CgroupSock(p) => attach!(p),
                     _ => unreachable!("sock.o programs are cgroup programs (checked at load)"),
                 };
                 pin_link(link, &path, name)?;

@@ -411,48 +411,11 @@ impl Maps {
     /// should have dropped stale UDP entries, moby/moby#36878): their next packet or
     /// datagram is balanced anew. Walks the tables.
     pub fn purge_backend(&mut self, id: u32) -> Result<Purged> {
-        let ct: Vec<CtKey> = self
-            .ct
-            .iter()
-            .filter_map(|r| r.ok())
-            .filter(|(_, v)| v.backend_id == id)
-            .map(|(k, _)| k)
-            .collect();
-        let aff: Vec<AffKey> = self
-            .affinity
-            .iter()
-            .filter_map(|r| r.ok())
-            .filter(|(_, v)| v.backend_id == id)
-            .map(|(k, _)| k)
-            .collect();
-        let socks: Vec<u64> = self
-            .sock_rev
-            .iter()
-            .filter_map(|r| r.ok())
-            .filter(|(_, v)| v.backend_id == id)
-            .map(|(k, _)| k)
-            .collect();
-        let mut purged = Purged::default();
-        for k in &ct {
-            if ignore_missing(self.ct.remove(k)).map_err(|e| Error::map("vx_ct", "remove", e))? {
-                purged.conntrack += 1;
-            }
-        }
-        for k in &aff {
-            if ignore_missing(self.affinity.remove(k))
-                .map_err(|e| Error::map("vx_affinity", "remove", e))?
-            {
-                purged.affinity += 1;
-            }
-        }
-        for k in &socks {
-            if ignore_missing(self.sock_rev.remove(k))
-                .map_err(|e| Error::map("vx_sock_rev", "remove", e))?
-            {
-                purged.sock_rev += 1;
-            }
-        }
-        Ok(purged)
+        Ok(Purged {
+            conntrack: remove_where(&mut self.ct, "vx_ct", |v| v.backend_id == id)?,
+            affinity: remove_where(&mut self.affinity, "vx_affinity", |v| v.backend_id == id)?,
+            sock_rev: remove_where(&mut self.sock_rev, "vx_sock_rev", |v| v.backend_id == id)?,
+        })
     }
 
     /// Kernel id of map `name` (one of [`MAP_NAMES`] this handle holds), e.g. to show that a
@@ -526,6 +489,27 @@ fn memlock(map: &MapData) -> Result<u64> {
                 std::io::ErrorKind::InvalidData.into(),
             )
         })
+}
+
+/// Removes every entry of `map` whose value matches; returns how many it removed.
+fn remove_where<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    name: &'static str,
+    matches: impl Fn(&V) -> bool,
+) -> Result<usize> {
+    let keys: Vec<K> = map
+        .iter()
+        .filter_map(|r| r.ok())
+        .filter(|(_, v)| matches(v))
+        .map(|(k, _)| k)
+        .collect();
+    let mut n = 0;
+    for k in &keys {
+        if ignore_missing(map.remove(k)).map_err(|e| Error::map(name, "remove", e))? {
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Ok(true) when removed, Ok(false) when it was not there.

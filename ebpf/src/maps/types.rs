@@ -58,14 +58,6 @@ impl SvcKey {
             pad: 0,
         }
     }
-    /// The frontend address.
-    pub fn ip(&self) -> Ipv4Addr {
-        ip(self.addr)
-    }
-    /// The frontend port, host order.
-    pub fn port(&self) -> u16 {
-        u16::from_be(self.port)
-    }
 }
 
 /// `struct vx_svc`: the value of `vx_svc`.
@@ -104,15 +96,24 @@ impl Backend {
             pad: 0,
         }
     }
-    /// The backend address.
-    pub fn ip(&self) -> Ipv4Addr {
-        ip(self.addr)
-    }
-    /// The backend port, host order.
-    pub fn port(&self) -> u16 {
-        u16::from_be(self.port)
-    }
 }
+
+/// `ip()` and `port()` (host order) of a struct with network-order `addr` and `port`.
+macro_rules! addr_port {
+    ($($t:ty),*) => {$(
+        impl $t {
+            /// The address.
+            pub fn ip(&self) -> Ipv4Addr {
+                ip(self.addr)
+            }
+            /// The port, host order.
+            pub fn port(&self) -> u16 {
+                u16::from_be(self.port)
+            }
+        }
+    )*};
+}
+addr_port!(SvcKey, Backend);
 
 /// `struct vx_be_stats`: per-CPU counters of one backend (`vx_be_stats`).
 #[repr(C)]
@@ -290,153 +291,39 @@ unsafe impl aya::Pod for SockRev {}
 unsafe impl aya::Pod for FragKey {}
 unsafe impl aya::Pod for FragPorts {}
 
-/// Asserts at compile time a struct's size and each field's offset.
-macro_rules! layout {
-    ($t:ty, $size:expr, { $($field:ident: $off:expr),* $(,)? }) => {
-        const _: () = assert!(size_of::<$t>() == $size);
-        $(const _: () = assert!(offset_of!($t, $field) == $off);)*
-    };
-}
-
-layout!(SvcKey, 8, { addr: 0, port: 4, proto: 6, pad: 7 });
-layout!(Svc, 12, { id: 0, flags: 4, affinity_timeout_s: 8 });
-layout!(Backend, 8, { addr: 0, port: 4, flags: 6, pad: 7 });
-layout!(BeStats, 24, { packets: 0, bytes: 8, conns: 16 });
-layout!(SvcStats, 8, { no_backend: 0 });
-layout!(CtKey, 16, { saddr: 0, daddr: 4, sport: 8, dport: 10, proto: 12, dir: 13, pad: 14 });
-layout!(CtEntry, 24, {
-    nat_addr: 0, nat_port: 4, flags: 6, pad: 7, backend_id: 8, svc_id: 12, created_ns: 16,
-});
-layout!(AffKey, 16, { client: 0, svc_id: 8, pad: 12 });
-layout!(AffEntry, 16, { backend_id: 0, pad: 4, last_ns: 8 });
-layout!(SockRev, 16, {
-    frontend_addr: 0, backend_addr: 4, frontend_port: 8, backend_port: 10, backend_id: 12,
-});
-layout!(FragKey, 12, { saddr: 0, daddr: 4, id: 8, proto: 10, pad: 11 });
-layout!(FragPorts, 4, { sport: 0, dport: 2 });
-
 /// One mirrored struct as the BTF layout test checks it: C name, size, `(field, offset)`.
 pub type Layout = (&'static str, usize, &'static [(&'static str, usize)]);
 
+/// Asserts at compile time a struct's size and each field's offset, and records them in a
+/// [`Layout`] for the BTF test: one list of fields serves both.
+macro_rules! layout {
+    ($c:literal, $t:ty, $size:expr, { $($field:ident: $off:expr),* $(,)? }) => {{
+        const _: () = assert!(size_of::<$t>() == $size);
+        $(const _: () = assert!(offset_of!($t, $field) == $off);)*
+        ($c, size_of::<$t>(), &[$((stringify!($field), offset_of!($t, $field))),*])
+    }};
+}
+
 /// Every mirrored struct with its C name, size and field offsets, for the BTF layout test.
 pub const LAYOUTS: &[Layout] = &[
-    (
-        "vx_svc_key",
-        size_of::<SvcKey>(),
-        &[
-            ("addr", offset_of!(SvcKey, addr)),
-            ("port", offset_of!(SvcKey, port)),
-            ("proto", offset_of!(SvcKey, proto)),
-            ("pad", offset_of!(SvcKey, pad)),
-        ],
-    ),
-    (
-        "vx_svc",
-        size_of::<Svc>(),
-        &[
-            ("id", offset_of!(Svc, id)),
-            ("flags", offset_of!(Svc, flags)),
-            ("affinity_timeout_s", offset_of!(Svc, affinity_timeout_s)),
-        ],
-    ),
-    (
-        "vx_backend",
-        size_of::<Backend>(),
-        &[
-            ("addr", offset_of!(Backend, addr)),
-            ("port", offset_of!(Backend, port)),
-            ("flags", offset_of!(Backend, flags)),
-            ("pad", offset_of!(Backend, pad)),
-        ],
-    ),
-    (
-        "vx_be_stats",
-        size_of::<BeStats>(),
-        &[
-            ("packets", offset_of!(BeStats, packets)),
-            ("bytes", offset_of!(BeStats, bytes)),
-            ("conns", offset_of!(BeStats, conns)),
-        ],
-    ),
-    (
-        "vx_svc_stats",
-        size_of::<SvcStats>(),
-        &[("no_backend", offset_of!(SvcStats, no_backend))],
-    ),
-    (
-        "vx_ct_key",
-        size_of::<CtKey>(),
-        &[
-            ("saddr", offset_of!(CtKey, saddr)),
-            ("daddr", offset_of!(CtKey, daddr)),
-            ("sport", offset_of!(CtKey, sport)),
-            ("dport", offset_of!(CtKey, dport)),
-            ("proto", offset_of!(CtKey, proto)),
-            ("dir", offset_of!(CtKey, dir)),
-            ("pad", offset_of!(CtKey, pad)),
-        ],
-    ),
-    (
-        "vx_ct_entry",
-        size_of::<CtEntry>(),
-        &[
-            ("nat_addr", offset_of!(CtEntry, nat_addr)),
-            ("nat_port", offset_of!(CtEntry, nat_port)),
-            ("flags", offset_of!(CtEntry, flags)),
-            ("pad", offset_of!(CtEntry, pad)),
-            ("backend_id", offset_of!(CtEntry, backend_id)),
-            ("svc_id", offset_of!(CtEntry, svc_id)),
-            ("created_ns", offset_of!(CtEntry, created_ns)),
-        ],
-    ),
-    (
-        "vx_aff_key",
-        size_of::<AffKey>(),
-        &[
-            ("client", offset_of!(AffKey, client)),
-            ("svc_id", offset_of!(AffKey, svc_id)),
-            ("pad", offset_of!(AffKey, pad)),
-        ],
-    ),
-    (
-        "vx_aff_entry",
-        size_of::<AffEntry>(),
-        &[
-            ("backend_id", offset_of!(AffEntry, backend_id)),
-            ("pad", offset_of!(AffEntry, pad)),
-            ("last_ns", offset_of!(AffEntry, last_ns)),
-        ],
-    ),
-    (
-        "vx_sock_rev",
-        size_of::<SockRev>(),
-        &[
-            ("frontend_addr", offset_of!(SockRev, frontend_addr)),
-            ("backend_addr", offset_of!(SockRev, backend_addr)),
-            ("frontend_port", offset_of!(SockRev, frontend_port)),
-            ("backend_port", offset_of!(SockRev, backend_port)),
-            ("backend_id", offset_of!(SockRev, backend_id)),
-        ],
-    ),
-    (
-        "vx_frag_key",
-        size_of::<FragKey>(),
-        &[
-            ("saddr", offset_of!(FragKey, saddr)),
-            ("daddr", offset_of!(FragKey, daddr)),
-            ("id", offset_of!(FragKey, id)),
-            ("proto", offset_of!(FragKey, proto)),
-            ("pad", offset_of!(FragKey, pad)),
-        ],
-    ),
-    (
-        "vx_frag_ports",
-        size_of::<FragPorts>(),
-        &[
-            ("sport", offset_of!(FragPorts, sport)),
-            ("dport", offset_of!(FragPorts, dport)),
-        ],
-    ),
+    layout!("vx_svc_key", SvcKey, 8, { addr: 0, port: 4, proto: 6, pad: 7 }),
+    layout!("vx_svc", Svc, 12, { id: 0, flags: 4, affinity_timeout_s: 8 }),
+    layout!("vx_backend", Backend, 8, { addr: 0, port: 4, flags: 6, pad: 7 }),
+    layout!("vx_be_stats", BeStats, 24, { packets: 0, bytes: 8, conns: 16 }),
+    layout!("vx_svc_stats", SvcStats, 8, { no_backend: 0 }),
+    layout!("vx_ct_key", CtKey, 16, {
+        saddr: 0, daddr: 4, sport: 8, dport: 10, proto: 12, dir: 13, pad: 14,
+    }),
+    layout!("vx_ct_entry", CtEntry, 24, {
+        nat_addr: 0, nat_port: 4, flags: 6, pad: 7, backend_id: 8, svc_id: 12, created_ns: 16,
+    }),
+    layout!("vx_aff_key", AffKey, 16, { client: 0, svc_id: 8, pad: 12 }),
+    layout!("vx_aff_entry", AffEntry, 16, { backend_id: 0, pad: 4, last_ns: 8 }),
+    layout!("vx_sock_rev", SockRev, 16, {
+        frontend_addr: 0, backend_addr: 4, frontend_port: 8, backend_port: 10, backend_id: 12,
+    }),
+    layout!("vx_frag_key", FragKey, 12, { saddr: 0, daddr: 4, id: 8, proto: 10, pad: 11 }),
+    layout!("vx_frag_ports", FragPorts, 4, { sport: 0, dport: 2 }),
 ];
 
 /// Indexes of `vx_stats` (`enum vx_stat`), the per-CPU global counters.
