@@ -52,7 +52,13 @@ fn main() {
             .arg("-o")
             .arg(&obj)
             .output()
-            .unwrap_or_else(|e| panic!("running {clang} on {}: {e}", src.display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "running {clang} on {}: {e} (install the Debian package clang-22: \
+                     `cargo xtask setup`)",
+                    src.display()
+                )
+            });
         if !output.status.success() {
             panic!(
                 "{clang} failed to compile {}:\n{}{}",

@@ -16,7 +16,7 @@
 //! The C sources follow Katran's and Cilium's split: `bpf/include/` holds the one header of
 //! map layouts (`vxmesh_maps.h`), packet parsing (`parse.h`), checksum-correct NAT
 //! (`nat.h`), the connection table (`conntrack.h`), the Maglev lookup (`maglev.h`) and the
-//! engine that ties them (`lb.h`: [`vx_lb_dnat`/`vx_lb_reverse`], which only rewrite and
+//! engine that ties them (`lb.h`: `vx_lb_dnat`/`vx_lb_reverse`, which only rewrite and
 //! report; the caller decides where the packet goes, so the routing mesh reuses them).
 //!
 //! # Verdicts of the tc programs
