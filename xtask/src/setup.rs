@@ -43,6 +43,15 @@ pub const PACKAGES: &[&str] = &[
     "runc",
     "conmon",
     "busybox-static",
+    // The eBPF datapath (ebpf/build.rs): clang compiles the C programs with `-target bpf`
+    // (clang-22: BTF and the CO-RE relocations aya 0.14 reads; Debian 12's default clang-14 is
+    // too old for some of them), llvm-22 gives llvm-objdump/llvm-strip to inspect the objects,
+    // libbpf-dev the headers (bpf_helpers.h, bpf_endian.h), bpftool the tests' witness
+    // (`bpftool prog/map/link show`).
+    "clang-22",
+    "llvm-22",
+    "libbpf-dev",
+    "bpftool",
 ];
 
 pub fn setup() -> Result<()> {

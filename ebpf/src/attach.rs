@@ -1,0 +1,241 @@
+//! Attaching the programs: cgroup socket programs to a cgroup, tc programs to a container's
+//! host-side veth through tcx, every attachment a pinned bpf_link (it keeps working after
+//! the loading process exits). Attaching where a link of this node is already pinned swaps
+//! the link's program for the one just loaded (BPF_LINK_UPDATE, atomic), which is how a
+//! restarted agent takes over without a moment unattached.
+
+use std::{
+    ffi::CStr,
+    fs::File,
+    os::{
+        fd::{AsFd, AsRawFd},
+        unix::fs::MetadataExt,
+    },
+    path::{Path, PathBuf},
+};
+
+use aya::programs::{
+    links::FdLink, tc::TcAttachOptions, CgroupAttachMode, LinkOrder, Program, SchedClassifier,
+    TcAttachType,
+};
+
+use crate::{
+    error::{Error, Result},
+    loader::Datapath,
+    objects::{PROG_FROM_LXC, PROG_TO_LXC, SOCK_PROGRAMS},
+    pins::{unpin, NodePins},
+    sys,
+};
+
+fn cgroup_link(pins: &NodePins, ino: u64, prog: &str) -> PathBuf {
+    pins.links.join(format!("cg{ino}_{prog}"))
+}
+
+fn tcx_link(pins: &NodePins, netns_ino: u64, ifindex: u32, prog: &str) -> PathBuf {
+    pins.links
+        .join(format!("tcx{netns_ino}_if{ifindex}_{prog}"))
+}
+
+fn open(op: &'static str, path: &Path) -> Result<(File, u64)> {
+    let f = File::open(path).map_err(|e| Error::sys(op, path.display(), e))?;
+    let ino = f
+        .metadata()
+        .map_err(|e| Error::sys(op, path.display(), e))?
+        .ino();
+    Ok((f, ino))
+}
+
+/// When a link is pinned at `path`, points it at `prog` and returns true.
+fn take_over(path: &Path, prog: &Program) -> Result<bool> {
+    let link = match sys::obj_get(path) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::sys("BPF_OBJ_GET", path.display(), e)),
+    };
+    let prog_fd = prog.fd().map_err(|e| Error::program("?", "fd", e))?.as_fd();
+    match sys::link_update(link.as_fd(), prog_fd) {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            // A defunct link (its cgroup or device is gone) cannot be updated: replace it.
+            tracing::warn!(link = %path.display(), error = %e, "pinned link not updatable; re-attaching");
+            unpin(path)?;
+            Ok(false)
+        }
+    }
+}
+
+fn pin_link(link: FdLink, path: &Path, prog: &str) -> Result<()> {
+    link.pin(path).map(drop).map_err(|e| Error::Pin {
+        what: format!("link of {prog}"),
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+fn link_err(program: &'static str, e: aya::programs::links::LinkError) -> Error {
+    Error::Link {
+        program,
+        source: Box::new(e),
+    }
+}
+
+/// Runs `f` on a thread that has entered the network namespace `ns`.
+fn in_netns<T: Send>(ns: &File, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: ns is an open nsfs file; setns only changes this thread's namespace.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(Error::sys(
+                    "setns",
+                    "network namespace",
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+fn ifname(ifindex: u32) -> Result<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return Err(Error::sys(
+            "if_indextoname",
+            format!("ifindex {ifindex}"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned())
+}
+
+fn remove_links(pins: &NodePins, prefix: &str) -> Result<usize> {
+    let mut n = 0;
+    let entries = match std::fs::read_dir(&pins.links) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::pin_path(&pins.links, e)),
+    };
+    for e in entries {
+        let path = e.map_err(|e| Error::pin_path(&pins.links, e))?.path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+            && unpin(&path)?
+        {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+impl Datapath {
+    /// Attaches the socket programs (connect4, sendmsg4, recvmsg4, getpeername4,
+    /// sock_release) to the cgroup v2 directory `cgroup`, each as a bpf_link
+    /// (CgroupAttachMode::Single) pinned at `links/cg<cgroup inode>_<prog>`. Every socket of
+    /// a process in that cgroup or below is then balanced at connect()/sendmsg().
+    /// Returns the link pins.
+    ///
+    /// Errors: [`Error::Sys`] when the cgroup cannot be opened, [`Error::Program`] when the
+    /// kernel refuses the attachment (e.g. another program holds it exclusively).
+    pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<Vec<PathBuf>> {
+        let (file, ino) = open("open cgroup", cgroup)?;
+        let mut links = Vec::new();
+        for name in SOCK_PROGRAMS {
+            let path = cgroup_link(&self.pins, ino, name);
+            let prog = self.sock.program_mut(name).ok_or(Error::Missing {
+                object: "sock",
+                kind: "program",
+                name,
+            })?;
+            if !take_over(&path, prog)? {
+                // Both program types attach and hand over their link the same way.
+                macro_rules! attach {
+                    ($p:expr) => {{
+                        let id = $p
+                            .attach(&file, CgroupAttachMode::Single)
+                            .map_err(|e| Error::program(name, "attach to cgroup", e))?;
+                        let l = $p
+                            .take_link(id)
+                            .map_err(|e| Error::program(name, "take link", e))?;
+                        FdLink::try_from(l).map_err(|e| link_err(name, e))?
+                    }};
+                }
+                let link = match prog {
+                    Program::CgroupSockAddr(p) => attach!(p),
+                    Program::CgroupSock(p) => attach!(p),
+                    _ => unreachable!("sock.o programs are cgroup programs (checked at load)"),
+                };
+                pin_link(link, &path, name)?;
+            }
+            links.push(path);
+        }
+        tracing::info!(cgroup = %cgroup.display(), "socket programs attached");
+        Ok(links)
+    }
+
+    /// Detaches the socket programs from `cgroup` by removing its link pins. Returns how
+    /// many were removed (0 when none were attached).
+    pub fn detach_cgroup(&self, cgroup: &Path) -> Result<usize> {
+        let (_, ino) = open("open cgroup", cgroup)?;
+        remove_links(&self.pins, &format!("cg{ino}_"))
+    }
+
+    /// Attaches `vx_from_lxc` (tcx ingress) and `vx_to_lxc` (tcx egress) to interface
+    /// `ifindex` of the network namespace `netns` (a path such as /run/netns/NAME or
+    /// /proc/PID/ns/net): a container's host-side veth. Links are pinned at
+    /// `links/tcx<netns inode>_if<ifindex>_<prog>`. Returns the link pins.
+    ///
+    /// Errors: [`Error::Sys`] when the namespace or interface is not there,
+    /// [`Error::Program`] when the kernel refuses the attachment.
+    pub fn attach_lxc(&mut self, netns: &Path, ifindex: u32) -> Result<Vec<PathBuf>> {
+        let (ns, ns_ino) = open("open network namespace", netns)?;
+        let mut links = Vec::new();
+        for (name, at) in [
+            (PROG_FROM_LXC, TcAttachType::Ingress),
+            (PROG_TO_LXC, TcAttachType::Egress),
+        ] {
+            let path = tcx_link(&self.pins, ns_ino, ifindex, name);
+            let prog = self.lxc.program_mut(name).ok_or(Error::Missing {
+                object: "lxc",
+                kind: "program",
+                name,
+            })?;
+            if !take_over(&path, prog)? {
+                let prog: &mut SchedClassifier = prog
+                    .try_into()
+                    .map_err(|e| Error::program(name, "as classifier", e))?;
+                let link = in_netns(&ns, || {
+                    let ifname = ifname(ifindex)?;
+                    let id = prog
+                        .attach_with_options(
+                            &ifname,
+                            at,
+                            TcAttachOptions::TcxOrder(LinkOrder::default()),
+                        )
+                        .map_err(|e| Error::program(name, "attach (tcx)", e))?;
+                    prog.take_link(id)
+                        .map_err(|e| Error::program(name, "take link", e))
+                })?;
+                let link: FdLink = link.try_into().map_err(|e| link_err(name, e))?;
+                pin_link(link, &path, name)?;
+            }
+            links.push(path);
+        }
+        tracing::info!(netns = %netns.display(), ifindex, "tc programs attached");
+        Ok(links)
+    }
+
+    /// Detaches the tc programs from interface `ifindex` of `netns` by removing their link
+    /// pins. Returns how many were removed.
+    pub fn detach_lxc(&self, netns: &Path, ifindex: u32) -> Result<usize> {
+        let (_, ns_ino) = open("open network namespace", netns)?;
+        remove_links(&self.pins, &format!("tcx{ns_ino}_if{ifindex}_"))
+    }
+}

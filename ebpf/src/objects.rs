@@ -1,0 +1,21 @@
+//! The compiled objects, embedded (build.rs compiles `bpf/*.c` into `$OUT_DIR`).
+
+/// `bpf/lxc.c`: the container-veth tc programs.
+pub static LXC_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lxc.o"));
+/// `bpf/sock.c`: the cgroup socket programs.
+pub static SOCK_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock.o"));
+
+/// tc program of the host-side veth's ingress (packets from the container): DNAT.
+pub const PROG_FROM_LXC: &str = "vx_from_lxc";
+/// tc program of the host-side veth's egress (packets to the container): reverse NAT.
+pub const PROG_TO_LXC: &str = "vx_to_lxc";
+/// The tc programs of `lxc.o`.
+pub const LXC_PROGRAMS: [&str; 2] = [PROG_FROM_LXC, PROG_TO_LXC];
+/// The cgroup programs of `sock.o`, in attach order.
+pub const SOCK_PROGRAMS: [&str; 5] = [
+    "vx_connect4",
+    "vx_sendmsg4",
+    "vx_recvmsg4",
+    "vx_getpeername4",
+    "vx_sock_release",
+];

@@ -1,0 +1,92 @@
+//! Running the tc programs on a packet with BPF_PROG_TEST_RUN: the packet tests, and the
+//! micro-benchmark hook of `cargo xtask bench lb`. A test run touches no device; it runs the
+//! real program against the real maps of the node (a packet that makes a flow leaves its
+//! connection-table entry behind, as a real one would).
+
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+
+use crate::{
+    error::{Error, Result},
+    loader::Datapath,
+    objects::LXC_PROGRAMS,
+};
+
+/// `TC_ACT_OK` (include/uapi/linux/pkt_cls.h): continue with the packet.
+pub const TC_ACT_OK: u32 = 0;
+/// `TC_ACT_SHOT`: drop the packet.
+pub const TC_ACT_SHOT: u32 = 2;
+
+/// What one test run returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcRun {
+    /// The program's return value (`TC_ACT_*`).
+    pub verdict: u32,
+    /// The packet as the program left it.
+    pub packet: Vec<u8>,
+}
+
+impl Datapath {
+    fn classifier(&self, prog: &str) -> Result<(&'static str, &SchedClassifier)> {
+        let name = LXC_PROGRAMS
+            .iter()
+            .copied()
+            .find(|&n| n == prog)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "program",
+                    format!("{prog:?} is not one of {LXC_PROGRAMS:?}"),
+                )
+            })?;
+        let p = self.lxc.program(name).ok_or(Error::Missing {
+            object: "lxc",
+            kind: "program",
+            name,
+        })?;
+        let p: &SchedClassifier = p
+            .try_into()
+            .map_err(|e| Error::program(name, "as classifier", e))?;
+        Ok((name, p))
+    }
+
+    /// Runs tc program `prog` ([`crate::PROG_FROM_LXC`] or [`crate::PROG_TO_LXC`]) once on
+    /// the Ethernet frame `packet` and returns its verdict and output packet.
+    ///
+    /// Errors: [`Error::Invalid`] for another program name; [`Error::Program`] when the
+    /// kernel refuses the run (a frame shorter than 14 bytes gets EINVAL).
+    pub fn run_tc(&self, prog: &str, packet: &[u8]) -> Result<TcRun> {
+        let (name, p) = self.classifier(prog)?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| Error::program(name, "test run", e))?;
+        out.truncate(r.data_size_out as usize);
+        Ok(TcRun {
+            verdict: r.return_value,
+            packet: out,
+        })
+    }
+
+    /// Runs tc program `prog` `repeat` times on `packet` in the kernel and returns the mean
+    /// time per run in nanoseconds, as the kernel measured it (BPF_PROG_TEST_RUN's
+    /// `duration`). Each call has a fixed cost of milliseconds: use repeat ≥ 1e6 for a
+    /// figure per packet (FIELD-NOTES). The first run may make a connection-table entry;
+    /// the others then take the established-flow path.
+    pub fn bench_tc(&self, prog: &str, packet: &[u8], repeat: u32) -> Result<f64> {
+        if repeat == 0 {
+            return Err(Error::invalid("repeat", "must be at least 1"));
+        }
+        let (name, p) = self.classifier(prog)?;
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| Error::program(name, "test run", e))?;
+        Ok(r.duration.as_nanos() as f64)
+    }
+}
