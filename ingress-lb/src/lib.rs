@@ -1,1 +1,2 @@
-//! vxmesh ingress load balancing: services, backends, Maglev, health checks. Arrives with the ingress issue; this crate holds nothing yet.
+//! vxmesh services (placeholder, filled below).
+pub mod maglev;
