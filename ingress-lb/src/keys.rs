@@ -8,6 +8,7 @@
 //! /vxmesh/v1/published/PROTO/PORT                NAME: claims a published port on every host
 //! /vxmesh/v1/health/NAME/ENDPOINT                HealthRecord, written by the backend's node's agent
 //! /vxmesh/v1/dependents/networks/NET/services/NAME   the service's key: NET has this service
+//! /vxmesh/v1/guards/dependents/NET               written with every change under the above
 //! /vxmesh/v1/ipam/NET/VIP                        "service:NAME" (overlay-core's IPAM key)
 //! ```
 
@@ -53,6 +54,13 @@ pub fn dependents_of(network: &str) -> String {
 
 pub fn network_dependent(network: &str, service: &str) -> String {
     format!("{NETWORK_DEPENDENTS}{network}/services/{service}")
+}
+
+/// Written (unconditionally) by every transaction that adds or removes a dependent of
+/// `network`, so that a network removal that read it first and compares it sees a dependent
+/// added after its read (a compare cannot say "this prefix is still empty").
+pub fn network_dependents_guard(network: &str) -> String {
+    format!("/vxmesh/v1/guards/dependents/{network}")
 }
 
 /// The value of a VIP's IPAM key (endpoints' IPAM keys hold the endpoint id, which cannot

@@ -648,6 +648,21 @@ fn health_decides_the_table() {
     let snap = l.svc.snapshot().unwrap();
     assert_eq!(snap.table(&snap.services["api"]).unwrap(), None);
 
+    // Each node's agent checks its own backends, at the endpoint address and target port.
+    let snap = l.svc.snapshot().unwrap();
+    let targets = snap.health_targets("h1");
+    assert_eq!(
+        targets
+            .iter()
+            .map(|t| (t.key.1.as_str(), t.addr.to_string()))
+            .collect::<Vec<_>>(),
+        [
+            ("e1", "10.20.0.2:8080".to_string()),
+            ("e2", "10.20.0.3:8080".to_string())
+        ]
+    );
+    assert_eq!(targets[0].key.0, "api");
+    assert_eq!(snap.health_targets("h2").len(), 1);
     // Only the endpoint's own node may report.
     let err = l
         .svc

@@ -92,6 +92,10 @@ impl ServiceCatalog {
                     keys::network_dependent(&network.name, &service.name),
                     key.as_bytes(),
                 ),
+                Op::put(
+                    keys::network_dependents_guard(&network.name),
+                    service.name.as_bytes(),
+                ),
             ]);
             ops.extend(ids.advance(service.backends.len()));
             Ok((Txn { compares, ops }, service))

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{encode, ServiceCatalog, ServiceError};
 use crate::keys;
-use crate::service::{validate, Service};
+use crate::service::validate;
 
 /// The result of a backend's health checks, as its node's agent reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,12 +59,7 @@ impl ServiceCatalog {
         let key = keys::service(service);
         let health_key = keys::health(service, endpoint);
         self.commit_with_retry(|| {
-            let (kv, svc) = self
-                .read::<Service>(&key)?
-                .ok_or_else(|| ServiceError::NotFound {
-                    kind: "service",
-                    name: service.to_string(),
-                })?;
+            let (kv, svc) = self.service_record(service)?;
             if svc.backend(endpoint).is_none() {
                 return Err(ServiceError::NotFound {
                     kind: "backend",

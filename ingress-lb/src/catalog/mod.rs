@@ -95,8 +95,12 @@ impl ServiceCatalog {
     /// One service, as stored.
     pub fn get(&self, name: &str) -> Result<Service, ServiceError> {
         crate::service::validate::service_name(name)?;
+        Ok(self.service_record(name)?.1)
+    }
+
+    /// A service's record with its revisions, or `NotFound`.
+    fn service_record(&self, name: &str) -> Result<(KeyValue, Service), ServiceError> {
         self.read::<Service>(&keys::service(name))?
-            .map(|(_, s)| s)
             .ok_or_else(|| ServiceError::NotFound {
                 kind: "service",
                 name: name.to_string(),

@@ -15,17 +15,16 @@ impl ServiceCatalog {
         validate::service_name(name)?;
         let key = keys::service(name);
         self.commit_with_retry(|| {
-            let (kv, svc) = self
-                .read::<Service>(&key)?
-                .ok_or_else(|| ServiceError::NotFound {
-                    kind: "service",
-                    name: name.to_string(),
-                })?;
+            let (kv, svc) = self.service_record(name)?;
             let mut compares = vec![Compare::ModRevision(key.clone(), kv.mod_revision)];
             let mut ops = vec![
                 Op::Delete(key.clone()),
                 Op::DeletePrefix(keys::health_of(name)),
                 Op::Delete(keys::network_dependent(&svc.network, name)),
+                Op::put(
+                    keys::network_dependents_guard(&svc.network),
+                    name.as_bytes(),
+                ),
             ];
             // Release only what is still ours: after `network rm --force` and a new network of
             // the same name, the VIP's address may belong to someone else.

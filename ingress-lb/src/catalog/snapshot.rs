@@ -3,6 +3,7 @@
 //! backend states and Maglev table.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddrV4;
 
 use overlay_core::keys as core_keys;
 use overlay_core::model::{Endpoint, Network};
@@ -11,6 +12,7 @@ use overlay_core::validate as core_validate;
 
 use super::health::{HealthRecord, HealthStatus};
 use super::{decode, ServiceError};
+use crate::health::Target;
 use crate::keys;
 use crate::maglev;
 use crate::service::{validate, Backend, BackendState, HealthCheck, Service};
@@ -222,6 +224,32 @@ impl ServiceSnapshot {
             BackendState::Draining => BackendStatus::Draining,
             BackendState::Active => BackendStatus::Up,
         }
+    }
+
+    /// What `node`'s agent must check: every backend on `node` (endpoint present) of every
+    /// service with a check, at the endpoint's address and [`Service::health_port`], keyed by
+    /// (service, endpoint). Feed it to [`crate::health::HealthRunner::set_targets`].
+    pub fn health_targets(&self, node: &str) -> Vec<Target<(String, String)>> {
+        let mut out = Vec::new();
+        for svc in self.services.values() {
+            let Some(port) = svc.health_port() else {
+                continue;
+            };
+            if svc.health.check == HealthCheck::None {
+                continue;
+            }
+            for b in &svc.backends {
+                let key = (svc.network.clone(), b.endpoint.clone());
+                if let Some(ep) = self.endpoints.get(&key).filter(|e| e.node == node) {
+                    out.push(Target {
+                        key: (svc.name.clone(), b.endpoint.clone()),
+                        addr: SocketAddrV4::new(ep.ip, port),
+                        spec: svc.health.clone(),
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// The healthy backends of `svc` (up or draining): those the kernel's backend map holds.

@@ -54,12 +54,7 @@ impl ServiceCatalog {
         validate::service_name(name)?;
         let key = keys::service(name);
         self.commit_with_retry(|| {
-            let (kv, old) = self
-                .read::<Service>(&key)?
-                .ok_or_else(|| ServiceError::NotFound {
-                    kind: "service",
-                    name: name.to_string(),
-                })?;
+            let (kv, old) = self.service_record(name)?;
             let network = self.live_network(&old)?;
             let mut svc = old.clone();
             let mut compares = vec![
