@@ -624,6 +624,32 @@ fn published_ports_are_claimed_and_released() {
     l.svc.update("b", &[ServiceUpdate::Publish(p)]).unwrap();
     l.svc.remove("b").unwrap();
     l.svc.update("a", &[ServiceUpdate::Publish(p)]).unwrap();
+    // Publish and unpublish in one update: no claim is left behind.
+    let q = PublishedPort {
+        published: 9090,
+        ..p
+    };
+    l.svc
+        .update(
+            "a",
+            &[ServiceUpdate::Publish(q), ServiceUpdate::Unpublish(q)],
+        )
+        .unwrap();
+    assert!(l
+        .svc
+        .store()
+        .get("/vxmesh/v1/published/tcp/9090")
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        l.svc
+            .store()
+            .get("/vxmesh/v1/published/tcp/8080")
+            .unwrap()
+            .unwrap()
+            .value,
+        b"a"
+    );
 }
 
 #[test]

@@ -129,9 +129,15 @@ impl ServiceCatalog {
                             )
                             .into());
                         }
-                        let (mut cmp, mut del) = self.release_published(name, p)?;
-                        compares.append(&mut cmp);
-                        ops.append(&mut del);
+                        // Published earlier in this same list: drop that claim instead.
+                        let claim = keys::published(p.proto, p.published);
+                        let pending = ops.len();
+                        ops.retain(|op| !matches!(op, Op::Put { key, .. } if *key == claim));
+                        if ops.len() == pending {
+                            let (mut cmp, mut del) = self.release_published(name, p)?;
+                            compares.append(&mut cmp);
+                            ops.append(&mut del);
+                        }
                     }
                 }
             }
