@@ -184,6 +184,8 @@ fn create_list_update_remove() {
                 "/vxmesh/v1/nodes/",
                 "/vxmesh/v1/endpoints/",
                 "/vxmesh/v1/ipam/",
+                "/vxmesh/v1/macs/",
+                "/vxmesh/v1/hosts/",
                 "/vxmesh/v1/vnis/",
                 "/vxmesh/v1/agents/",
                 "/vxmesh/v1/guards/",

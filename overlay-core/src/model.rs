@@ -21,6 +21,10 @@ pub const VXLAN_PORT: u16 = 4789;
 pub const ENCRYPTED_VXLAN_PORT: u16 = 4790;
 /// The tc priority (`pref`) of vxmesh's ingress filters.
 pub const INGRESS_FILTER_PREF: u16 = 4790;
+/// The tc priority (`pref`) of vxmesh's isolation filters (`reconcile::isolation`): on each
+/// overlay bridge, IPv4 to other networks is dropped; on the underlay device, IPv4 to any
+/// network. They run before the encrypted-port filters.
+pub const ISOLATION_FILTER_PREF: u16 = 4788;
 /// Bytes VXLAN adds to each frame on an IPv4 underlay: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14.
 pub const VXLAN_OVERHEAD: u32 = 50;
 pub use crate::wireguard::WIREGUARD_OVERHEAD;

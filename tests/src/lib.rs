@@ -258,6 +258,61 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Sends `signal` to host `host`'s agent, through a pidfd and only once the process is
+    /// shown to be that agent (an `agent` command line for the host's namespace): a dead
+    /// agent's PID may name another process by now. Panics when the agent is not running.
+    pub fn signal_agent(&self, host: &str, signal: i32) {
+        use overlay_core::process::{Pidfd, ProcessIdentity};
+        let h = self.host(host);
+        let pid = h.agent_pid.expect("the lab recorded the agent's pid");
+        let identity = ProcessIdentity::of(pid).expect("the agent is running");
+        let ns = h.namespace.clone();
+        let pidfd = Pidfd::open_if(identity, |args| {
+            args.iter().any(|a| a == "agent")
+                && args.windows(2).any(|w| w[0] == "--netns" && w[1] == ns)
+        })
+        .expect("reading the agent's process")
+        .unwrap_or_else(|| panic!("pid {pid} is not the agent of {host}"));
+        pidfd.signal(signal).expect("signal the agent");
+    }
+
+    /// A machine on the lab's underlay switch that is not a vxmesh host: a namespace with
+    /// `eth0` at `x.y.z.<last_octet>/24` of the underlay subnet (removed on drop).
+    pub fn outside_machine(&self, last_octet: u8) -> (TestNetns, Ipv4Addr) {
+        let ns = TestNetns::new(&unique("out"));
+        let sw = &self.state.switch_namespace;
+        let port = unique("op");
+        run_ok(
+            "ip",
+            &[
+                "-n", sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns.0,
+            ],
+        );
+        run_ok(
+            "ip",
+            &["-n", sw, "link", "set", &port, "master", "sw0", "up"],
+        );
+        let o = self.state.hosts[0].address.octets();
+        let addr = Ipv4Addr::new(o[0], o[1], o[2], last_octet);
+        run_ok(
+            "ip",
+            &[
+                "-n",
+                &ns.0,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ],
+        );
+        run_ok("ip", &["-n", &ns.0, "link", "set", "eth0", "up"]);
+        (ns, addr)
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         let out = run(
@@ -286,6 +341,31 @@ impl TestNetns {
 
 impl Drop for TestNetns {
     fn drop(&mut self) {
+        kill_processes_in(&self.0);
         let _ = run("ip", &["netns", "del", &self.0]);
+    }
+}
+
+/// SIGKILLs every process inside network namespace `name` (servers a test started there), each
+/// through a pidfd and only once its own /proc entry shows it is in that namespace.
+pub fn kill_processes_in(name: &str) {
+    use overlay_core::process::Pidfd;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = std::fs::metadata(format!("/run/netns/{name}")) else {
+        return;
+    };
+    let out = run("ip", &["netns", "pids", name]);
+    for pid in String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+    {
+        let Ok(pidfd) = Pidfd::open(pid) else {
+            continue;
+        };
+        let inside = std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .is_ok_and(|m| m.ino() == target.ino() && m.dev() == target.dev());
+        if inside {
+            let _ = pidfd.signal(libc::SIGKILL);
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use vxmesh_tests::cni::{endpoints, exec, ip, Chain, CniEnv, PluginDir, REFERENCE_PLUGINS};
-use vxmesh_tests::{run, unique, wait_until, Lab, TestNetns};
+use vxmesh_tests::{run, run_ok, unique, wait_until, Lab, TestNetns};
 
 fn cid(tag: &str) -> String {
     format!("{}{}", unique(tag), "c".repeat(40))
@@ -212,4 +212,173 @@ fn delegated_ipam_host_local() {
     assert_eq!(out.code(), 102, "{}", out.stdout);
     assert!(!data.path().join("vxipam").join("10.77.0.2").exists());
     assert!(!ip(&c1.0, &["-o", "link"]).contains("eth0"));
+}
+
+/// Field report: a port published through the chain (portmap's DNAT on h1) answered on h1
+/// itself but not from h2 or from outside, because the host did not forward into the bridge.
+/// Now it answers from every other host and from a machine on the underlay that is not a
+/// vxmesh host, while networks stay isolated from each other (the same pings as the overlay
+/// isolation test, plus the published container from the other network) and the underlay
+/// cannot be routed into a network.
+#[test]
+fn a_published_port_answers_from_every_host_and_outside_and_networks_stay_isolated() {
+    assert!(have("portmap"), "containernetworking-plugins missing");
+    let lab = Lab::up(2, 2, 2);
+    let host = lab.namespace("h1");
+    let plugins = PluginDir::new();
+    let list = json!({
+        "cniVersion": "1.0.0",
+        "name": "vxpub",
+        "plugins": [
+            {"type": "vxmesh", "network": "net1", "node": "h1", "store": lab.state.store},
+            {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
+        ]
+    });
+    let chain = Chain::from_conflist(&list, &plugins.cni_path());
+    let runtime =
+        json!({"portMappings": [{"hostPort": 18081, "containerPort": 8080, "protocol": "tcp"}]});
+    let c = TestNetns::new(&unique("cpub"));
+    let env = CniEnv::new(&cid("q"), &c.0, "eth0");
+    let result = chain
+        .add(&host, &env, &runtime)
+        .unwrap_or_else(|out| panic!("chain ADD failed: {}\n{}", out.stdout, out.stderr));
+    let published: std::net::Ipv4Addr = result["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A server in the container that answers every connection with a line.
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &c.0, "sh", "-c"])
+        .arg("while true; do echo hello-published | nc -l -N -p 8080; done")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("nc (netcat-openbsd)");
+    let h1_ip = lab.host("h1").address.to_string();
+    let (outside, outside_ip) = lab.outside_machine(200);
+    let ask = |ns: &str| {
+        let mut reply = String::new();
+        let ok = wait_until(Duration::from_secs(10), || {
+            let out = Command::new("ip")
+                .args(["netns", "exec", ns, "sh", "-c"])
+                .arg(format!("echo hi | nc -N -w 2 {h1_ip} 18081"))
+                .output()
+                .unwrap();
+            reply = String::from_utf8_lossy(&out.stdout).into_owned();
+            reply.contains("hello-published")
+        });
+        (ok, reply)
+    };
+    let h2 = lab.namespace("h2");
+    for (who, ns) in [
+        ("h1 itself", host.as_str()),
+        ("h2", h2.as_str()),
+        ("a machine outside", outside.0.as_str()),
+    ] {
+        let (ok, reply) = ask(ns);
+        assert!(ok, "{who}: no answer on {h1_ip}:18081, got {reply:?}");
+    }
+
+    // Isolation as before: no path between containers of different networks, on one host or
+    // across hosts, including to the published container from the other network's containers.
+    let ping = |from: &str, to: std::net::Ipv4Addr| {
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                from,
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                &to.to_string(),
+            ],
+        )
+        .status
+        .success()
+    };
+    let addr = |name: &str| lab.container(name).address;
+    assert!(
+        ping(&lab.namespace("h1-c1"), addr("h2-c1")),
+        "net1 itself broke"
+    );
+    for (from, to) in [
+        ("h1-c1", addr("h2-c2")),
+        ("h1-c1", addr("h1-c2")),
+        ("h2-c2", addr("h1-c1")),
+        ("h1-c2", published),
+        ("h2-c2", published),
+    ] {
+        assert!(
+            !ping(&lab.namespace(from), to),
+            "{from} reached {to} on another network"
+        );
+    }
+    // And the underlay cannot be routed into a network through a host that forwards: a
+    // machine on the switch with a route to net1 via h1 reaches nothing.
+    run_ok_in(
+        &outside.0,
+        &["ip", "route", "add", "10.10.1.0/24", "via", &h1_ip],
+    );
+    assert!(
+        !ping(&outside.0, published),
+        "{outside_ip} was routed into net1 through h1"
+    );
+
+    // The control: it is h1's isolation filter that keeps net1 and net2 apart. With the agent
+    // paused and the filters on vb-net1 and vb-net2 deleted by hand, h1-c1 reaches h1-c2; once the agent
+    // runs again the filter is back and the path is gone.
+    let filters = || {
+        String::from_utf8_lossy(
+            &run(
+                "tc",
+                &["-n", &host, "filter", "show", "dev", "vb-net1", "ingress"],
+            )
+            .stdout,
+        )
+        .into_owned()
+    };
+    assert!(filters().contains("pref 4788 bpf"), "{}", filters());
+    lab.signal_agent("h1", libc::SIGSTOP);
+    for bridge in ["vb-net1", "vb-net2"] {
+        run_ok_in(
+            &host,
+            &[
+                "tc", "filter", "del", "dev", bridge, "ingress", "pref", "4788",
+            ],
+        );
+    }
+    let open = wait_until(Duration::from_secs(5), || {
+        ping(&lab.namespace("h1-c1"), addr("h1-c2"))
+    });
+    lab.signal_agent("h1", libc::SIGCONT);
+    assert!(
+        open,
+        "without the filters h1-c1 should reach h1-c2 (the control)"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || !ping(
+            &lab.namespace("h1-c1"),
+            addr("h1-c2")
+        )),
+        "the agent did not put the isolation filter back"
+    );
+
+    let _ = server.kill();
+    let _ = server.wait();
+    for out in chain.del(&host, &env, &runtime, Some(&result)) {
+        out.ok();
+    }
+}
+
+fn run_ok_in(ns: &str, args: &[&str]) {
+    let mut all = vec!["netns", "exec", ns];
+    all.extend_from_slice(args);
+    run_ok("ip", &all);
 }

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
+use ipnet::Ipv4Net;
 use netlink_packet_core::{DefaultNla, Nla, NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::tc::{
     TcAttribute, TcBpfFlags, TcFilterBpf, TcFilterBpfOption, TcHandle, TcMessage, TcOption,
@@ -63,6 +64,32 @@ fn udp_drop_program(port: u16) -> [SockFilter; 11] {
     ]
 }
 
+/// The most prefixes one [`prefix_drop_program`] holds: classic BPF allows 4096
+/// instructions (BPF_MAXINSNS) and each prefix takes 4.
+pub const MAX_DROPPED_PREFIXES: usize = 1000;
+
+/// Drops IPv4 packets whose destination is in any of `prefixes` (whole packets and every
+/// fragment: the destination is in each fragment's header); passes everything else on. Each
+/// prefix is checked by its own four instructions (load the destination, mask, compare, drop),
+/// so every jump is short whatever the number of prefixes.
+fn prefix_drop_program(prefixes: &[Ipv4Net]) -> Vec<SockFilter> {
+    let mut p = vec![
+        insn(0x28, 0, 0, 12),                  // ldh [12]           ethertype
+        insn(0x15, 1, 0, u32::from(ETH_P_IP)), // jeq #0x800         IPv4: go on
+        insn(0x06, 0, 0, TC_ACT_UNSPEC),       // ret #TC_ACT_UNSPEC not IPv4: pass
+    ];
+    for net in prefixes {
+        p.extend([
+            insn(0x20, 0, 0, 30),                       // ld [30]   destination
+            insn(0x54, 0, 0, u32::from(net.netmask())), // and #mask
+            insn(0x15, 0, 1, u32::from(net.network())), // jeq #net  else next prefix
+            insn(0x06, 0, 0, TC_ACT_SHOT),              // ret #TC_ACT_SHOT
+        ]);
+    }
+    p.push(insn(0x06, 0, 0, TC_ACT_UNSPEC)); // ret #TC_ACT_UNSPEC
+    p
+}
+
 fn encode(program: &[SockFilter]) -> Vec<u8> {
     let mut out = Vec::with_capacity(program.len() * 8);
     for i in program {
@@ -96,6 +123,21 @@ pub struct IngressFilter {
     /// `Some(port)` when this is a direct-action filter made by
     /// [`Dataplane::add_udp_drop_filter`] for `port`.
     pub drops_udp_port: Option<u16>,
+    /// The classic BPF program of a `bpf` filter (`TCA_BPF_OPS`, raw `struct sock_filter`s).
+    pub ops: Option<Vec<u8>>,
+    /// Whether the filter is in direct-action mode.
+    pub direct_action: bool,
+}
+
+impl IngressFilter {
+    /// Is this exactly the filter [`Dataplane::add_prefix_drop_filter`] makes for `prefixes`
+    /// (same prefixes, same order)?
+    pub fn drops_exactly(&self, prefixes: &[Ipv4Net]) -> bool {
+        self.kind == TcFilterBpf::KIND
+            && self.direct_action
+            && self.protocol == ETH_P_IP
+            && self.ops.as_deref() == Some(encode(&prefix_drop_program(prefixes)).as_slice())
+    }
 }
 
 fn parse_filter(msg: &TcMessage) -> IngressFilter {
@@ -133,6 +175,8 @@ fn parse_filter(msg: &TcMessage) -> IngressFilter {
         protocol: u16::from_be((msg.header.info & 0xffff) as u16),
         kind,
         drops_udp_port,
+        ops,
+        direct_action: direct,
     }
 }
 
@@ -214,7 +258,39 @@ impl Dataplane {
         pref: u16,
         port: u16,
     ) -> Result<(), DataplaneError> {
-        let program = udp_drop_program(port);
+        self.add_classic_filter(index, pref, &udp_drop_program(port))
+            .await
+    }
+
+    /// Adds a filter on a device's ingress hook (which must have an ingress or clsact qdisc)
+    /// that drops IPv4 packets to any address of `prefixes`, at priority `pref`. Errors:
+    /// `Invalid` naming "prefixes" with more than [`MAX_DROPPED_PREFIXES`].
+    pub async fn add_prefix_drop_filter(
+        &self,
+        index: u32,
+        pref: u16,
+        prefixes: &[Ipv4Net],
+    ) -> Result<(), DataplaneError> {
+        if prefixes.len() > MAX_DROPPED_PREFIXES {
+            return Err(DataplaneError::invalid(
+                "prefixes",
+                format_args!(
+                    "{} prefixes, at most {MAX_DROPPED_PREFIXES} fit one classic BPF filter",
+                    prefixes.len()
+                ),
+            ));
+        }
+        self.add_classic_filter(index, pref, &prefix_drop_program(prefixes))
+            .await
+    }
+
+    /// Adds a direct-action `cls_bpf` filter running a classic BPF `program` for IPv4.
+    async fn add_classic_filter(
+        &self,
+        index: u32,
+        pref: u16,
+        program: &[SockFilter],
+    ) -> Result<(), DataplaneError> {
         let mut msg = TcMessage::with_index(index as i32);
         msg.header.parent = INGRESS_PARENT;
         msg.header.info = filter_info(pref, ETH_P_IP);
@@ -229,7 +305,7 @@ impl Dataplane {
             ))),
             TcOption::Bpf(TcFilterBpfOption::Other(DefaultNla::new(
                 TCA_BPF_OPS,
-                encode(&program),
+                encode(program),
             ))),
             TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
         ]));
@@ -284,6 +360,29 @@ mod tests {
         other[9 * 8 + 4] = 0; // returns "ok" instead of "shot"
         assert_eq!(dropped_port(&other), None);
         assert_eq!(dropped_port(&[]), None);
+    }
+
+    #[test]
+    fn prefix_program_checks_each_prefix_with_short_jumps() {
+        let nets: Vec<Ipv4Net> = vec![
+            "10.10.1.0/24".parse().unwrap(),
+            "10.20.0.0/16".parse().unwrap(),
+        ];
+        let text: Vec<String> = prefix_drop_program(&nets)
+            .iter()
+            .map(|i| format!("{} {} {} {}", i.code, i.jt, i.jf, i.k))
+            .collect();
+        // ld [30]; and #255.255.255.0; jeq #10.10.1.0 else skip; ret shot; ... ret pass.
+        assert_eq!(
+            text.join(","),
+            "40 0 0 12,21 1 0 2048,6 0 0 4294967295,\
+             32 0 0 30,84 0 0 4294967040,21 0 1 168427776,6 0 0 2,\
+             32 0 0 30,84 0 0 4294901760,21 0 1 169082880,6 0 0 2,\
+             6 0 0 4294967295"
+        );
+        assert_eq!(prefix_drop_program(&[]).len(), 4);
+        let most = vec![nets[0]; MAX_DROPPED_PREFIXES];
+        assert!(prefix_drop_program(&most).len() <= 4096);
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
+use ipnet::Ipv4Net;
+
 use crate::dataplane::{Dataplane, DataplaneError, Link};
 use crate::model::{endpoint_key, EndpointStatus, Node};
 
@@ -189,6 +191,22 @@ impl Reconciler {
                     guard_ok = false;
                 }
             }
+            // The underlay device forwards for the networks (published ports), behind a filter
+            // that keeps the underlay out of every network's subnet.
+            let subnets: Vec<Ipv4Net> = desired
+                .networks
+                .values()
+                .map(|d| d.network.subnet)
+                .collect();
+            let isolation = if subnets.is_empty() {
+                self.remove_isolation(&underlay, &mut report.changes).await
+            } else {
+                self.isolation(&underlay, &subnets, false, &mut report.changes)
+                    .await
+            };
+            if let Err(e) = isolation {
+                report.errors.push(e);
+            }
             if let (Some(want), Some(wg)) = (&desired.wireguard, &self.wireguard) {
                 if let Err(e) = self
                     .wireguard(wg, want, &underlay, &mut report.changes)
@@ -202,7 +220,12 @@ impl Reconciler {
                 let res = if d.network.encrypted && !guard_ok {
                     Err(ReconcileError::Unguarded(d.network.name.clone()))
                 } else {
-                    self.network(node, &underlay, d, mtu, encrypted, &mut report)
+                    let others: Vec<Ipv4Net> = subnets
+                        .iter()
+                        .copied()
+                        .filter(|s| *s != d.network.subnet)
+                        .collect();
+                    self.network(node, &underlay, d, mtu, encrypted, &others, &mut report)
                         .await
                 };
                 if let Err(e) = res {
@@ -249,6 +272,7 @@ impl Reconciler {
             })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn network(
         &self,
         node: &Node,
@@ -256,6 +280,7 @@ impl Reconciler {
         d: &DesiredNetwork,
         mtu: u32,
         guard: bool,
+        other_subnets: &[Ipv4Net],
         report: &mut Report,
     ) -> Result<(), ReconcileError> {
         let net = &d.network;
@@ -271,6 +296,9 @@ impl Reconciler {
             self.ingress_filters(&only, Some(bridge.index), changes)
                 .await?;
         }
+        // Isolated from the other networks before it forwards anything.
+        self.isolation(&bridge, other_subnets, true, changes)
+            .await?;
         let vxlan = self
             .vxlan(node, local, underlay, net, mtu, &bridge, changes)
             .await?;

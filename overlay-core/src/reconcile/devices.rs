@@ -81,8 +81,7 @@ impl Reconciler {
                 .ctx(|| ctx("adding the gateway to"))?;
             changes.push(change("add address", format!("{name} {want}")));
         }
-        // Networks are isolated: nothing that arrives on an overlay bridge is routed elsewhere.
-        self.sysctl(Family::V4, &name, "forwarding", "0", changes)?;
+        // Forwarding is turned on by `isolation` once the bridge's filter is in place.
         // Networks are IPv4: no IPv6 link-local chatter from the host onto the overlay.
         self.sysctl(Family::V6, &name, "disable_ipv6", "1", changes)?;
         if !link.up {

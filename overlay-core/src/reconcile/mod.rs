@@ -12,6 +12,7 @@ mod devices;
 mod entries;
 mod host;
 mod ingress;
+mod isolation;
 mod stale;
 mod sysctl;
 mod tunnel;

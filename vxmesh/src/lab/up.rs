@@ -260,7 +260,47 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
             ));
         }
     }
+    wait_for_attachment_reports(&catalog, &state)?;
     Ok(state)
+}
+
+/// The lab is up when every host's agent has taken its containers in hand: each container's
+/// endpoint has a status in its node's host report (so `endpoint ls` shows a settled lab).
+fn wait_for_attachment_reports(
+    catalog: &overlay_core::Catalog,
+    state: &LabState,
+) -> Result<(), LabError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let snap = catalog
+            .snapshot()
+            .map_err(|e| LabError::step("reading the store", e))?;
+        let missing: Vec<&str> = state
+            .containers
+            .iter()
+            .filter(|c| {
+                let key = overlay_core::model::endpoint_key(&c.network, &c.name);
+                snap.hosts
+                    .get(&c.host)
+                    .is_none_or(|r| !r.endpoints.contains_key(&key))
+            })
+            .map(|c| c.name.as_str())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(LabError::step(
+                "waiting for the agents",
+                format!(
+                    "no agent reported the attachment of {} (see the agent logs in {})",
+                    missing.join(", "),
+                    state_dir(&state.prefix).display()
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A veth from the switch to the host: `hN` on the switch's bridge, `eth0` in the host.
