@@ -226,6 +226,11 @@ mod tests {
         let pid = child.id();
         let me = ProcessIdentity::of(pid).unwrap();
         assert!(me.start_time > 0);
+        // A vfork parent resumes before exec has set up the new command line: wait for it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while cmdline(pid).unwrap().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(cmdline(pid).unwrap(), ["sleep", "30"]);
         // Another start time: not the process we mean, nothing is signalled.
         let other = ProcessIdentity {

@@ -220,6 +220,39 @@ impl Dataplane {
             .map_err(nl("add ingress qdisc", format_args!("index {index}")))
     }
 
+    /// Adds a `clsact` qdisc to a device, like `tc qdisc add dev X clsact`: ingress and egress
+    /// hooks for filters.
+    pub async fn add_clsact_qdisc(&self, index: u32) -> Result<(), DataplaneError> {
+        let mut msg = TcMessage::with_index(index as i32);
+        msg.header.parent = TcHandle::INGRESS; // TC_H_CLSACT is the same value
+        msg.header.handle = TcHandle::from(0xffff_0000);
+        msg.attributes.push(TcAttribute::Kind("clsact".to_string()));
+        self.request_ack(
+            RouteNetlinkMessage::NewQueueDiscipline(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .await
+        .map_err(nl("add clsact qdisc", format_args!("index {index}")))
+    }
+
+    /// The filters on a device's egress hook (empty when it has no clsact qdisc).
+    pub async fn egress_filters(&self, index: u32) -> Result<Vec<IngressFilter>, DataplaneError> {
+        let msgs: Vec<TcMessage> = self
+            .handle
+            .traffic_filter(index as i32)
+            .get()
+            .egress()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list egress filters", format_args!("index {index}")))?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.index == index as i32 && u32::from(m.header.handle) != 0)
+            .map(parse_filter)
+            .collect())
+    }
+
     /// Deletes a device's `ingress` qdisc and every filter on it, like
     /// `tc qdisc del dev X ingress`.
     pub async fn delete_ingress_qdisc(&self, index: u32) -> Result<(), DataplaneError> {

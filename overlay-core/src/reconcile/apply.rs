@@ -177,20 +177,6 @@ impl Reconciler {
             if let Err(e) = self.remove_stale(&keep, claimed, &mut report.changes).await {
                 report.errors.push(e);
             }
-            // Closed before any encrypted VXLAN socket is opened; an encrypted network is not
-            // built (or changed) while its port cannot be closed.
-            let mut guard_ok = true;
-            if encrypted {
-                guarded.insert(underlay.name.clone());
-                guarded.extend(desired.networks.values().map(|d| d.network.bridge_name()));
-                if let Err(e) = self
-                    .ingress_filters(&guarded, None, &mut report.changes)
-                    .await
-                {
-                    report.errors.push(e);
-                    guard_ok = false;
-                }
-            }
             // The underlay device forwards for the networks (published ports), behind a filter
             // that keeps the underlay out of every network's subnet.
             let subnets: Vec<Ipv4Net> = desired
@@ -206,6 +192,20 @@ impl Reconciler {
             };
             if let Err(e) = isolation {
                 report.errors.push(e);
+            }
+            // Closed before any encrypted VXLAN socket is opened; an encrypted network is not
+            // built (or changed) while its port cannot be closed.
+            let mut guard_ok = true;
+            if encrypted {
+                guarded.insert(underlay.name.clone());
+                guarded.extend(desired.networks.values().map(|d| d.network.bridge_name()));
+                if let Err(e) = self
+                    .ingress_filters(&guarded, None, &mut report.changes)
+                    .await
+                {
+                    report.errors.push(e);
+                    guard_ok = false;
+                }
             }
             if let (Some(want), Some(wg)) = (&desired.wireguard, &self.wireguard) {
                 if let Err(e) = self
@@ -290,15 +290,15 @@ impl Reconciler {
             .ok_or_else(|| ReconcileError::NoTunnel(net.name.clone()))?;
         let made = changes.len();
         let bridge = self.bridge(net, mtu, changes).await?;
+        // Isolated from the other networks before it forwards anything.
+        self.isolation(&bridge, other_subnets, true, changes)
+            .await?;
         if guard && changes[made..].iter().any(|c| c.action == "create bridge") {
             // A new bridge is guarded before anything is attached to it.
             let only = BTreeSet::from([bridge.name.clone()]);
             self.ingress_filters(&only, Some(bridge.index), changes)
                 .await?;
         }
-        // Isolated from the other networks before it forwards anything.
-        self.isolation(&bridge, other_subnets, true, changes)
-            .await?;
         let vxlan = self
             .vxlan(node, local, underlay, net, mtu, &bridge, changes)
             .await?;

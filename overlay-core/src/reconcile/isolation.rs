@@ -59,11 +59,13 @@ impl Reconciler {
             .await
             .ctx(|| ctx("listing ingress qdiscs"))?;
         if !qdiscs.contains_key(&link.index) {
+            // clsact rather than ingress: the same ingress hook, and the encrypted-port filters
+            // (which add an `ingress` qdisc only where there is none) leave it in place.
             self.dp
-                .add_ingress_qdisc(link.index)
+                .add_clsact_qdisc(link.index)
                 .await
-                .ctx(|| ctx("adding the ingress qdisc"))?;
-            changes.push(change("add ingress qdisc", name));
+                .ctx(|| ctx("adding the clsact qdisc"))?;
+            changes.push(change("add clsact qdisc", name));
         }
         let filters = self
             .dp
@@ -87,9 +89,9 @@ impl Reconciler {
         let list: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
         changes.push(change(
             if ours.is_empty() {
-                "add isolation filter"
+                "add ingress isolation filter"
             } else {
-                "replace isolation filter"
+                "replace ingress isolation filter"
             },
             format!("{name} pref {pref}: drop ip dst [{}]", list.join(" ")),
         ));
@@ -97,8 +99,8 @@ impl Reconciler {
     }
 
     /// Removes the isolation filter from `link` (the underlay device of a host that has no
-    /// network any more), and the `ingress` qdisc when nothing else is on it. Forwarding is
-    /// left as it is.
+    /// network any more), and its `clsact` (or `ingress`) qdisc when no other filter is on it.
+    /// Forwarding is left as it is.
     pub(super) async fn remove_isolation(
         &self,
         link: &Link,
@@ -128,15 +130,25 @@ impl Reconciler {
             .await
             .ctx(|| ctx("removing the isolation filter"))?;
         changes.push(change(
-            "delete isolation filter",
+            "delete ingress isolation filter",
             format!("{name} pref {pref}"),
         ));
-        if qdisc == "ingress" && filters.iter().all(|f| f.pref == pref) {
+        let others_on_ingress = filters.iter().any(|f| f.pref != pref);
+        let on_egress = match qdisc.as_str() {
+            "clsact" => !self
+                .dp
+                .egress_filters(link.index)
+                .await
+                .ctx(|| ctx("reading the egress filters"))?
+                .is_empty(),
+            _ => false,
+        };
+        if (qdisc == "ingress" || qdisc == "clsact") && !others_on_ingress && !on_egress {
             self.dp
                 .delete_ingress_qdisc(link.index)
                 .await
-                .ctx(|| ctx("removing the ingress qdisc"))?;
-            changes.push(change("delete ingress qdisc", name));
+                .ctx(|| ctx("removing the qdisc"))?;
+            changes.push(change("delete qdisc", format!("{name} {qdisc}")));
         }
         Ok(())
     }

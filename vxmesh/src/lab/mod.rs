@@ -99,6 +99,19 @@ impl LabHost {
     }
 }
 
+impl LabHost {
+    /// Is the process `lab up` started for this host still there (same PID and start time)?
+    /// For waiting on it only: signals go through [`LabHost::agent`], which also checks the
+    /// command line (just after the start it may not be readable yet).
+    pub fn agent_alive(&self) -> bool {
+        let (Some(pid), Some(start)) = (self.agent_pid, self.agent_start_time) else {
+            return false;
+        };
+        ProcessIdentity::of(pid).is_ok_and(|i| i.start_time == start)
+            && Pidfd::open(pid).is_ok_and(|p| !p.exited())
+    }
+}
+
 /// Is `args` the command line of a vxmesh agent running for network namespace `namespace`?
 pub fn is_agent_of(args: &[String], namespace: &str) -> bool {
     args.iter().any(|a| a == "agent")

@@ -408,7 +408,7 @@ fn wait_for_bridges(state: &LabState) -> Result<(), LabError> {
             if ready {
                 break;
             }
-            if Instant::now() > deadline || h.agent().is_none() {
+            if Instant::now() > deadline || !h.agent_alive() {
                 return Err(LabError::step(
                     format!("waiting for the agent of {}", h.name),
                     format!(
