@@ -495,7 +495,14 @@ fn bad_cases() -> Vec<Bad> {
             &["invalid backend 'nope'", not_endpoint],
         ),
         update_bad(
-            &["--add-backend", "c3", "--set-weight", "c1:3", "--drain-backend", "c4"],
+            &[
+                "--add-backend",
+                "c3",
+                "--set-weight",
+                "c1:3",
+                "--drain-backend",
+                "c4",
+            ],
             &["invalid backend 'c4'", "is not a backend of service web"],
         ),
         update_bad(
