@@ -94,7 +94,7 @@ mod testrun;
 pub use config::{DatapathConfig, BPFFS, DEFAULT_PIN_ROOT};
 pub use error::{Error, Result};
 pub use loader::Datapath;
-pub use maps::{types::*, CtFill, Maps, Purged, MAGLEV_MAX_SLOTS, MAP_NAMES};
+pub use maps::{types::*, CtFill, MaglevTableInfo, Maps, Purged, MAGLEV_MAX_SLOTS, MAP_NAMES};
 pub use objects::{LXC_OBJ, LXC_PROGRAMS, PROG_FROM_LXC, PROG_TO_LXC, SOCK_OBJ, SOCK_PROGRAMS};
 pub use pins::{ensure_bpffs, teardown, NodePins};
 pub use testrun::{TcRun, TC_ACT_OK, TC_ACT_SHOT};

@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod pcap;
 pub mod podman;
 pub mod race;
+pub mod store_cli;
 pub mod witness;
 
 /// The `vxmesh` binary of this workspace (built on demand when missing).

@@ -2,12 +2,14 @@
 //!
 //! The facade an orchestrator embeds: open a store, then use the [`Catalog`] to create
 //! networks, nodes and endpoints, [`attach_container`] to put a network namespace on a network,
-//! and run [`agent::run`] on every host to make its kernel follow the store.
+//! and run [`agent::run`] on every host to make its kernel follow the store. Services
+//! (virtual IPs balanced in the kernel) are [`ServiceCatalog`]'s; see [`services`].
 
 pub mod agent;
 mod agent_log;
 pub mod heartbeat;
 pub mod lab;
+pub mod services;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +21,11 @@ pub use overlay_core::container::{
 pub use overlay_core::model::{Endpoint, Network, Node};
 pub use overlay_core::store::{SqliteStore, Store, StoreError};
 pub use overlay_core::MacAddr;
+pub use services::{
+    remove_network, Affinity, BackendSpec, HealthCheck, HealthSpec, PortSpec, Proto, Service,
+    ServiceCatalog, ServiceError, ServiceSpec, ServiceUpdate, VipRequest,
+};
+pub use vxmesh_ebpf::DEFAULT_PIN_ROOT;
 
 /// Where the embedded store lives unless told otherwise.
 pub const DEFAULT_STORE: &str = "/var/lib/vxmesh/store.db";

@@ -47,6 +47,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             cli::endpoint::run(cmd, &vxmesh::open_catalog(&cli.store)?, json)?;
             Ok(0)
         }
+        Command::Service(cmd) => {
+            cli::service::run(cmd, &vxmesh::open_catalog(&cli.store)?, json)?;
+            Ok(0)
+        }
     }
 }
 

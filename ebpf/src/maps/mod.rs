@@ -55,6 +55,16 @@ pub struct CtFill {
     pub capacity: u32,
 }
 
+/// One service's Maglev table in the kernel ([`Maps::maglev_table_info`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaglevTableInfo {
+    /// The table size M: slots holding backend ids.
+    pub slots: u32,
+    /// Kernel memory of the inner map (M + 1 slots of 4 bytes and the map's own structure),
+    /// bytes, as the kernel reports it (`memlock`).
+    pub memory_bytes: u64,
+}
+
 /// What [`Maps::purge_backend`] removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Purged {
@@ -251,22 +261,23 @@ impl Maps {
 
     /// Service `svc_id`'s Maglev table as the kernel holds it (slot i → backend id), or None.
     pub fn maglev_table(&self, svc_id: u32) -> Result<Option<Vec<u32>>> {
-        let inner = match self.maglev.get(&svc_id, 0) {
-            Ok(a) => a,
-            Err(MapError::KeyNotFound) => return Ok(None),
-            Err(e) => return Err(Error::map("vx_maglev", "get", e)),
+        let Some(inner) = self.inner_table(svc_id)? else {
+            return Ok(None);
         };
-        let m = inner
-            .get(&MAGLEV_SIZE_SLOT, 0)
-            .map_err(|e| Error::map("vx_maglev", "read inner table", e))?;
+        let m = table_slot(&inner, MAGLEV_SIZE_SLOT)?;
         (1..=m)
-            .map(|i| {
-                inner
-                    .get(&i, 0)
-                    .map_err(|e| Error::map("vx_maglev", "read inner table", e))
-            })
+            .map(|i| table_slot(&inner, i))
             .collect::<Result<Vec<_>>>()
             .map(Some)
+    }
+
+    /// Service `svc_id`'s inner table, or None when it has none.
+    fn inner_table(&self, svc_id: u32) -> Result<Option<Array<MapData, u32>>> {
+        match self.maglev.get(&svc_id, 0) {
+            Ok(a) => Ok(Some(a)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(Error::map("vx_maglev", "get", e)),
+        }
     }
 
     /// Kernel memory the Maglev tables take, in bytes: the sum of `memlock` that the kernel
@@ -283,6 +294,19 @@ impl Maps {
             total += memlock(inner.map())?;
         }
         Ok(total)
+    }
+
+    /// Service `svc_id`'s Maglev table as the kernel holds it, without reading its slots:
+    /// its size M (slot 0) and the kernel memory it takes (the `memlock` bytes of the inner
+    /// map, /proc/self/fdinfo). None when the service has no table (no backend).
+    pub fn maglev_table_info(&self, svc_id: u32) -> Result<Option<MaglevTableInfo>> {
+        let Some(inner) = self.inner_table(svc_id)? else {
+            return Ok(None);
+        };
+        Ok(Some(MaglevTableInfo {
+            slots: table_slot(&inner, MAGLEV_SIZE_SLOT)?,
+            memory_bytes: memlock(inner.map())?,
+        }))
     }
 
     /// Adds or replaces backend `id`, and makes its (zeroed) counters if missing.
@@ -460,6 +484,13 @@ fn validate_table(svc_id: u32, table: &[u32]) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Slot `i` of an inner table (0: the size M).
+fn table_slot(inner: &Array<MapData, u32>, i: u32) -> Result<u32> {
+    inner
+        .get(&i, 0)
+        .map_err(|e| Error::map("vx_maglev", "read inner table", e))
 }
 
 /// A new inner table: slot 0 = M, slots 1..=M = `table`, written in one batch.

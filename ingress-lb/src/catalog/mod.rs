@@ -26,7 +26,7 @@ mod update;
 
 pub use health::{HealthRecord, HealthStatus};
 pub use snapshot::{BackendStatus, BackendView, ServiceSnapshot};
-pub use update::ServiceUpdate;
+pub use update::{HealthChange, ServiceUpdate};
 
 /// How many times an operation is retried when concurrent writers keep winning.
 const ATTEMPTS: u32 = 200;

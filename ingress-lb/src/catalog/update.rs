@@ -8,7 +8,7 @@ use super::{encode, ServiceCatalog, ServiceError};
 use crate::keys;
 use crate::service::validate;
 use crate::service::{
-    Affinity, BackendSpec, BackendState, HealthSpec, Mode, PublishedPort, Service,
+    Affinity, BackendSpec, BackendState, HealthCheck, HealthSpec, Mode, PublishedPort, Service,
 };
 
 /// One change to a service. [`ServiceCatalog::update`] applies a list of them at once.
@@ -26,13 +26,42 @@ pub enum ServiceUpdate {
         endpoint: String,
         weight: u32,
     },
+    /// Replaces the whole health check.
     SetHealth(HealthSpec),
+    /// Changes the given parts of the health check and keeps the others as stored (read in
+    /// the same transaction, so a concurrent change of the other parts is not lost).
+    ChangeHealth(HealthChange),
     SetAffinity(Affinity),
     /// `None`: the automatic size.
     SetTableSize(Option<u32>),
     Publish(PublishedPort),
     Unpublish(PublishedPort),
     SetMode(Mode),
+}
+
+/// Parts of a health check to change; `None` keeps the stored value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthChange {
+    pub check: Option<HealthCheck>,
+    /// ms.
+    pub interval_ms: Option<u32>,
+    /// ms.
+    pub timeout_ms: Option<u32>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+}
+
+impl HealthChange {
+    /// `spec` with the given parts changed.
+    pub fn apply(&self, spec: &HealthSpec) -> HealthSpec {
+        HealthSpec {
+            check: self.check.clone().unwrap_or_else(|| spec.check.clone()),
+            interval_ms: self.interval_ms.unwrap_or(spec.interval_ms),
+            timeout_ms: self.timeout_ms.unwrap_or(spec.timeout_ms),
+            rise: self.rise.unwrap_or(spec.rise),
+            fall: self.fall.unwrap_or(spec.fall),
+        }
+    }
 }
 
 fn not_a_backend(service: &str, endpoint: &str) -> ServiceError {
@@ -108,6 +137,7 @@ impl ServiceCatalog {
                         backend_mut(&mut svc, endpoint)?.weight = *weight;
                     }
                     ServiceUpdate::SetHealth(h) => svc.health = h.clone(),
+                    ServiceUpdate::ChangeHealth(c) => svc.health = c.apply(&svc.health),
                     ServiceUpdate::SetAffinity(a) => svc.affinity = *a,
                     ServiceUpdate::SetTableSize(m) => svc.maglev_table_size = *m,
                     ServiceUpdate::SetMode(m) => svc.mode = *m,

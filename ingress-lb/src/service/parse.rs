@@ -1,12 +1,14 @@
 //! The text forms of the CLI flags: `--port PORT[:TARGET][/tcp|/udp]`, `--publish
-//! PUB:PORT[/tcp|/udp]`, `--vip IP|auto`, `--health none|tcp|http:PATH`, `--affinity
+//! PUB:PORT[/tcp|/udp]`, `--backend ENDPOINT[:WEIGHT]`, `--vip IP|auto`, `--health none|tcp|http:PATH`, `--affinity
 //! none|client-ip`, `--mode default|dsr`, durations like `1s` or `250ms`. Errors name the flag.
 
 use std::str::FromStr;
 
 use overlay_core::validate::ValidationError;
 
-use super::{Affinity, HealthCheck, Mode, PortSpec, Proto, PublishedPort, VipRequest};
+use super::{
+    validate, Affinity, BackendSpec, HealthCheck, Mode, PortSpec, Proto, PublishedPort, VipRequest,
+};
 
 /// Splits `TEXT[/PROTO]`; tcp when no protocol is given.
 fn split_proto(field: &'static str, s: &str) -> Result<(String, Proto), ValidationError> {
@@ -78,6 +80,33 @@ impl FromStr for PublishedPort {
             published: port_number("publish", s, published)?,
             port: port_number("publish", s, port)?,
             proto,
+        })
+    }
+}
+
+impl FromStr for BackendSpec {
+    type Err = ValidationError;
+    /// `web1` (weight 1) or `web1:3`: an endpoint id and an optional weight
+    /// (1..=[`validate::WEIGHT_MAX`]). Endpoint ids cannot contain ':'.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (endpoint, weight) = match s.split_once(':') {
+            None => (s, None),
+            Some((e, w)) => {
+                let w: u32 = w.parse().map_err(|_| {
+                    ValidationError::new(
+                        "weight",
+                        s,
+                        format!("'{w}' is not a weight 1-{}", validate::WEIGHT_MAX),
+                    )
+                })?;
+                validate::weight(w)?;
+                (e, Some(w))
+            }
+        };
+        validate::backend_name(endpoint)?;
+        Ok(BackendSpec {
+            endpoint: endpoint.to_string(),
+            weight,
         })
     }
 }
@@ -183,6 +212,29 @@ mod tests {
             ("80/sctp", "port"),
         ] {
             assert_eq!(bad.parse::<PortSpec>().unwrap_err().field, field, "{bad}");
+        }
+    }
+
+    #[test]
+    fn backends() {
+        let b: BackendSpec = "web1".parse().unwrap();
+        assert_eq!((b.endpoint.as_str(), b.weight), ("web1", None));
+        let b: BackendSpec = "web1:3".parse().unwrap();
+        assert_eq!((b.endpoint.as_str(), b.weight), ("web1", Some(3)));
+        for (bad, field) in [
+            ("web1:0", "weight"),
+            ("web1:1001", "weight"),
+            ("web1:x", "weight"),
+            ("web1:", "weight"),
+            ("", "backend"),
+            (":3", "backend"),
+            ("a b", "backend"),
+        ] {
+            assert_eq!(
+                bad.parse::<BackendSpec>().unwrap_err().field,
+                field,
+                "{bad}"
+            );
         }
     }
 

@@ -12,6 +12,9 @@ pub mod lab;
 pub mod network;
 pub mod node;
 pub mod output;
+pub mod service;
+mod service_args;
+mod service_table;
 
 /// vxmesh: VXLAN overlay networks between Linux hosts.
 ///
@@ -41,6 +44,10 @@ pub enum Command {
     /// Add, list and remove endpoints on hosts vxmesh does not manage.
     #[command(subcommand)]
     Endpoint(endpoint::EndpointCmd),
+    /// Create, list, inspect, update and remove services (virtual IPs balanced over
+    /// endpoints).
+    #[command(subcommand)]
+    Service(service::ServiceCmd),
     /// Run the per-host reconciler: make this host's kernel match the store.
     Agent(agent::AgentArgs),
     /// Simulated hosts on this machine, each in its own network namespace.

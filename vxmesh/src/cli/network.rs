@@ -16,10 +16,12 @@ pub enum NetworkCmd {
     Ls,
     /// Show a network and its endpoints.
     Inspect { name: String },
-    /// Remove a network; every host's agent then removes its devices and entries.
+    /// Remove a network; every host's agent then removes its devices and entries. Refused
+    /// while services or endpoints use it, unless --force.
     Rm {
         name: String,
-        /// Also remove the network's endpoints (and free their addresses).
+        /// Also remove the network's services (and their VIPs) and endpoints (and free their
+        /// addresses).
         #[arg(long)]
         force: bool,
     },
@@ -48,6 +50,14 @@ struct Inspect<'a> {
     #[serde(flatten)]
     network: &'a Network,
     endpoints: &'a [super::endpoint::Listed<'a>],
+}
+
+/// `network rm --json`: the network's fields and the services `--force` removed with it.
+#[derive(Serialize)]
+struct Removed<'a> {
+    #[serde(flatten)]
+    network: &'a Network,
+    removed_services: &'a [&'a str],
 }
 
 fn row(n: &Network) -> Vec<String> {
@@ -104,11 +114,21 @@ pub fn run(cmd: NetworkCmd, catalog: &Catalog, json: bool) -> Result<()> {
             }
         }
         NetworkCmd::Rm { name, force } => {
-            let n = catalog.remove_network(&name, force)?;
+            let (network, services) = vxmesh::remove_network(catalog, &name, force)?;
+            let removed_services: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
             if json {
-                output::json(&n);
+                output::json(&Removed {
+                    network: &network,
+                    removed_services: &removed_services,
+                });
+            } else if removed_services.is_empty() {
+                println!("removed network {}", network.name);
             } else {
-                println!("removed network {}", n.name);
+                println!(
+                    "removed network {} and its services {}",
+                    network.name,
+                    removed_services.join(", ")
+                );
             }
         }
     }

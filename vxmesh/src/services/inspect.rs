@@ -1,0 +1,239 @@
+//! `service inspect`: one service, its backends as the store sees them, and the counters of
+//! the kernel datapath of every node whose pins are on this machine.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ingress_lb::catalog::{HealthRecord, ServiceCatalog, ServiceError};
+use ingress_lb::service::{BackendState, Service};
+use overlay_core::catalog::Catalog;
+use serde::Serialize;
+use vxmesh_ebpf::{Maps, NodePins};
+
+use super::view::{status_word, ServiceView};
+
+/// What `service inspect` shows.
+///
+/// JSON: `service` ([`ServiceView`]), `orphaned` (its network was removed), `revision` (the
+/// store revision it was read at), `backends` ([`BackendInspection`] each), `nodes`
+/// ([`NodeInspection`] for every node in the store, sorted by name).
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceInspection {
+    pub service: ServiceView,
+    pub orphaned: bool,
+    pub revision: u64,
+    pub backends: Vec<BackendInspection>,
+    pub nodes: Vec<NodeInspection>,
+}
+
+/// One backend: its configuration, where it is, its state by the store, and its counters in
+/// each kernel on this machine.
+///
+/// JSON: `endpoint`, `id` (the kernel's backend id), `weight`, `state` (`active`|`draining`,
+/// as configured), `node` and `ip` (its endpoint's; null when the endpoint is gone), `status`
+/// ([`status_word`]: `up`, `draining`, `down`, `unknown`, `node-down`, `endpoint-gone`),
+/// `health` (the last report of its node's agent, `{node, status: up|down, detail,
+/// since_ms}` with `since_ms` in ms since the Unix epoch; null when none), `table_slots`
+/// (its slots in the Maglev table the store's state gives; 0 when out or draining),
+/// `counters` ([`BackendCounters`] per node on this machine).
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendInspection {
+    pub endpoint: String,
+    pub id: u32,
+    pub weight: u32,
+    pub state: BackendState,
+    pub node: Option<String>,
+    pub ip: Option<Ipv4Addr>,
+    pub status: &'static str,
+    pub health: Option<HealthRecord>,
+    pub table_slots: u32,
+    pub counters: Vec<BackendCounters>,
+}
+
+/// One backend's counters in one node's kernel (`vx_be_stats`, summed over CPUs), counted
+/// by that node's datapath since the backend was put in its maps.
+///
+/// JSON: `node`, `programmed` (the backend is in that node's backend map), `packets`
+/// (packets the tc programs translated to it, and UDP datagrams the socket hooks sent to
+/// it), `bytes` (frame length of the packets the tc programs translated, bytes; the socket
+/// path counts none: its packets never pass a translation), `connections` (new flows of the
+/// tc path, and connect()s and first sendmsg()s of sockets the socket hooks sent to it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackendCounters {
+    pub node: String,
+    pub programmed: bool,
+    pub packets: u64,
+    pub bytes: u64,
+    pub connections: u64,
+}
+
+/// One node of the store and what its kernel holds for the service, when the node's pins
+/// are on this machine.
+///
+/// JSON: `node`, `pin_dir` (`<pin root>/<node>`), `on_this_host` (the pin directory exists
+/// here; when false every field below is null), `error` (the pins exist but could not be
+/// read; null otherwise), `conntrack` ([`ConntrackFill`], the node's whole table),
+/// `maglev` ([`KernelTable`] of this service; null when the kernel has no table for it:
+/// no backend up, or not programmed yet), `no_backend_drops` (packets and connects to the
+/// service refused for want of a backend).
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInspection {
+    pub node: String,
+    pub pin_dir: PathBuf,
+    pub on_this_host: bool,
+    pub error: Option<String>,
+    pub conntrack: Option<ConntrackFill>,
+    pub maglev: Option<KernelTable>,
+    pub no_backend_drops: Option<u64>,
+}
+
+/// A node's connection table (`vx_ct`, LRU: when full the oldest entries go).
+///
+/// JSON: `entries` (both directions of every flow), `flows` (translated flows), `capacity`
+/// (entries it holds), `fill_percent` (entries / capacity × 100).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConntrackFill {
+    pub entries: u64,
+    pub flows: u64,
+    pub capacity: u32,
+    pub fill_percent: f64,
+}
+
+/// A service's Maglev table in one node's kernel.
+///
+/// JSON: `slots` (the table size M in the kernel), `memory_bytes` (kernel memory of the
+/// table, bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KernelTable {
+    pub slots: u32,
+    pub memory_bytes: u64,
+}
+
+/// Service `name` with its backends' states (store) and the kernel counters of every node
+/// of the store whose pin directory (`pin_root/NODE`, [`crate::DEFAULT_PIN_ROOT`] on a real
+/// host) exists on this machine. Reads only: loads no program, mounts nothing, changes no map.
+/// A node whose pins are absent is shown as not on this host; one whose maps cannot be read
+/// carries the reason in [`NodeInspection::error`]; neither is an error.
+///
+/// Errors: an invalid or unknown service name, a store failure.
+pub fn inspect(
+    catalog: &Catalog,
+    name: &str,
+    pin_root: &Path,
+) -> Result<ServiceInspection, ServiceError> {
+    let services = ServiceCatalog::of(catalog);
+    let svc = services.get(name)?;
+    let snap = services.snapshot()?;
+    let orphaned = !snap.services.contains_key(name);
+    let table = if orphaned { None } else { snap.table(&svc)? };
+    let mut slots: BTreeMap<u32, u32> = BTreeMap::new();
+    for id in table.iter().flatten() {
+        *slots.entry(*id).or_default() += 1;
+    }
+    let mut nodes = Vec::new();
+    let mut counters: BTreeMap<u32, Vec<BackendCounters>> = BTreeMap::new();
+    for node in catalog.nodes()? {
+        let (view, per_backend) = read_node(pin_root, &node.name, &svc);
+        for (id, c) in per_backend {
+            counters.entry(id).or_default().push(c);
+        }
+        nodes.push(view);
+    }
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    let backends = snap
+        .backends(&svc)
+        .into_iter()
+        .map(|v| BackendInspection {
+            endpoint: v.backend.endpoint.clone(),
+            id: v.backend.id,
+            weight: v.backend.weight,
+            state: v.backend.state,
+            node: v.endpoint.map(|e| e.node.clone()),
+            ip: v.endpoint.map(|e| e.ip),
+            status: status_word(&v.status),
+            health: v.health.cloned(),
+            table_slots: slots.get(&v.backend.id).copied().unwrap_or(0),
+            counters: counters.remove(&v.backend.id).unwrap_or_default(),
+        })
+        .collect();
+    Ok(ServiceInspection {
+        service: (&svc).into(),
+        orphaned,
+        revision: snap.revision,
+        backends,
+        nodes,
+    })
+}
+
+/// What one node's kernel holds for `svc`, and its backends' counters (by backend id).
+fn read_node(
+    pin_root: &Path,
+    node: &str,
+    svc: &Service,
+) -> (NodeInspection, Vec<(u32, BackendCounters)>) {
+    let mut view = NodeInspection {
+        node: node.to_string(),
+        pin_dir: pin_root.join(node),
+        on_this_host: false,
+        error: None,
+        conntrack: None,
+        maglev: None,
+        no_backend_drops: None,
+    };
+    // A node name the pin layout refuses cannot have pins.
+    let Ok(pins) = NodePins::new(pin_root, node) else {
+        return (view, Vec::new());
+    };
+    if !pins.node_dir.is_dir() {
+        return (view, Vec::new());
+    }
+    view.on_this_host = true;
+    match read_maps(&pins, svc, &mut view) {
+        Ok(counters) => (view, counters),
+        Err(e) => {
+            view.error = Some(e.to_string());
+            (view, Vec::new())
+        }
+    }
+}
+
+fn read_maps(
+    pins: &NodePins,
+    svc: &Service,
+    view: &mut NodeInspection,
+) -> vxmesh_ebpf::Result<Vec<(u32, BackendCounters)>> {
+    let maps = Maps::open_pinned(pins)?;
+    let ct = maps.conntrack_fill()?;
+    view.conntrack = Some(ConntrackFill {
+        entries: ct.entries,
+        flows: ct.flows,
+        capacity: ct.capacity,
+        fill_percent: if ct.capacity == 0 {
+            0.0
+        } else {
+            ct.entries as f64 * 100.0 / f64::from(ct.capacity)
+        },
+    });
+    view.maglev = maps.maglev_table_info(svc.id)?.map(|t| KernelTable {
+        slots: t.slots,
+        memory_bytes: t.memory_bytes,
+    });
+    view.no_backend_drops = Some(maps.service_stats(svc.id)?.no_backend);
+    svc.backends
+        .iter()
+        .map(|b| {
+            let s = maps.backend_stats(b.id)?;
+            Ok((
+                b.id,
+                BackendCounters {
+                    node: view.node.clone(),
+                    programmed: maps.backend(b.id)?.is_some(),
+                    packets: s.packets,
+                    bytes: s.bytes,
+                    connections: s.conns,
+                },
+            ))
+        })
+        .collect()
+}
