@@ -87,6 +87,7 @@
 //! ```
 
 mod attach;
+pub use attach::{inode_of, Attachment};
 mod config;
 mod error;
 mod loader;

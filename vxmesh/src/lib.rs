@@ -8,6 +8,7 @@ pub mod agent;
 mod agent_log;
 pub mod heartbeat;
 pub mod lab;
+pub mod services;
 
 use std::path::Path;
 use std::sync::Arc;
