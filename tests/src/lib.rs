@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod pcap;
 pub mod podman;
 pub mod race;
+pub mod services;
 pub mod witness;
 
 /// The `vxmesh` binary of this workspace (built on demand when missing).
@@ -122,6 +123,12 @@ pub struct LabState {
     pub hosts: Vec<Host>,
     pub networks: Vec<Net>,
     pub containers: Vec<Container>,
+    /// The lab's cgroup (the agents' `--cgroup`), when the lab made one.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
+    /// The agents' BPF pin root.
+    #[serde(default)]
+    pub bpf_pin_root: Option<PathBuf>,
 }
 
 /// A lab built with `vxmesh lab up`, removed with `vxmesh lab down` on drop.
@@ -169,6 +176,8 @@ impl Lab {
                 hosts: vec![],
                 networks: vec![],
                 containers: vec![],
+                cgroup: None,
+                bpf_pin_root: None,
             },
         };
         // From here on, drop tears the lab down.

@@ -54,6 +54,11 @@ pub struct ExecArgs {
     pub prefix: PrefixArg,
     /// A host (h1) or container (h1-c1).
     pub member: String,
+    /// Run a container's command outside the container's cgroup: its sockets are not
+    /// balanced at connect()/sendmsg(), so traffic to a service VIP takes the packet path (tc
+    /// on the container's veth). Without it a container's command runs in its cgroup.
+    #[arg(long)]
+    pub outside_cgroup: bool,
     /// The command, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -179,7 +184,14 @@ pub fn run(cmd: LabCmd, json: bool) -> Result<i32> {
                 print_state(&state);
             }
         }
-        LabCmd::Exec(a) => return Ok(lab::exec(&a.prefix.prefix, &a.member, &a.command)?),
+        LabCmd::Exec(a) => {
+            return Ok(lab::exec(
+                &a.prefix.prefix,
+                &a.member,
+                &a.command,
+                a.outside_cgroup,
+            )?)
+        }
         LabCmd::Down(p) => {
             let done = lab::down(&p.prefix)?;
             if json {

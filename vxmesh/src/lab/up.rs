@@ -133,8 +133,27 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
         hosts: vec![],
         networks: vec![],
         containers: vec![],
+        cgroup: Some(super::cgroup::lab_cgroup(&spec.prefix)),
+        bpf_pin_root: Some(super::bpf::pin_root(&spec.prefix)),
+        mounted_bpffs: false,
     };
     state.save()?;
+
+    // Where the agents attach and pin (see `cgroup` and `bpf`).
+    let cg = super::cgroup::lab_cgroup(&spec.prefix);
+    super::cgroup::create(&cg)?;
+    state.mounted_bpffs = super::bpf::mount_if_missing(&spec.prefix)?;
+    state.save()?;
+    progress(&format!(
+        "cgroup {} (socket programs), BPF pins under {}{}",
+        cg.display(),
+        super::bpf::pin_root(&spec.prefix).display(),
+        if state.mounted_bpffs {
+            " (mounted bpffs)"
+        } else {
+            ""
+        }
+    ));
 
     // The underlay switch.
     let sw = state.switch_namespace.clone();
@@ -231,6 +250,7 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
                 .clone();
             netns::create(&ns)
                 .map_err(|e| LabError::step(format!("creating namespace {ns}"), e))?;
+            super::cgroup::create(&super::cgroup::container_cgroup(&spec.prefix, &name))?;
             let (endpoint, _) = attach_container(
                 &catalog,
                 &ContainerSpec {
@@ -361,6 +381,10 @@ fn spawn_agent(
         .args(["agent", "--node", &h.name, "--netns", &h.namespace])
         .arg("--state-dir")
         .arg(super::host_state_dir(&spec.prefix, &h.name))
+        .arg("--cgroup")
+        .arg(super::cgroup::lab_cgroup(&spec.prefix))
+        .arg("--bpf-pin-root")
+        .arg(super::bpf::pin_root(&spec.prefix))
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
