@@ -1,6 +1,6 @@
 //! Services in a lab: made through ingress-lb's catalog on the lab's store (the way a library
 //! user makes them), real servers in the containers (nginx answering with its name and the
-//! client address it saw, socat for UDP), clients run with `vxmesh lab exec` in a container's
+//! client address it saw; a small UDP request/reply server), clients run with `vxmesh lab exec` in a container's
 //! cgroup or outside it, and the kernel's BPF objects as bpftool lists them.
 
 use std::collections::BTreeMap;
@@ -161,27 +161,29 @@ fn listens(netns: &str, flags: &str, port: u16) -> bool {
     !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
-/// A UDP request/reply server in a lab container: socat answering each datagram on `port`
-/// with `NAME`. Stopped on drop.
+/// A UDP request/reply server in a lab container: `svc_client udp-serve`, answering each
+/// datagram on `port` with the container's name. Stopped on drop. (socat's `fork` mode loses
+/// datagrams that arrive while a child still holds the socket.)
 pub struct UdpEcho {
     child: Child,
 }
 
 impl UdpEcho {
-    pub fn start(lab: &Lab, container: &str, port: u16) -> UdpEcho {
+    /// `server`: the svc_client binary (`env!("CARGO_BIN_EXE_svc_client")` in a test).
+    pub fn start(lab: &Lab, container: &str, port: u16, server: &str) -> UdpEcho {
         let netns = lab.namespace(container);
         let child = Command::new("ip")
-            .args(["netns", "exec", &netns, "socat"])
-            .arg(format!("UDP4-RECVFROM:{port},fork"))
-            .arg(format!("SYSTEM:echo {container}"))
+            .args(["netns", "exec", &netns, server, "udp-serve"])
+            .arg(port.to_string())
+            .arg(container)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("socat (install it with cargo xtask setup)");
+            .expect("start svc_client udp-serve");
         assert!(
             wait_until(Duration::from_secs(10), || listens(&netns, "-lun", port)),
-            "socat in {netns} did not listen"
+            "the UDP server in {netns} did not listen"
         );
         UdpEcho { child }
     }

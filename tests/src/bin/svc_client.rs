@@ -4,6 +4,8 @@
 //! svc_client udp ADDR:PORT PAYLOAD
 //!     one unconnected UDP socket: sendto(ADDR:PORT), recvfrom; prints `from=IP:PORT reply=…`
 //!     (the source recvfrom() reports: a VIP when the socket programs turned it back).
+//! svc_client udp-serve PORT NAME
+//!     a UDP request/reply server: answers every datagram on PORT with NAME, to its sender.
 //! svc_client keepalive ADDR:PORT COUNT INTERVAL_MS
 //!     ONE TCP connection (prints `peer=IP:PORT` as getpeername() reports it), then COUNT
 //!     HTTP/1.1 keep-alive GETs, one every INTERVAL_MS; prints `ok MS BODY` per answer, or
@@ -13,13 +15,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-const USAGE: &str =
-    "usage: svc_client udp ADDR:PORT PAYLOAD | keepalive ADDR:PORT COUNT INTERVAL_MS";
+const USAGE: &str = "usage: svc_client udp ADDR:PORT PAYLOAD | udp-serve PORT NAME | \
+                     keepalive ADDR:PORT COUNT INTERVAL_MS";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["udp", addr, payload] => udp(addr.parse().expect("ADDR:PORT"), payload),
+        ["udp-serve", port, name] => udp_serve(port.parse().expect("PORT"), name),
         ["keepalive", addr, count, interval] => keepalive(
             addr.parse().expect("ADDR:PORT"),
             count.parse().expect("COUNT"),
@@ -52,6 +55,22 @@ fn udp(addr: SocketAddr, payload: &str) -> i32 {
         Err(e) => {
             println!("err recv: {e}");
             1
+        }
+    }
+}
+
+fn udp_serve(port: u16, name: &str) -> i32 {
+    let s = UdpSocket::bind(("0.0.0.0", port)).expect("bind");
+    let mut buf = [0u8; 1500];
+    loop {
+        match s.recv_from(&mut buf) {
+            Ok((_, from)) => {
+                let _ = s.send_to(name.as_bytes(), from);
+            }
+            Err(e) => {
+                eprintln!("recv: {e}");
+                return 1;
+            }
         }
     }
 }
