@@ -286,6 +286,26 @@ impl Lab {
         pidfd.signal(signal).expect("signal the agent");
     }
 
+    /// Waits until host `host`'s agent has exited (after a signal); true if it did.
+    pub fn wait_agent_exit(&self, host: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.status()
+                .hosts
+                .iter()
+                .any(|h| h.name == host && !h.agent_running)
+        })
+    }
+
+    /// Starts host `host`'s agent again (`vxmesh lab start-agent`) and refreshes the state, so
+    /// [`Lab::signal_agent`] reaches the new process.
+    pub fn start_agent(&mut self, host: &str) {
+        run_ok(
+            vxmesh_bin().to_str().unwrap(),
+            &["lab", "start-agent", "--prefix", &self.state.prefix, host],
+        );
+        self.state = self.status();
+    }
+
     /// A machine on the lab's underlay switch that is not a vxmesh host: a namespace with
     /// `eth0` at `x.y.z.<last_octet>/24` of the underlay subnet (removed on drop).
     pub fn outside_machine(&self, last_octet: u8) -> (TestNetns, Ipv4Addr) {

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ingress_lb::catalog::ServiceCatalog;
+use ingress_lb::catalog::{HealthStatus, ServiceCatalog};
 use ingress_lb::service::{
     BackendSpec, HealthCheck, HealthSpec, PortSpec, Proto, Service, ServiceSpec,
 };
@@ -291,4 +291,69 @@ pub fn tree(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The lines a running command prints, each with the moment it arrived.
+pub struct Lines {
+    child: Child,
+    lines: Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Lines {
+    /// Spawns `cmd` with its stdout read line by line as it comes.
+    pub fn spawn(mut cmd: Command) -> Lines {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap().push((std::time::Instant::now(), line));
+            }
+        });
+        Lines {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// The lines so far.
+    pub fn so_far(&self) -> Vec<(std::time::Instant, String)> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits for the command to end; returns its exit code and every line.
+    pub fn wait(mut self) -> (Option<i32>, Vec<(std::time::Instant, String)>) {
+        let status = self.child.wait().expect("wait");
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        (status.code(), self.so_far())
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        // Only when a test fails before `wait`: the process is `vxmesh lab exec`; what it
+        // runs in a container's cgroup goes with `lab down`.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The health status the store holds for `endpoint` of service `service`.
+pub fn health(lab: &Lab, service: &str, endpoint: &str) -> Option<HealthStatus> {
+    catalog(lab)
+        .snapshot()
+        .ok()?
+        .health
+        .get(&(service.to_string(), endpoint.to_string()))
+        .map(|r| r.status)
 }

@@ -21,7 +21,7 @@ mod up;
 
 pub use down::down;
 pub use exec::exec;
-pub use status::status;
+pub use status::{start_agent, status};
 pub use up::{up, LabSpec};
 
 /// Where lab state lives: `/run/vxmesh/lab/PREFIX/`.
