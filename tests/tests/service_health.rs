@@ -136,7 +136,7 @@ fn a_stopped_backend_leaves_the_tables_and_serves_again_once_healthy() {
     );
     let served_while_out = lines
         .iter()
-        .filter(|(t, l)| *t > t_out + Duration::from_millis(500) && *t < t_restart)
+        .filter(|(t, _)| *t > t_out + Duration::from_millis(500) && *t < t_restart)
         .filter(|(_, l)| l.starts_with(victim))
         .count();
     assert_eq!(served_while_out, 0, "{victim} got no connection while out");
