@@ -6,27 +6,28 @@
 //!     (the source recvfrom() reports: a VIP when the socket programs turned it back).
 //! svc_client udp-serve PORT NAME
 //!     a UDP request/reply server: answers every datagram on PORT with NAME, to its sender.
-//! svc_client keepalive ADDR:PORT COUNT INTERVAL_MS
+//! svc_client keepalive ADDR:PORT COUNT INTERVAL_MS [STOP_FILE]
 //!     ONE TCP connection (prints `peer=IP:PORT` as getpeername() reports it), then COUNT
-//!     HTTP/1.1 keep-alive GETs, one every INTERVAL_MS; prints `ok MS BODY` per answer, or
-//!     `err MS WHY` and exits 2 when the connection fails.
+//!     HTTP/1.1 keep-alive GETs, one every INTERVAL_MS, or fewer if STOP_FILE appears;
+//!     prints `ok MS BODY` per answer, or `err MS WHY` and exits 2 when the connection fails.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: svc_client udp ADDR:PORT PAYLOAD | udp-serve PORT NAME | \
-                     keepalive ADDR:PORT COUNT INTERVAL_MS";
+                     keepalive ADDR:PORT COUNT INTERVAL_MS [STOP_FILE]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["udp", addr, payload] => udp(addr.parse().expect("ADDR:PORT"), payload),
         ["udp-serve", port, name] => udp_serve(port.parse().expect("PORT"), name),
-        ["keepalive", addr, count, interval] => keepalive(
+        ["keepalive", addr, count, interval, ref stop @ ..] if stop.len() <= 1 => keepalive(
             addr.parse().expect("ADDR:PORT"),
             count.parse().expect("COUNT"),
             Duration::from_millis(interval.parse().expect("INTERVAL_MS")),
+            stop.first().map(std::path::Path::new),
         ),
         _ => {
             eprintln!("{USAGE}");
@@ -103,7 +104,12 @@ fn response(r: &mut BufReader<TcpStream>) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&body).trim().to_string())
 }
 
-fn keepalive(addr: SocketAddr, count: u32, interval: Duration) -> i32 {
+fn keepalive(
+    addr: SocketAddr,
+    count: u32,
+    interval: Duration,
+    stop: Option<&std::path::Path>,
+) -> i32 {
     let start = Instant::now();
     let ms = || start.elapsed().as_millis();
     let stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
@@ -120,6 +126,9 @@ fn keepalive(addr: SocketAddr, count: u32, interval: Duration) -> i32 {
     let mut w = stream.try_clone().expect("clone");
     let mut r = BufReader::new(stream);
     for _ in 0..count {
+        if stop.is_some_and(|p| p.exists()) {
+            break;
+        }
         let next = Instant::now() + interval;
         let res = w
             .write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
