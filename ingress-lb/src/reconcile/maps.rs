@@ -49,11 +49,21 @@ pub fn apply_maps(want: &DesiredLb, maps: &mut Maps) -> LbReport {
     let wanted_keys: BTreeSet<_> = want.frontends.values().map(|f| key_tuple(f.key)).collect();
 
     // 1. Frontends that go (with their tables and counters).
+    let mut gone = BTreeSet::new();
     for (key, svc) in &services {
         if !wanted_keys.contains(&key_tuple(*key)) {
-            let label = format!("{}:{}/{} (id {})", key.ip(), key.port(), key.proto, svc.id);
+            let label = format!(
+                "{}:{}/{} (id {})",
+                key.ip(),
+                key.port(),
+                proto_name(key.proto),
+                svc.id
+            );
             match maps.delete_service(*key) {
-                Ok(_) => r.changes.push(change("delete service", label)),
+                Ok(_) => {
+                    gone.insert(svc.id);
+                    r.changes.push(change("delete service", label))
+                }
                 Err(e) => r.errors.push(err(format!("deleting service {label}"), e)),
             }
         }
@@ -107,7 +117,10 @@ pub fn apply_maps(want: &DesiredLb, maps: &mut Maps) -> LbReport {
             });
         }
     }
-    for id in tables.iter().filter(|id| !want.tables.contains_key(id)) {
+    for id in tables
+        .iter()
+        .filter(|id| !want.tables.contains_key(id) && !gone.contains(id))
+    {
         swaps.push((*id, &[]));
         labels.push(change("delete table", format!("id {id}")));
     }
@@ -181,6 +194,14 @@ pub fn apply_maps(want: &DesiredLb, maps: &mut Maps) -> LbReport {
 
 fn key_tuple(k: vxmesh_ebpf::SvcKey) -> (u32, u16, u8) {
     (k.addr, k.port, k.proto)
+}
+
+fn proto_name(proto: u8) -> String {
+    match proto {
+        vxmesh_ebpf::IPPROTO_TCP => "tcp".into(),
+        vxmesh_ebpf::IPPROTO_UDP => "udp".into(),
+        p => p.to_string(),
+    }
 }
 
 fn draining(flags: u8) -> &'static str {
