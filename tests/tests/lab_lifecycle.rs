@@ -116,8 +116,8 @@ fn up_status_exec_down_leaves_nothing() {
         "exit 7",
     ]);
     assert_eq!(out.status.code(), Some(7));
-    // A container's command runs in the container's cgroup under the lab's, unless asked not
-    // to; a host's never does.
+    // A container's command runs in the container's cgroup (under its host's, under the
+    // lab's), unless asked not to; a host's never does.
     let cgroup_of = |member: &str, outside: &[&str]| {
         let mut args = vec!["lab", "exec", "--prefix", lab.prefix()];
         args.extend_from_slice(outside);
@@ -130,8 +130,8 @@ fn up_status_exec_down_leaves_nothing() {
             .expect("a cgroup v2 line")
     };
     let lab_cg = format!("/vxmesh-lab-{}", lab.prefix());
-    assert_eq!(cgroup_of("h1-c1", &[]), format!("{lab_cg}/h1-c1"));
-    assert_eq!(cgroup_of("h2-c2", &[]), format!("{lab_cg}/h2-c2"));
+    assert_eq!(cgroup_of("h1-c1", &[]), format!("{lab_cg}/h1/h1-c1"));
+    assert_eq!(cgroup_of("h2-c2", &[]), format!("{lab_cg}/h2/h2-c2"));
     assert!(!cgroup_of("h1-c1", &["--outside-cgroup"]).starts_with(&lab_cg));
     assert!(!cgroup_of("h1", &[]).starts_with(&lab_cg));
     // A process left running in a container's cgroup goes with `lab down`.
@@ -148,7 +148,7 @@ fn up_status_exec_down_leaves_nothing() {
         ])
         .spawn()
         .unwrap();
-    let procs = format!("/sys/fs/cgroup/unified{lab_cg}/h1-c2/cgroup.procs");
+    let procs = format!("/sys/fs/cgroup/unified{lab_cg}/h1/h1-c2/cgroup.procs");
     assert!(vxmesh_tests::wait_until(
         std::time::Duration::from_secs(5),
         || !std::fs::read_to_string(&procs)
