@@ -794,13 +794,16 @@ fn inspect_shows_the_counters_of_a_datapath_loaded_here() {
         "--backend",
         "c3",
     ]);
-    let (svc_id, vip) = (web["id"].as_u64().unwrap() as u32, ip(&web["vip"]));
+    // The kernel keys the service's first port and the backend on it by their kernel ids.
+    use ingress_lb::reconcile::ids::kernel_id;
+    let svc_id = kernel_id(web["id"].as_u64().unwrap() as u32, 0).unwrap();
+    let vip = ip(&web["vip"]);
     let table_size = web["table_size"].as_u64().unwrap() as usize;
     let c1 = &web["backends"][0];
-    let c1_id = c1["id"].as_u64().unwrap() as u32;
+    let c1_id = kernel_id(c1["id"].as_u64().unwrap() as u32, 0).unwrap();
     assert_eq!(c1["endpoint"], "c1");
 
-    // Program the node's maps by hand with the ids the catalog gave (what the agent does):
+    // Program the node's maps by hand with the kernel ids of the catalog's (what the agent does):
     // every slot to c1, so the packet's backend is known.
     let mut loaded = LoadedNode::load(node);
     let c1_ip = Ipv4Addr::new(10, 30, 1, 2);

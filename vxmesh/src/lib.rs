@@ -9,6 +9,7 @@ pub mod agent;
 mod agent_log;
 pub mod heartbeat;
 pub mod lab;
+pub mod service_plane;
 pub mod services;
 
 use std::path::Path;

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use ingress_lb::catalog::{HealthRecord, ServiceCatalog, ServiceError};
+use ingress_lb::reconcile::ids::kernel_id;
 use ingress_lb::service::{BackendState, Service};
 use overlay_core::catalog::Catalog;
 use serde::Serialize;
@@ -59,7 +60,7 @@ pub struct BackendInspection {
 /// it), `bytes` (frame length of the packets the tc programs translated, bytes; the socket
 /// path counts none: its packets never pass a translation), `connections` (new flows of the
 /// tc path, and connect()s and first sendmsg()s of sockets the socket hooks sent to it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct BackendCounters {
     pub node: String,
     pub programmed: bool,
@@ -215,25 +216,38 @@ fn read_maps(
             ct.entries as f64 * 100.0 / f64::from(ct.capacity)
         },
     });
-    view.maglev = maps.maglev_table_info(svc.id)?.map(|t| KernelTable {
-        slots: t.slots,
-        memory_bytes: t.memory_bytes,
-    });
-    view.no_backend_drops = Some(maps.service_stats(svc.id)?.no_backend);
+    // The kernel holds one service per port and one backend per (backend, port), under the
+    // ids `ingress_lb::reconcile::ids::kernel_id` derives: sum them over the ports.
+    let port_ids = |store_id: u32| (0..svc.ports.len()).filter_map(move |i| kernel_id(store_id, i));
+    let mut table: Option<KernelTable> = None;
+    let mut drops = 0;
+    for kid in port_ids(svc.id) {
+        if let Some(t) = maps.maglev_table_info(kid)? {
+            let total = table.get_or_insert(KernelTable {
+                slots: t.slots,
+                memory_bytes: 0,
+            });
+            total.memory_bytes += t.memory_bytes;
+        }
+        drops += maps.service_stats(kid)?.no_backend;
+    }
+    view.maglev = table;
+    view.no_backend_drops = Some(drops);
     svc.backends
         .iter()
         .map(|b| {
-            let s = maps.backend_stats(b.id)?;
-            Ok((
-                b.id,
-                BackendCounters {
-                    node: view.node.clone(),
-                    programmed: maps.backend(b.id)?.is_some(),
-                    packets: s.packets,
-                    bytes: s.bytes,
-                    connections: s.conns,
-                },
-            ))
+            let mut c = BackendCounters {
+                node: view.node.clone(),
+                ..Default::default()
+            };
+            for kid in port_ids(b.id) {
+                let s = maps.backend_stats(kid)?;
+                c.programmed |= maps.backend(kid)?.is_some();
+                c.packets += s.packets;
+                c.bytes += s.bytes;
+                c.connections += s.conns;
+            }
+            Ok((b.id, c))
         })
         .collect()
 }
