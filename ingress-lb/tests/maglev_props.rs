@@ -1,30 +1,33 @@
-//! Maglev properties (services issue, acceptance 5), N from 2 to 1000, M by the automatic size
-//! rule (the smallest listed prime ≥ 100 N, so 100 N ≤ M < ~200 N):
+//! Maglev table properties (services issue, acceptance 5), N from 2 to 1000, M by the automatic
+//! size rule ([`maglev::table_size_for`]):
 //!
-//! - every backend owns ⌊M/N⌋ or ⌈M/N⌉ slots, so its share is within 1 % of even;
-//! - the table depends on the backend set only, not on the order it is given in;
-//! - removing one of N backends moves 1/N of the slots plus an excess, adding one moves
-//!   1/(N+1) plus an excess. A slot that changes backend is a flow that moves (the kernel picks
-//!   the slot by the flow's hash), so "slots moved / M" is the share of new flows that land
-//!   elsewhere.
+//! - removing one of N backends moves at most 1/N + 1 % of the flows, adding one moves at most
+//!   1/(N+1) + 1 %. A slot that changes backend is a flow that moves (the kernel picks the slot
+//!   by the flow's hash), so "slots moved / M" is the share of new flows that land elsewhere;
+//! - every backend owns ⌊M·w/W⌋ or ⌈M·w/W⌉ slots (equal weights: ⌊M/N⌋ or ⌈M/N⌉, within 1 %
+//!   of even since M ≥ 100 N);
+//! - the table depends on the backend set only: the same set in any order gives the same
+//!   table, so every host computes the same one.
 //!
-//! The issue asks for an excess of at most 1 %. The paper's algorithm does not give that at
-//! M ≈ 100 N, per case: `measure_disruption` (below, `--ignored`) measured a mean excess of
-//! 0.96 % over N = 2..1000 but 1.84 % over N = 2..64, a p99 of 3.3 %, and a worst case of 14.4 %
-//! (N = 7, M = 809), where two backends happen to share a `skip` and walk the same cycle. The
-//! same figures come out of an independent Python implementation of Pseudocode 1, so they are
-//! the algorithm's, not this implementation's. The tests therefore assert: per case, excess
-//! ≤ [`TAIL`]; over a fixed sample of N from 2 to 987, mean excess ≤ [`MEAN`].
+//! The bounds are asserted for every case, with nothing relaxed. `measure_disruption`
+//! (`--ignored`) prints the distribution the documentation quotes.
+
+use std::collections::HashMap;
+use std::time::Instant;
 
 use ingress_lb::maglev::{self, Backend};
 use proptest::prelude::*;
-use proptest::sample::SizeRange;
+use proptest::sample::{Index, SizeRange};
 
-/// `n` distinct backend names from random seeds; ids are positions (any distinct ids do).
+/// The issue's allowance beyond the minimum share that has to move.
+const BOUND: f64 = 0.01;
+
+/// Backend names from random seeds (distinct seeds, distinct names).
 fn names(seeds: &[u64]) -> Vec<String> {
     seeds.iter().map(|s| format!("ep-{s:016x}")).collect()
 }
 
+/// Equal-weight backends; ids are positions + 1 (any distinct ids do).
 fn backends(names: &[String]) -> Vec<Backend<'_>> {
     names
         .iter()
@@ -37,99 +40,141 @@ fn backends(names: &[String]) -> Vec<Backend<'_>> {
         .collect()
 }
 
-fn moved(a: &[u32], b: &[u32]) -> usize {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).filter(|(x, y)| x != y).count()
-}
-
 /// Distinct seeds, between `n.start` and `n.end` of them.
 fn seeds(n: impl Into<SizeRange>) -> impl Strategy<Value = Vec<u64>> {
     proptest::collection::btree_set(any::<u64>(), n).prop_map(|s| s.into_iter().collect())
 }
 
-/// Largest excess disruption accepted in any single case (worst measured: 14.4 %).
-const TAIL: f64 = 0.20;
-/// Largest mean excess disruption accepted over the fixed sample (measured: see the test).
-const MEAN: f64 = 0.02;
+fn moved(a: &[u32], b: &[u32]) -> usize {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).filter(|(x, y)| x != y).count()
+}
+
+/// `None` when every weighted backend owns ⌊M·w/W⌋ or ⌈M·w/W⌉ slots and nothing else is in
+/// the table; else what is wrong.
+fn unbalanced(table: &[u32], set: &[Backend<'_>]) -> Option<String> {
+    let m = table.len() as u64;
+    let total: u64 = set.iter().map(|b| u64::from(b.weight)).sum();
+    let mut owned: HashMap<u32, u64> = set.iter().map(|b| (b.id, 0)).collect();
+    for id in table {
+        match owned.get_mut(id) {
+            Some(n) => *n += 1,
+            None => return Some(format!("slot holds id {id}, not in the set")),
+        }
+    }
+    set.iter().find_map(|b| {
+        let share = m * u64::from(b.weight);
+        let n = owned[&b.id];
+        (n != share / total && n != share.div_ceil(total)).then(|| {
+            format!(
+                "backend {} (weight {}) owns {n} of {m} slots, share {:.2}",
+                b.name,
+                b.weight,
+                share as f64 / total as f64
+            )
+        })
+    })
+}
+
+/// One case: the table of `before` and of `after` (one backend fewer or more) at size `m`.
+/// Returns the share of slots that moved beyond the minimum `1 / larger set`, after checking
+/// both tables' balance and that every slot of the departing/arriving backend moved.
+fn excess(before: &[Backend<'_>], after: &[Backend<'_>], m: u32) -> Result<f64, String> {
+    let a = maglev::table(before, m).map_err(|e| e.to_string())?;
+    let b = maglev::table(after, m).map_err(|e| e.to_string())?;
+    for (t, set) in [(&a, before), (&b, after)] {
+        if let Some(e) = unbalanced(t, set) {
+            return Err(format!("N={} M={m}: {e}", set.len()));
+        }
+    }
+    let larger = before.len().max(after.len());
+    let share = moved(&a, &b) as f64 / f64::from(m);
+    Ok(share - 1.0 / larger as f64)
+}
+
+fn remove_case(names: &[String], victim: usize) -> Result<(f64, usize, u32), String> {
+    let all = backends(names);
+    let n = all.len();
+    // The service still has N configured backends (one failed its health check): same M.
+    let m = maglev::table_size_for(n).unwrap();
+    let mut rest = all.clone();
+    rest.remove(victim);
+    Ok((excess(&all, &rest, m)?, n, m))
+}
+
+fn add_case(names: &[String], newcomer: usize) -> Result<(f64, usize, u32), String> {
+    let all = backends(names);
+    let n = all.len() - 1; // N before, N + 1 after
+    let m = maglev::table_size_for(n + 1).unwrap();
+    let mut before = all.clone();
+    before.remove(newcomer);
+    Ok((excess(&before, &all, m)?, n, m))
+}
 
 fn config() -> ProptestConfig {
-    // Each case builds two tables of up to ~100k slots; 48 cases keep a debug build fast.
-    ProptestConfig::with_cases(48)
+    // Each case builds two tables of up to 131,071 slots in a debug build; see `timing`.
+    ProptestConfig::with_cases(16)
 }
 
 proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn removing_one_backend_moves_its_share_and_a_bounded_excess(
-        seeds in seeds(2..=1000usize), victim in any::<prop::sample::Index>()
+    fn removing_one_of_n_moves_at_most_1_over_n_plus_1_percent(
+        seeds in seeds(2..=1000usize), victim in any::<Index>()
     ) {
         let names = names(&seeds);
-        let all = backends(&names);
-        let n = all.len();
-        // The service still has N configured backends (one failed its health check): same M.
-        let m = maglev::table_size_for(n).unwrap();
-        let before = maglev::table(&all, m).unwrap();
-        let v = victim.index(n);
-        let mut rest = all.clone();
-        rest.remove(v);
-        let after = maglev::table(&rest, m).unwrap();
-        let share = moved(&before, &after) as f64 / f64::from(m);
-        // At least the victim's own slots move, and not much more.
-        prop_assert!(share >= (m / n as u32) as f64 / f64::from(m));
-        prop_assert!(share <= 1.0 / n as f64 + TAIL,
-            "N={n} M={m}: {share:.4} of the slots moved, bound {:.4}", 1.0 / n as f64 + TAIL);
-        // The victim's own slots all moved, and nothing points at it any more.
-        prop_assert!(!after.contains(&all[v].id));
-        // Draining (weight 0) is the same as removal.
-        let mut drained = all.clone();
-        drained[v].weight = 0;
-        prop_assert_eq!(maglev::table(&drained, m).unwrap(), after);
+        let (excess, n, m) = remove_case(&names, victim.index(names.len()))
+            .map_err(TestCaseError::fail)?;
+        prop_assert!(excess <= BOUND,
+            "N={n} M={m}: {:.3} % moved beyond 1/N", excess * 100.0);
+        // At least the victim's own slots moved.
+        prop_assert!(excess > -1.0 / f64::from(m));
     }
 
     #[test]
-    fn adding_one_backend_moves_its_share_and_a_bounded_excess(
-        seeds in seeds(3..=1001usize), newcomer in any::<prop::sample::Index>()
+    fn adding_one_to_n_moves_at_most_1_over_n_plus_1_plus_1_percent(
+        seeds in seeds(3..=1001usize), newcomer in any::<Index>()
     ) {
         let names = names(&seeds);
-        let all = backends(&names);
-        let n = all.len() - 1; // N before, N + 1 after
-        let m = maglev::table_size_for(n + 1).unwrap();
-        let mut before_set = all.clone();
-        before_set.remove(newcomer.index(n + 1));
-        let before = maglev::table(&before_set, m).unwrap();
-        let after = maglev::table(&all, m).unwrap();
-        let share = moved(&before, &after) as f64 / f64::from(m);
-        let bound = 1.0 / (n + 1) as f64 + TAIL;
-        // The newcomer takes its share; only slots that change hands move.
-        prop_assert!(share >= (m / (n + 1) as u32) as f64 / f64::from(m));
-        prop_assert!(share <= bound, "N={n} M={m}: {share:.4} moved, bound {bound:.4}");
+        let (excess, n, m) = add_case(&names, newcomer.index(names.len()))
+            .map_err(TestCaseError::fail)?;
+        prop_assert!(excess <= BOUND,
+            "N={n} M={m}: {:.3} % moved beyond 1/(N+1)", excess * 100.0);
+        prop_assert!(excess > -1.0 / f64::from(m));
     }
 
     #[test]
-    fn every_backend_owns_floor_or_ceil_of_m_over_n(seeds in seeds(1..=1000usize)) {
+    fn weights_give_floor_or_ceil_of_the_weighted_share_and_zero_drains(
+        seeds in seeds(2..=60usize),
+        weights in proptest::collection::vec(1u32..=1000, 60),
+        drained in any::<Index>(),
+    ) {
         let names = names(&seeds);
-        let all = backends(&names);
-        let n = all.len();
-        let m = maglev::table_size_for(n).unwrap();
+        let mut all = backends(&names);
+        for (b, w) in all.iter_mut().zip(&weights) {
+            b.weight = *w;
+        }
+        let m = maglev::table_size_for(all.len()).unwrap();
         let t = maglev::table(&all, m).unwrap();
-        let mut counts = vec![0u32; n + 1];
-        for id in &t {
-            counts[*id as usize] += 1;
-        }
-        let even = f64::from(m) / n as f64;
-        for b in &all {
-            let c = counts[b.id as usize];
-            prop_assert!(c == m / n as u32 || c == m.div_ceil(n as u32),
-                "N={n} M={m}: backend {} owns {c}", b.name);
-            prop_assert!((f64::from(c) - even).abs() <= 0.01 * even,
-                "N={n} M={m}: {c} slots vs {even:.2} is more than 1 % off");
-        }
+        prop_assert_eq!(unbalanced(&t, &all), None);
+        // Draining (weight 0) is removal: same table, no slot for it.
+        let d = drained.index(all.len());
+        let mut rest = all.clone();
+        rest.remove(d);
+        let mut with_drained = all.clone();
+        with_drained[d].weight = 0;
+        let t = maglev::table(&with_drained, m).unwrap();
+        prop_assert!(!t.contains(&all[d].id));
+        prop_assert_eq!(unbalanced(&t, &rest), None);
+        prop_assert_eq!(t, maglev::table(&rest, m).unwrap());
     }
 
     #[test]
     fn same_set_in_any_order_gives_the_same_table(
-        seeds in seeds(1..=300usize), order in any::<u64>(), weights in proptest::collection::vec(0u32..4, 300)
+        seeds in seeds(1..=300usize),
+        order in any::<u64>(),
+        weights in proptest::collection::vec(0u32..4, 300),
     ) {
         let names = names(&seeds);
         let mut all = backends(&names);
@@ -149,94 +194,108 @@ proptest! {
     }
 }
 
-/// The disruption of `trials` random backend sets for each N in `ns`: (excess beyond 1/N when a
-/// random victim is removed, excess beyond 1/(N+1) when a random newcomer is added), each
-/// with its N and M.
-fn disruption(
-    ns: std::ops::RangeInclusive<usize>,
-    trials: u32,
-    seed: u64,
-) -> [Vec<(f64, usize, u32)>; 2] {
-    let mut rng = seed;
-    let mut next = move || {
-        rng = rng
+/// A deterministic stream of seeds (an LCG) for the fixed samples below.
+fn lcg(seed: u64) -> impl FnMut() -> u64 {
+    let mut s = seed;
+    move || {
+        s = s
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        rng >> 11
-    };
+        s >> 11
+    }
+}
+
+/// `trials` random sets for each N in `ns`: (excess, N, M) for removing a random one of N
+/// backends, and for adding one to N.
+type Case = (f64, usize, u32);
+fn disruption(ns: &[usize], trials: u32, seed: u64) -> Result<[Vec<Case>; 2], String> {
+    let mut next = lcg(seed);
     let (mut rm, mut add) = (Vec::new(), Vec::new());
-    for n in ns {
+    for &n in ns {
         for _ in 0..trials {
             let seeds: Vec<u64> = (0..=n).map(|_| next()).collect();
             let names = names(&seeds);
-            let all = backends(&names);
-            // Remove one of N (M for N configured backends).
-            let m = maglev::table_size_for(n).unwrap();
-            let before = maglev::table(&all[..n], m).unwrap();
-            let mut rest = all[..n].to_vec();
-            rest.remove(next() as usize % n);
-            let after = maglev::table(&rest, m).unwrap();
-            rm.push((
-                moved(&before, &after) as f64 / f64::from(m) - 1.0 / n as f64,
-                n,
-                m,
-            ));
-            // Add one to N (M for N + 1).
-            let m = maglev::table_size_for(n + 1).unwrap();
-            let before = maglev::table(&all[..n], m).unwrap();
-            let after = maglev::table(&all, m).unwrap();
-            let share = moved(&before, &after) as f64 / f64::from(m);
-            add.push((share - 1.0 / (n + 1) as f64, n, m));
+            rm.push(remove_case(&names[..n], next() as usize % n)?);
+            add.push(add_case(&names, next() as usize % (n + 1))?);
         }
     }
-    [rm, add]
+    Ok([rm, add])
 }
 
-fn mean(v: &[(f64, usize, u32)]) -> f64 {
-    v.iter().map(|x| x.0).sum::<f64>() / v.len() as f64
+/// "mean a %, p99 b %, worst c % (N, M)" of the excesses, sorted in place.
+fn summary(v: &mut [Case]) -> String {
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mean = v.iter().map(|x| x.0).sum::<f64>() / v.len() as f64;
+    let p99 = v[((v.len() - 1) as f64 * 0.99) as usize].0;
+    let worst = v.last().unwrap();
+    format!(
+        "mean {:.2} %, p99 {:.2} %, worst {:.2} % (N={} M={}), {} cases",
+        mean * 100.0,
+        p99 * 100.0,
+        worst.0 * 100.0,
+        worst.1,
+        worst.2,
+        v.len()
+    )
 }
 
-/// The mean excess over a fixed sample (Fibonacci N from 2 to 987, 6 random sets each).
+/// A fixed sample over the whole range, every case held to the bound: every N from 2 to 24,
+/// the edges of the automatic sizes (163 backends are the most for 16,381 slots, 327 for
+/// 32,749, 655 for 65,521: the fewest slots per backend), and 1000.
 #[test]
-fn mean_excess_disruption_over_a_sample_of_n() {
-    let ns = [2usize, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987];
-    let (mut rm, mut add) = (Vec::new(), Vec::new());
-    for (i, n) in ns.into_iter().enumerate() {
-        let [r, a] = disruption(n..=n, 6, 0xfeed + i as u64);
-        rm.extend(r);
-        add.extend(a);
+fn fixed_sample_meets_the_bound_in_every_case() {
+    let mut ns: Vec<usize> = (2..=24).collect();
+    ns.extend([40, 100, 162, 163, 326, 327, 654, 1000]);
+    let [mut rm, mut add] = disruption(&ns, 2, 0xfeed).unwrap();
+    println!("remove one: {}", summary(&mut rm));
+    println!("add one:    {}", summary(&mut add));
+    for (what, v) in [("removing", &rm), ("adding", &add)] {
+        for &(e, n, m) in v.iter() {
+            assert!(
+                e <= BOUND,
+                "{what} one, N={n} M={m}: {:.3} % beyond the minimum",
+                e * 100.0
+            );
+        }
     }
-    let (rm, add) = (mean(&rm), mean(&add));
-    println!(
-        "mean excess: remove {:.2} %, add {:.2} %",
-        rm * 100.0,
-        add * 100.0
-    );
-    assert!(rm <= MEAN, "removing one: mean excess {rm:.4}");
-    assert!(add <= MEAN, "adding one: mean excess {add:.4}");
 }
 
-/// Not an assertion: prints the disruption measured for every N from 2 to 1000 (5 random sets
-/// each) and for N from 2 to 64 (200 sets each), for the figures in the README. Run with
+/// Prints how long one table of 1000 backends takes in this build (no assertion: timings
+/// depend on the machine).
+#[test]
+fn timing() {
+    let names = names(&(0..1000u64).collect::<Vec<_>>());
+    let all = backends(&names);
+    let m = maglev::table_size_for(all.len()).unwrap();
+    let start = Instant::now();
+    let t = maglev::table(&all, m).unwrap();
+    println!(
+        "{} backends, {m} slots: {:?} ({} build)",
+        all.len(),
+        start.elapsed(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    assert_eq!(unbalanced(&t, &all), None);
+}
+
+/// Not an assertion beyond the bound: prints the disruption for every N from 2 to 200 (20
+/// random sets each) and for N from 201 to 1000 in steps of 7 (4 sets each), for the figures
+/// in the documentation. Run with
 /// `cargo test -p ingress-lb --release --test maglev_props -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn measure_disruption() {
-    for (ns, trials) in [(2..=1000, 5), (2..=64, 200)] {
-        let label = format!("N {}..={}, {trials} sets each", ns.start(), ns.end());
-        let [rm, add] = disruption(ns, trials, 0x5eed);
-        for (what, mut v) in [
-            ("remove one, beyond 1/N", rm),
-            ("add one, beyond 1/(N+1)", add),
-        ] {
-            v.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let pct = |p: f64| v[((v.len() - 1) as f64 * p) as usize].0 * 100.0;
-            let worst = v.last().unwrap();
-            let over = v.iter().filter(|x| x.0 > 0.01).count();
-            println!(
-                "{label}: {what}: mean {:.2} %, median {:.2} %, p99 {:.2} %, worst {:.2} % (N={} M={}); {over} of {} over 1 %",
-                mean(&v) * 100.0, pct(0.5), pct(0.99), worst.0 * 100.0, worst.1, worst.2, v.len()
-            );
-        }
+    let small: Vec<usize> = (2..=200).collect();
+    let large: Vec<usize> = (201..=1000).step_by(7).collect();
+    for (ns, trials, label) in [(&small, 20, "N 2..=200"), (&large, 4, "N 201..=1000")] {
+        let [mut rm, mut add] = disruption(ns, trials, 0x5eed).unwrap();
+        println!("{label}: remove one: {}", summary(&mut rm));
+        println!("{label}: add one:    {}", summary(&mut add));
+        let over = rm.iter().chain(&add).filter(|x| x.0 > BOUND).count();
+        assert_eq!(over, 0, "{over} cases above the bound");
     }
 }

@@ -99,7 +99,7 @@ fn create_ls_inspect_update_rm_round_trip() {
             ],
             "health": {"check": "http:/healthz", "interval_ms": 2000, "timeout_ms": 500,
                        "rise": 3, "fall": 4},
-            "affinity": "client-ip", "maglev_table_size": null, "table_size": 211,
+            "affinity": "client-ip", "maglev_table_size": null, "table_size": 16381,
             "publish": [], "mode": "default"
         })
     );
@@ -194,7 +194,7 @@ fn create_ls_inspect_update_rm_round_trip() {
             &json!(f.nodes[0]),
             &json!("10.30.1.2"),
             &json!("up"),
-            &json!(211)
+            &json!(16381)
         )
     );
     assert_eq!(c1["health"]["detail"], "HTTP 200");
@@ -239,7 +239,7 @@ fn create_ls_inspect_update_rm_round_trip() {
                "rise": 3, "fall": 4})
     );
     assert_eq!(updated["affinity"], "none");
-    assert_eq!(updated["table_size"], 401, "3 backends: 300 slots at least");
+    assert_eq!(updated["table_size"], 16381, "3 backends: the smallest automatic size");
     let seen = cli.json(&["service", "inspect", "web"]);
     let c1 = Fixture::backend(&seen, "c1");
     assert_eq!(
@@ -281,7 +281,7 @@ fn create_ls_inspect_update_rm_round_trip() {
     let auto = cli.json(&["service", "update", "web", "--table-size", "auto"]);
     assert_eq!(
         (&auto["maglev_table_size"], &auto["table_size"]),
-        (&json!(null), &json!(211))
+        (&json!(null), &json!(16381))
     );
 
     // rm gives the VIP back: the next endpoint gets it.

@@ -99,7 +99,7 @@ pub struct CreateArgs {
     pub affinity: Option<String>,
     /// Slots of the service's Maglev table: a prime at least the number of backends, up to
     /// 1048573. Default: the smallest of vxmesh's primes at least 100 x the backends
-    /// (1601 slots for 10 backends, 4 bytes each), so changing health never resizes it.
+    /// (16381 slots, 4 bytes each, for up to 163 backends), so changing health never resizes it.
     #[arg(long, visible_alias = "table-size", value_name = "N")]
     pub maglev_table_size: Option<String>,
 }
