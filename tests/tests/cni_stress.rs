@@ -121,7 +121,7 @@ fn sigkill_during_add_leaves_only_what_gc_cleans() {
         valid.insert(id, ns.0.clone());
         namespaces.push(ns);
     }
-    let window = took.iter().max().unwrap().as_micros() as u64 * 12 / 10;
+    let mut window = took.iter().max().unwrap().as_micros() as u64 * 12 / 10;
     eprintln!("ADD takes about {took:?}; killing within {window} µs");
 
     let mut killed = 0;
@@ -156,6 +156,10 @@ fn sigkill_during_add_leaves_only_what_gc_cleans() {
         let out = child.wait_with_output().unwrap();
         if out.status.success() {
             valid.insert(id, ns.0.clone());
+            // The ADD beat the kill (a loaded machine runs it faster than the warm-up
+            // measured, or the kill came late): aim earlier next time, so the number of ADDs
+            // killed part way does not depend on the machine's speed.
+            window = (window * 3 / 4).max(200);
         } else if sent {
             killed += 1;
         }
