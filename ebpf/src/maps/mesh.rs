@@ -147,3 +147,32 @@ impl Maps {
         get("vx_mesh_flow", self.mesh_flow.get(key, 0))
     }
 }
+
+fn all<K: aya::Pod, V: aya::Pod>(
+    name: &'static str,
+    map: &aya::maps::HashMap<aya::maps::MapData, K, V>,
+) -> Result<Vec<(K, V)>> {
+    map.iter()
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::map(name, "iterate", e))
+}
+
+impl Maps {
+    /// Every backend location (`vx_be_loc`).
+    pub fn be_locs(&self) -> Result<Vec<(u32, BeLoc)>> {
+        all("vx_be_loc", &self.be_loc)
+    }
+
+    /// Every ingress node known by its MAC (`vx_mesh_node`): (MAC, underlay address).
+    pub fn mesh_nodes(&self) -> Result<Vec<([u8; 6], Ipv4Addr)>> {
+        Ok(all("vx_mesh_node", &self.mesh_node)?
+            .into_iter()
+            .map(|(k, v)| (k.mac, Ipv4Addr::from(v.addr.to_ne_bytes())))
+            .collect())
+    }
+
+    /// Every backend of a published port (`vx_mesh_be`).
+    pub fn mesh_bes(&self) -> Result<Vec<(SvcKey, MeshBe)>> {
+        all("vx_mesh_be", &self.mesh_be)
+    }
+}
