@@ -9,7 +9,8 @@
  *                     source address kept (vx_lb_dnat_ex, VX_CT_F_MESH) and redirected to
  *                     that backend (its veth, or its network's bridge into the overlay).
  *   vx_from_overlay   tcx ingress of a network's VXLAN device: a reply of a routing-mesh
- *                     flow this host translated is reverse-NATed and sent out of the
+ *                     flow this host translated, addressed to this node's MAC, is
+ *                     reverse-NATed and sent out of the
  *                     underlay device; a frame from another ingress node to a local backend
  *                     of a published port is remembered (vx_mesh_flow) and passes on.
  *
@@ -36,15 +37,21 @@ int vx_from_underlay(struct __sk_buff *skb)
 {
 	struct vx_svc *svc;
 	struct vx_pkt p;
-	__u32 backend_id = 0;
+	__u32 backend_id = 0, svc_id;
+	__be32 front_addr;
+	__be16 front_port;
 
 	if (vx_lb_parse(skb, &p))
 		return TC_ACT_OK;
 	svc = vx_svc_lookup(p.daddr, p.dport, p.proto);
 	if (!svc || !(svc->flags & VX_SVC_F_PUBLISHED))
 		return TC_ACT_OK;
+	svc_id = svc->id;
+	front_addr = p.daddr;
+	front_port = p.dport;
 	switch (vx_lb_dnat_ex(skb, &p, VX_CT_F_MESH, &backend_id)) {
 	case VX_LB_NATED:
+		vx_mesh_claim(&p, front_addr, front_port, backend_id, svc_id);
 		return vx_mesh_deliver(skb, backend_id);
 	case VX_LB_DROP:
 		return TC_ACT_SHOT;
@@ -61,9 +68,11 @@ int vx_from_overlay(struct __sk_buff *skb)
 
 	if (vx_lb_parse(skb, &p))
 		return TC_ACT_OK;
-	verdict = vx_mesh_reverse_out(skb, &p);
-	if (verdict >= 0)
-		return verdict;
+	if (vx_mesh_to_me(skb)) {
+		verdict = vx_mesh_reverse_out(skb, &p);
+		if (verdict >= 0)
+			return verdict;
+	}
 	vx_mesh_record(skb, &p);
 	return TC_ACT_OK;
 }

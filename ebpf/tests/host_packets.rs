@@ -458,6 +458,10 @@ fn ingress_host_reverses_replies_from_the_overlay_and_sends_them_out_of_the_unde
     let mut reply = synack(ip, port, 42000);
     reply.payload = b"hello".to_vec();
     // As the backend host sent it back: to the node MAC, over the overlay.
+    // Flooded to this node though addressed to another node's MAC: not ours, untouched.
+    let flooded = framed(&reply, [0x0a, 0x5e, 192, 0, 2, 9], mac);
+    let out = u.run(|| n.dp().run_tc(PROG_FROM_OVERLAY, &flooded).unwrap());
+    assert_eq!((out.verdict, out.packet), (TC_ACT_OK, flooded));
     let back = framed(&reply, NODE_MAC, mac);
     assert_out_of_underlay(&u, &mut n, PROG_FROM_OVERLAY, &back, &reply);
     assert_eq!(stat(&mut n, Stat::MeshReply), 1);
@@ -521,4 +525,50 @@ fn bad_mesh_input_is_refused_and_changes_nothing() {
         .unwrap_err();
     assert!(format!("{err}").contains("backend proto"), "{err}");
     assert!(m.be_loc(0).unwrap().is_none());
+}
+
+#[test]
+fn a_reused_client_port_follows_the_newest_ingress_node() {
+    // This host is the ingress node of a flow to its local backend 1, then the same 5-tuple
+    // arrives through another ingress node (the client reused its port), then through this
+    // host again: each time the replies go where the newest forward packet came from.
+    let u = Underlay::new();
+    let mut n = Node::load();
+    ingress(&mut n, IPPROTO_TCP, u.ifindex, &[1]);
+    let other_mac = [0x0a, 0x5e, 192, 0, 2, 3];
+    let (ip, port, mac) = be(1);
+    let m = n.dp().maps_mut();
+    m.upsert_mesh_node(other_mac, Ipv4Addr::new(192, 0, 2, 3))
+        .unwrap();
+    m.upsert_mesh_be(
+        SvcKey::new(ip, port, IPPROTO_TCP),
+        MeshBe {
+            pub_port: PUB.to_be(),
+            flags: 0,
+            pad: 0,
+            overlay_ifindex: OVERLAY_IFINDEX,
+        },
+    )
+    .unwrap();
+    let reply = synack(ip, port, 44000);
+    let from_backend = framed(&reply, GATEWAY_MAC, mac);
+
+    assert_delivered(&mut n, &Spec::tcp_syn(CLIENT, 44000, HOST, PUB), 1);
+    assert_out_of_underlay(&u, &mut n, PROG_FROM_LXC, &from_backend, &reply);
+
+    let via_other = framed(&Spec::tcp_syn(CLIENT, 44000, ip, port), mac, other_mac);
+    assert_eq!(
+        run(&mut n, PROG_FROM_OVERLAY, &via_other).verdict,
+        TC_ACT_OK
+    );
+    let out = run(&mut n, PROG_FROM_LXC, &from_backend);
+    assert_eq!(out.verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        out.packet,
+        framed(&reply, other_mac, mac),
+        "back to the other node"
+    );
+
+    assert_delivered(&mut n, &Spec::tcp_syn(CLIENT, 44000, HOST, PUB), 1);
+    assert_out_of_underlay(&u, &mut n, PROG_FROM_LXC, &from_backend, &reply);
 }

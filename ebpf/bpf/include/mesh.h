@@ -99,6 +99,49 @@ fail:
 	return TC_ACT_SHOT;
 }
 
+/* The connection-table key of the replies of p's flow (p already translated: backend ->
+ * client). */
+static __always_inline void vx_mesh_reply_key(struct vx_ct_key *k, const struct vx_pkt *p)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->saddr = p->daddr;
+	k->daddr = p->saddr;
+	k->sport = p->dport;
+	k->dport = p->sport;
+	k->proto = p->proto;
+	k->dir = VX_CT_DIR_REPLY;
+}
+
+/*
+ * Ingress host, after vx_lb_dnat_ex translated p (to backend_id of service svc_id) for the
+ * frontend front_addr:front_port: this host now owns the flow's replies. A flow of the same
+ * 5-tuple that came earlier through another ingress node (a reused client port) may have
+ * left a vx_mesh_flow record, or this host's reply entry may have been taken by it: the
+ * newest forward packet wins, so the record goes and the reply entry is made again.
+ */
+static __always_inline void vx_mesh_claim(const struct vx_pkt *p, __be32 front_addr,
+					  __be16 front_port, __u32 backend_id, __u32 svc_id)
+{
+	struct vx_ct_entry e, *ct;
+	struct vx_ct_key k;
+
+	vx_mesh_reply_key(&k, p);
+	bpf_map_delete_elem(&vx_mesh_flow, &k);
+	ct = bpf_map_lookup_elem(&vx_ct, &k);
+	if (ct && ct->nat_addr == front_addr && ct->nat_port == front_port &&
+	    (ct->flags & VX_CT_F_MESH))
+		return;
+	__builtin_memset(&e, 0, sizeof(e));
+	e.nat_addr = front_addr;
+	e.nat_port = front_port;
+	e.flags = VX_CT_F_MESH;
+	e.backend_id = backend_id;
+	e.svc_id = svc_id;
+	e.created_ns = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&vx_ct, &k, &e, BPF_ANY))
+		vx_stat_inc(VX_STAT_CT_FULL);
+}
+
 /* Forward direction on the ingress host, after vx_lb_dnat_ex picked backend_id: a verdict. */
 static __always_inline int vx_mesh_deliver(struct __sk_buff *skb, __u32 backend_id)
 {
@@ -126,6 +169,20 @@ static __always_inline int vx_mesh_reverse_out(struct __sk_buff *skb, struct vx_
 	return vx_mesh_out_underlay(skb, p);
 }
 
+/* 1 if the frame is addressed to this node's MAC (vx_host.mac): a routing-mesh reply sent
+ * back to this ingress node. Without a static FDB entry for that MAC on the sender's VXLAN
+ * device, the sender floods it to every peer, and a peer must not answer for a flow of the
+ * same 5-tuple it once translated itself (an old flow of a reused client port). */
+static __always_inline int vx_mesh_to_me(struct __sk_buff *skb)
+{
+	struct vx_host *host = vx_host_get();
+	__u8 dst[6];
+
+	if (!host || bpf_skb_load_bytes(skb, 0, dst, 6))
+		return 0;
+	return __builtin_memcmp(dst, host->mac, 6) == 0;
+}
+
 /* Backend host, at the VXLAN device's ingress: remembers which ingress node a
  * routing-mesh flow to a local backend came from. Never changes the packet. */
 static __always_inline void vx_mesh_record(struct __sk_buff *skb, const struct vx_pkt *p)
@@ -134,6 +191,7 @@ static __always_inline void vx_mesh_record(struct __sk_buff *skb, const struct v
 	struct vx_svc_key bk;
 	struct vx_ct_key fk;
 	struct vx_mesh_flow f, *old;
+	struct vx_ct_entry *ct;
 	struct vx_mesh_be *be;
 	struct vx_mesh_node *node;
 
@@ -151,13 +209,7 @@ static __always_inline void vx_mesh_record(struct __sk_buff *skb, const struct v
 	if (!be)
 		return;
 
-	__builtin_memset(&fk, 0, sizeof(fk));
-	fk.saddr = p->daddr;
-	fk.daddr = p->saddr;
-	fk.sport = p->dport;
-	fk.dport = p->sport;
-	fk.proto = p->proto;
-	fk.dir = VX_CT_DIR_REPLY;
+	vx_mesh_reply_key(&fk, p);
 	old = bpf_map_lookup_elem(&vx_mesh_flow, &fk);
 	if (old && old->ingress_addr == node->addr && old->pub_port == be->pub_port &&
 	    old->flags == be->flags)
@@ -170,6 +222,11 @@ static __always_inline void vx_mesh_record(struct __sk_buff *skb, const struct v
 	f.flags = be->flags;
 	if (bpf_map_update_elem(&vx_mesh_flow, &fk, &f, BPF_ANY))
 		vx_stat_inc(VX_STAT_CT_FULL);
+	/* The newest forward packet wins: a reply entry this host made when it was the ingress
+	 * node of an older flow of the same 5-tuple must not catch these replies. */
+	ct = bpf_map_lookup_elem(&vx_ct, &fk);
+	if (ct && (ct->flags & VX_CT_F_MESH))
+		bpf_map_delete_elem(&vx_ct, &fk);
 	if (p->frag == VX_FRAG_FIRST)
 		vx_frag_record(p);
 }

@@ -1,0 +1,116 @@
+//! Acceptance 2 of issue 9 (the routing mesh), as far as it goes: six nginx replicas over
+//! three hosts behind one service published on 8080; new connections from the lab's outside
+//! client (a namespace on the underlay switch, not a vxmesh host) to each host's underlay
+//! address are answered by every replica, and every replica reports the client's own
+//! address; the same with `--mode dsr`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use vxmesh_tests::services::{self, lab_exec_output, tally, Nginx};
+use vxmesh_tests::{wait_until, Lab};
+
+const REPLICAS: [&str; 6] = ["h1-c1", "h1-c2", "h2-c1", "h2-c2", "h3-c1", "h3-c2"];
+/// New connections to each host's published port.
+const CONNECTIONS: usize = 600;
+const CLIENT_ADDR: &str = "10.99.0.250";
+
+fn through_each_host(lab: &Lab) -> BTreeMap<String, usize> {
+    let mut total: BTreeMap<String, usize> = BTreeMap::new();
+    for h in ["h1", "h2", "h3"] {
+        let host = lab.host(h).address;
+        let url = format!("http://{host}:8080/[1-{CONNECTIONS}]");
+        let out = lab_exec_output(
+            lab,
+            "client",
+            true,
+            &["curl", "-sS", "-m", "5", "-H", "Connection: close", &url],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (count, addrs) = tally(&text);
+        let answered: usize = count.values().sum();
+        assert_eq!(
+            answered,
+            CONNECTIONS,
+            "through {h}: {}\nagent log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            lab.agent_log(h)
+        );
+        assert_eq!(
+            count.keys().collect::<Vec<_>>(),
+            REPLICAS.iter().collect::<Vec<_>>(),
+            "through {h}: every replica answered"
+        );
+        for (replica, seen) in &addrs {
+            assert_eq!(
+                seen,
+                &vec![CLIENT_ADDR.to_string()],
+                "{replica} saw the client"
+            );
+        }
+        eprintln!("through {h}: {count:?}");
+        for (b, n) in count {
+            *total.entry(b).or_default() += n;
+        }
+    }
+    total
+}
+
+fn assert_even(total: &BTreeMap<String, usize>) {
+    let even = (CONNECTIONS * 3) as f64 / REPLICAS.len() as f64;
+    for (b, n) in total {
+        let dev = (*n as f64 - even) / even;
+        assert!(
+            dev.abs() <= 0.25,
+            "{b}: {n} answers, {:+.1}% of even",
+            dev * 100.0
+        );
+    }
+}
+
+#[test]
+fn published_port_on_every_host_reaches_every_replica_with_the_client_address() {
+    let lab = Lab::up(3, 2, 1);
+    let _servers: Vec<Nginx> = REPLICAS.iter().map(|b| Nginx::start(&lab, b, 80)).collect();
+    let mut args = vec![
+        "service",
+        "create",
+        "demo",
+        "--network",
+        "net1",
+        "--port",
+        "80",
+        "--publish",
+        "8080:80",
+    ];
+    for r in REPLICAS {
+        args.extend(["--backend", r]);
+    }
+    let out = lab.vxmesh(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ready = wait_until(Duration::from_secs(30), || {
+        ["h1", "h2", "h3"]
+            .iter()
+            .all(|h| services::up_backends(&lab, h) == REPLICAS.len())
+    });
+    assert!(
+        ready,
+        "backends not programmed; agent log h1:\n{}",
+        lab.agent_log("h1")
+    );
+
+    assert_even(&through_each_host(&lab));
+
+    let out = lab.vxmesh(&["service", "update", "demo", "--mode", "dsr"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_even(&through_each_host(&lab));
+}
