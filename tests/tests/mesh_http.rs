@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use vxmesh_tests::capture::Capture;
 use vxmesh_tests::services::{self, lab_exec_output, tally, Nginx};
 use vxmesh_tests::{wait_until, Lab};
 
@@ -68,6 +69,35 @@ fn assert_even(total: &BTreeMap<String, usize>) {
     }
 }
 
+/// 60 new connections through h1's published port while tcpdump watches: replies to the
+/// client that reach h1 over the overlay (decapsulated, on its VXLAN device), and TCP from
+/// h1's address:8080 that leaves h2's underlay device (DSR replies of h2's replicas).
+fn witnessed_through_h1(lab: &Lab) -> (usize, usize) {
+    let mut back_to_h1 = Capture::start(
+        &lab.namespace("h1"),
+        "vx-net1",
+        &format!("tcp and dst host {CLIENT_ADDR}"),
+    );
+    let mut from_h2 = Capture::start(
+        &lab.namespace("h2"),
+        "eth0",
+        &format!(
+            "tcp and src host {} and src port 8080",
+            lab.host("h1").address
+        ),
+    );
+    let url = format!("http://{}:8080/[1-60]", lab.host("h1").address);
+    let out = lab_exec_output(
+        lab,
+        "client",
+        true,
+        &["curl", "-sS", "-m", "5", "-H", "Connection: close", &url],
+    );
+    let (count, _) = tally(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(count.values().sum::<usize>(), 60);
+    (back_to_h1.stop().len(), from_h2.stop().len())
+}
+
 #[test]
 fn published_port_on_every_host_reaches_every_replica_with_the_client_address() {
     let lab = Lab::up(3, 2, 1);
@@ -103,7 +133,29 @@ fn published_port_on_every_host_reaches_every_replica_with_the_client_address() 
         lab.agent_log("h1")
     );
 
+    // The mesh is programmed on every host (frontends, places, attachments) when a request
+    // through each host's published port is answered.
+    let mesh_ready = wait_until(Duration::from_secs(30), || {
+        ["h1", "h2", "h3"].iter().all(|h| {
+            let url = format!("http://{}:8080/", lab.host(h).address);
+            lab_exec_output(&lab, "client", true, &["curl", "-sS", "-m", "2", &url])
+                .status
+                .success()
+        })
+    });
+    assert!(
+        mesh_ready,
+        "published port not answered; agent log h1:\n{}",
+        lab.agent_log("h1")
+    );
     assert_even(&through_each_host(&lab));
+    let (back, direct) = witnessed_through_h1(&lab);
+    eprintln!("default mode: {back} replies back to h1 over the overlay, {direct} direct from h2");
+    assert!(
+        back > 0,
+        "default mode: replies return through the ingress host"
+    );
+    assert_eq!(direct, 0, "default mode: h2 never answers as h1");
 
     let out = lab.vxmesh(&["service", "update", "demo", "--mode", "dsr"]);
     assert!(
@@ -113,4 +165,11 @@ fn published_port_on_every_host_reaches_every_replica_with_the_client_address() 
     );
     std::thread::sleep(Duration::from_secs(3));
     assert_even(&through_each_host(&lab));
+    let (back, direct) = witnessed_through_h1(&lab);
+    eprintln!("DSR: {back} replies back to h1 over the overlay, {direct} direct from h2");
+    assert_eq!(
+        back, 0,
+        "DSR: the ingress host carries only the forward direction"
+    );
+    assert!(direct > 0, "DSR: h2 answers the client itself as h1:8080");
 }
