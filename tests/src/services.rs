@@ -196,6 +196,32 @@ impl Drop for UdpEcho {
     }
 }
 
+/// One request through `svc_client udp` (`client_bin`) from lab member `client` to `to`
+/// (ADDR:PORT): (the source of the reply as recvfrom() saw it, the reply), or what it
+/// printed.
+pub fn udp_ask(
+    lab: &Lab,
+    client: &str,
+    outside_cgroup: bool,
+    to: &str,
+    client_bin: &str,
+) -> Result<(String, String), String> {
+    let out = lab_exec_output(
+        lab,
+        client,
+        outside_cgroup,
+        &[client_bin, "udp", to, "query"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let answer = text
+        .lines()
+        .find_map(|l| l.strip_prefix("from=")?.split_once(" reply="));
+    match answer {
+        Some((from, reply)) => Ok((from.to_string(), reply.to_string())),
+        None => Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr))),
+    }
+}
+
 /// `NAME ADDR PORT` lines of the backends' answers, counted by NAME, and every client
 /// address seen by NAME.
 pub fn tally(lines: &str) -> (BTreeMap<String, usize>, BTreeMap<String, Vec<String>>) {
