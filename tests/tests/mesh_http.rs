@@ -102,37 +102,7 @@ fn witnessed_through_h1(lab: &Lab) -> (usize, usize) {
 fn published_port_on_every_host_reaches_every_replica_with_the_client_address() {
     let lab = Lab::up(3, 2, 1);
     let _servers: Vec<Nginx> = REPLICAS.iter().map(|b| Nginx::start(&lab, b, 80)).collect();
-    let mut args = vec![
-        "service",
-        "create",
-        "demo",
-        "--network",
-        "net1",
-        "--port",
-        "80",
-        "--publish",
-        "8080:80",
-    ];
-    for r in REPLICAS {
-        args.extend(["--backend", r]);
-    }
-    let out = lab.vxmesh(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ready = wait_until(Duration::from_secs(30), || {
-        ["h1", "h2", "h3"]
-            .iter()
-            .all(|h| services::up_backends(&lab, h) == REPLICAS.len())
-    });
-    assert!(
-        ready,
-        "backends not programmed; agent log h1:\n{}",
-        lab.agent_log("h1")
-    );
-
+    services::create_published(&lab, "demo", "80", "8080:80", &REPLICAS);
     // The mesh is programmed on every host (frontends, places, attachments) when a request
     // through each host's published port is answered.
     let mesh_ready = wait_until(Duration::from_secs(30), || {
@@ -157,13 +127,7 @@ fn published_port_on_every_host_reaches_every_replica_with_the_client_address() 
     );
     assert_eq!(direct, 0, "default mode: h2 never answers as h1");
 
-    let out = lab.vxmesh(&["service", "update", "demo", "--mode", "dsr"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::thread::sleep(Duration::from_secs(3));
+    services::set_mode(&lab, "demo", "dsr");
     assert_even(&through_each_host(&lab));
     let (back, direct) = witnessed_through_h1(&lab);
     eprintln!("DSR: {back} replies back to h1 over the overlay, {direct} direct from h2");

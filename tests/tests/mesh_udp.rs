@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use vxmesh_tests::services::{self, udp_ask, UdpEcho};
-use vxmesh_tests::{wait_until, Lab};
+use vxmesh_tests::Lab;
 
 const BACKENDS: [&str; 3] = ["h1-c1", "h2-c1", "h3-c1"];
 
@@ -35,41 +35,10 @@ fn udp_through_each_hosts_published_port_is_answered_from_it() {
         .iter()
         .map(|b| UdpEcho::start(&lab, b, 5353, env!("CARGO_BIN_EXE_svc_client")))
         .collect();
-    let mut args = vec![
-        "service",
-        "create",
-        "dns",
-        "--network",
-        "net1",
-        "--port",
-        "53:5353/udp",
-        "--publish",
-        "5353:53/udp",
-    ];
-    for b in BACKENDS {
-        args.extend(["--backend", b]);
-    }
-    let out = lab.vxmesh(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ready = wait_until(Duration::from_secs(30), || {
-        ["h1", "h2", "h3"]
-            .iter()
-            .all(|h| services::up_backends(&lab, h) == BACKENDS.len())
-    });
-    assert!(ready, "agent log h1:\n{}", lab.agent_log("h1"));
+    services::create_published(&lab, "dns", "53:5353/udp", "5353:53/udp", &BACKENDS);
     std::thread::sleep(Duration::from_secs(1));
     ask_every_host(&lab);
 
-    let out = lab.vxmesh(&["service", "update", "dns", "--mode", "dsr"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::thread::sleep(Duration::from_secs(3));
+    services::set_mode(&lab, "dns", "dsr");
     ask_every_host(&lab);
 }
