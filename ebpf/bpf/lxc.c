@@ -5,6 +5,8 @@
  *   vx_from_lxc  tcx ingress of the host-side veth: packets the container sends. Packets to
  *                a service frontend are DNATed to a backend (vx_lb_dnat); ARP requests
  *                for a VIP are answered (vx_arp_reply) and sent back to the container.
+ *                Replies of routing-mesh flows (mesh.h) leave by the underlay device
+ *                or go back to their ingress node over the overlay (TC_ACT_REDIRECT).
  *   vx_to_lxc    tcx egress of the host-side veth: packets to the container. Replies of a
  *                translated flow get the frontend back as their source (vx_lb_reverse).
  *
@@ -21,27 +23,9 @@
 
 #include "arp.h"
 #include "lb.h"
+#include "mesh.h"
 #include "parse.h"
 #include "vxmesh_maps.h"
-
-/* Parses skb into p; 0 if p is an IPv4 TCP/UDP packet whose ports are known. */
-static __always_inline int vx_lxc_parse(struct __sk_buff *skb, struct vx_pkt *p)
-{
-	switch (vx_parse(skb, p)) {
-	case VX_PARSE_OK:
-		break;
-	case VX_PARSE_TRUNCATED:
-		vx_stat_inc(VX_STAT_TRUNCATED);
-		return -1;
-	default:
-		return -1;
-	}
-	if (p->frag == VX_FRAG_LATER && vx_frag_fill(p)) {
-		vx_stat_inc(VX_STAT_FRAG_MISS);
-		return -1;
-	}
-	return 0;
-}
 
 static __always_inline int vx_tc_verdict(enum vx_lb_result r)
 {
@@ -51,16 +35,27 @@ static __always_inline int vx_tc_verdict(enum vx_lb_result r)
 SEC("classifier")
 int vx_from_lxc(struct __sk_buff *skb)
 {
+	enum vx_lb_result r;
 	struct vx_pkt p;
+	int verdict;
 
 	if (skb->protocol == bpf_htons(ETH_P_ARP)) {
 		if (vx_arp_reply(skb))
 			return bpf_redirect(skb->ifindex, 0);
 		return TC_ACT_OK;
 	}
-	if (vx_lxc_parse(skb, &p))
+
+	if (vx_lb_parse(skb, &p))
 		return TC_ACT_OK;
-	return vx_tc_verdict(vx_lb_dnat(skb, &p));
+	r = vx_lb_dnat(skb, &p);
+	if (r != VX_LB_PASS)
+		return vx_tc_verdict(r);
+	/* Routing mesh: a local backend's reply to a flow that came in through a published
+	 * port, of this host (back out of the underlay) or of another (back to it). */
+	verdict = vx_mesh_reverse_out(skb, &p);
+	if (verdict < 0)
+		verdict = vx_mesh_turn_back(skb, &p);
+	return verdict < 0 ? TC_ACT_OK : verdict;
 }
 
 SEC("classifier")
@@ -68,7 +63,7 @@ int vx_to_lxc(struct __sk_buff *skb)
 {
 	struct vx_pkt p;
 
-	if (vx_lxc_parse(skb, &p))
+	if (vx_lb_parse(skb, &p))
 		return TC_ACT_OK;
 	return vx_tc_verdict(vx_lb_reverse(skb, &p));
 }

@@ -22,7 +22,7 @@ use aya::programs::{
 use crate::{
     error::{Error, Result},
     loader::Datapath,
-    objects::{PROG_FROM_LXC, PROG_TO_LXC, SOCK_PROGRAMS},
+    objects::{PROG_FROM_LXC, PROG_FROM_OVERLAY, PROG_FROM_UNDERLAY, PROG_TO_LXC, SOCK_PROGRAMS},
     pins::{unpin, NodePins},
     sys,
 };
@@ -244,15 +244,60 @@ impl Datapath {
     /// Errors: [`Error::Sys`] when the namespace or interface is not there,
     /// [`Error::Program`] when the kernel refuses the attachment.
     pub fn attach_lxc(&mut self, netns: &Path, ifindex: u32) -> Result<Vec<PathBuf>> {
+        self.attach_tc(
+            "lxc",
+            netns,
+            ifindex,
+            &[
+                (PROG_FROM_LXC, TcAttachType::Ingress),
+                (PROG_TO_LXC, TcAttachType::Egress),
+            ],
+        )
+    }
+
+    /// Attaches `vx_from_underlay` (tcx ingress) to interface `ifindex` of `netns`: the host's
+    /// underlay device, where clients reach published ports. Pinned like
+    /// [`Datapath::attach_lxc`]'s links (the same [`Attachment::Lxc`] kind; detach with
+    /// [`Datapath::detach_lxc`]). Errors: as [`Datapath::attach_lxc`].
+    pub fn attach_underlay(&mut self, netns: &Path, ifindex: u32) -> Result<Vec<PathBuf>> {
+        self.attach_tc(
+            "host",
+            netns,
+            ifindex,
+            &[(PROG_FROM_UNDERLAY, TcAttachType::Ingress)],
+        )
+    }
+
+    /// Attaches `vx_from_overlay` (tcx ingress) to interface `ifindex` of `netns`: a
+    /// network's VXLAN device, where routing-mesh flows arrive from ingress nodes and their
+    /// replies come back. Errors: as [`Datapath::attach_lxc`].
+    pub fn attach_overlay(&mut self, netns: &Path, ifindex: u32) -> Result<Vec<PathBuf>> {
+        self.attach_tc(
+            "host",
+            netns,
+            ifindex,
+            &[(PROG_FROM_OVERLAY, TcAttachType::Ingress)],
+        )
+    }
+
+    fn attach_tc(
+        &mut self,
+        object: &'static str,
+        netns: &Path,
+        ifindex: u32,
+        progs: &[(&'static str, TcAttachType)],
+    ) -> Result<Vec<PathBuf>> {
         let (ns, ns_ino) = open("open network namespace", netns)?;
         let mut links = Vec::new();
-        for (name, at) in [
-            (PROG_FROM_LXC, TcAttachType::Ingress),
-            (PROG_TO_LXC, TcAttachType::Egress),
-        ] {
+        for &(name, at) in progs {
             let path = tcx_link(&self.pins, ns_ino, ifindex, name);
-            let prog = self.lxc.program_mut(name).ok_or(Error::Missing {
-                object: "lxc",
+            let ebpf = if object == "host" {
+                &mut self.host
+            } else {
+                &mut self.lxc
+            };
+            let prog = ebpf.program_mut(name).ok_or(Error::Missing {
+                object,
                 kind: "program",
                 name,
             })?;
@@ -277,7 +322,7 @@ impl Datapath {
             }
             links.push(path);
         }
-        tracing::info!(netns = %netns.display(), ifindex, "tc programs attached");
+        tracing::info!(netns = %netns.display(), ifindex, object, "tc programs attached");
         Ok(links)
     }
 

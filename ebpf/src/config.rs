@@ -71,7 +71,7 @@ impl DatapathConfig {
     }
 
     /// `max_entries` per map name, as the loader applies them.
-    pub(crate) fn map_sizes(&self) -> [(&'static str, u32); 10] {
+    pub(crate) fn map_sizes(&self) -> [(&'static str, u32); 13] {
         [
             ("vx_svc", self.max_services),
             ("vx_maglev", self.max_services),
@@ -83,6 +83,9 @@ impl DatapathConfig {
             ("vx_affinity", self.affinity_entries),
             ("vx_sock_rev", self.sock_rev_entries),
             ("vx_frag", self.frag_entries),
+            ("vx_be_loc", self.max_backends),
+            ("vx_mesh_be", self.max_backends),
+            ("vx_mesh_flow", self.conntrack_entries),
         ]
     }
 }

@@ -7,6 +7,8 @@
 //! |---|---|---|---|
 //! | `vx_from_lxc` | `lxc.o` | tcx ingress of a container's host-side veth | DNAT to a backend; answer ARP for VIPs |
 //! | `vx_to_lxc` | `lxc.o` | tcx egress of that veth | reverse NAT of replies |
+//! | `vx_from_underlay` | `host.o` | tcx ingress of the host's underlay device | published ports: DNAT (client address kept), redirect to the backend's veth or into the overlay |
+//! | `vx_from_overlay` | `host.o` | tcx ingress of a network's VXLAN device | routing-mesh replies: reverse NAT, out of the underlay; remember flows from ingress nodes |
 //! | `vx_connect4` | `sock.o` | cgroup connect4 | rewrite connect() to a backend |
 //! | `vx_sendmsg4` | `sock.o` | cgroup sendmsg4 | rewrite an unconnected UDP send |
 //! | `vx_recvmsg4` | `sock.o` | cgroup recvmsg4 | show the frontend as a reply's source |
@@ -61,6 +63,11 @@
 //! | `vx_frag` | LRU hash | [`FragKey`] → [`FragPorts`] |
 //! | `vx_stats` | per-CPU array | [`Stat`] → u64 |
 //! | `vx_vip` | hash | VIP (network order) → [`Vip`] (the MAC ARP replies give) |
+//! | `vx_host` | array (1) | 0 → [`Host`] (underlay address, device, node MAC) |
+//! | `vx_be_loc` | hash | backend id → [`BeLoc`] (where the routing mesh delivers it) |
+//! | `vx_mesh_node` | hash | [`MacKey`] (an ingress node's MAC) → [`MeshNode`] |
+//! | `vx_mesh_be` | hash | [`SvcKey`] (backend addr:port/proto) → [`MeshBe`] |
+//! | `vx_mesh_flow` | LRU hash | [`CtKey`] (reply tuple) → [`MeshFlow`] (flows from ingress nodes) |
 //!
 //! # Pin layout
 //!
@@ -101,6 +108,9 @@ pub use config::{DatapathConfig, BPFFS, DEFAULT_PIN_ROOT};
 pub use error::{Error, Result};
 pub use loader::Datapath;
 pub use maps::{types::*, CtFill, MaglevTableInfo, Maps, Purged, MAGLEV_MAX_SLOTS, MAP_NAMES};
-pub use objects::{LXC_OBJ, LXC_PROGRAMS, PROG_FROM_LXC, PROG_TO_LXC, SOCK_OBJ, SOCK_PROGRAMS};
+pub use objects::{
+    HOST_OBJ, HOST_PROGRAMS, LXC_OBJ, LXC_PROGRAMS, PROG_FROM_LXC, PROG_FROM_OVERLAY,
+    PROG_FROM_UNDERLAY, PROG_TO_LXC, SOCK_OBJ, SOCK_PROGRAMS,
+};
 pub use pins::{ensure_bpffs, teardown, NodePins};
 pub use testrun::{TcRun, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};

@@ -7,7 +7,7 @@ use crate::{
     config::DatapathConfig,
     error::{Error, Result},
     maps::Maps,
-    objects::{LXC_OBJ, LXC_PROGRAMS, SOCK_OBJ, SOCK_PROGRAMS},
+    objects::{HOST_OBJ, HOST_PROGRAMS, LXC_OBJ, LXC_PROGRAMS, SOCK_OBJ, SOCK_PROGRAMS},
     pins::{ensure_bpffs, unpin, NodePins},
 };
 
@@ -20,6 +20,7 @@ pub struct Datapath {
     pub(crate) pins: NodePins,
     pub(crate) lxc: Ebpf,
     pub(crate) sock: Ebpf,
+    pub(crate) host: Ebpf,
     maps: Maps,
 }
 
@@ -93,8 +94,10 @@ impl Datapath {
         pins.create()?;
         let mut lxc = load_object("lxc", LXC_OBJ, &config, &pins)?;
         let mut sock = load_object("sock", SOCK_OBJ, &config, &pins)?;
+        let mut host = load_object("host", HOST_OBJ, &config, &pins)?;
         load_programs("lxc", &mut lxc, &LXC_PROGRAMS, &pins)?;
         load_programs("sock", &mut sock, &SOCK_PROGRAMS, &pins)?;
+        load_programs("host", &mut host, &HOST_PROGRAMS, &pins)?;
         let maps = Maps::from_maps(&pins, |name| {
             lxc.take_map(name).ok_or(Error::Missing {
                 object: "lxc",
@@ -108,6 +111,7 @@ impl Datapath {
             pins,
             lxc,
             sock,
+            host,
             maps,
         })
     }

@@ -19,3 +19,12 @@ pub const SOCK_PROGRAMS: [&str; 5] = [
     "vx_getpeername4",
     "vx_sock_release",
 ];
+/// `bpf/host.c`: the routing mesh's programs on the host's own devices.
+pub static HOST_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/host.o"));
+
+/// tc program of the host's underlay device's ingress: published ports → backends.
+pub const PROG_FROM_UNDERLAY: &str = "vx_from_underlay";
+/// tc program of a network's VXLAN device's ingress: routing-mesh replies and flow records.
+pub const PROG_FROM_OVERLAY: &str = "vx_from_overlay";
+/// The tc programs of `host.o`.
+pub const HOST_PROGRAMS: [&str; 2] = [PROG_FROM_UNDERLAY, PROG_FROM_OVERLAY];

@@ -8,7 +8,7 @@ use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use crate::{
     error::{Error, Result},
     loader::Datapath,
-    objects::LXC_PROGRAMS,
+    objects::{HOST_PROGRAMS, LXC_PROGRAMS},
 };
 
 /// `TC_ACT_OK` (include/uapi/linux/pkt_cls.h): continue with the packet.
@@ -29,18 +29,24 @@ pub struct TcRun {
 
 impl Datapath {
     fn classifier(&self, prog: &str) -> Result<(&'static str, &SchedClassifier)> {
+        let (object, ebpf) = if HOST_PROGRAMS.contains(&prog) {
+            ("host", &self.host)
+        } else {
+            ("lxc", &self.lxc)
+        };
         let name = LXC_PROGRAMS
             .iter()
+            .chain(HOST_PROGRAMS.iter())
             .copied()
             .find(|&n| n == prog)
             .ok_or_else(|| {
                 Error::invalid(
                     "program",
-                    format!("{prog:?} is not one of {LXC_PROGRAMS:?}"),
+                    format!("{prog:?} is not one of {LXC_PROGRAMS:?} {HOST_PROGRAMS:?}"),
                 )
             })?;
-        let p = self.lxc.program(name).ok_or(Error::Missing {
-            object: "lxc",
+        let p = ebpf.program(name).ok_or(Error::Missing {
+            object,
             kind: "program",
             name,
         })?;
@@ -50,7 +56,7 @@ impl Datapath {
         Ok((name, p))
     }
 
-    /// Runs tc program `prog` ([`crate::PROG_FROM_LXC`] or [`crate::PROG_TO_LXC`]) once on
+    /// Runs tc program `prog` (one of [`crate::LXC_PROGRAMS`] or [`crate::HOST_PROGRAMS`]) once on
     /// the Ethernet frame `packet` and returns its verdict and output packet.
     ///
     /// Errors: [`Error::Invalid`] for another program name; [`Error::Program`] when the

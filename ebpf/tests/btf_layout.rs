@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use object::{Object, ObjectSection};
-use vxmesh_ebpf::{LAYOUTS, LXC_OBJ, SOCK_OBJ};
+use vxmesh_ebpf::{HOST_OBJ, LAYOUTS, LXC_OBJ, SOCK_OBJ};
 
 const BTF_KIND_STRUCT: u32 = 4;
 
@@ -112,6 +112,11 @@ fn mirrors_match_the_btf_of_lxc_o() {
 #[test]
 fn mirrors_match_the_btf_of_sock_o() {
     check("sock", SOCK_OBJ);
+}
+
+#[test]
+fn mirrors_match_the_btf_of_host_o() {
+    check("host", HOST_OBJ);
 }
 
 #[test]

@@ -70,7 +70,11 @@ fn reload_reuses_pinned_maps_and_keeps_the_connection_table() {
     for map in MAP_NAMES {
         assert!(pins.maps.join(map).exists(), "map {map} pinned");
     }
-    for prog in LXC_PROGRAMS.iter().chain(SOCK_PROGRAMS.iter()) {
+    for prog in LXC_PROGRAMS
+        .iter()
+        .chain(SOCK_PROGRAMS.iter())
+        .chain(HOST_PROGRAMS.iter())
+    {
         assert!(pins.progs.join(prog).exists(), "program {prog} pinned");
     }
     // Witness: bpftool sees the pinned map with that id.
@@ -121,7 +125,7 @@ fn teardown_removes_every_pin_and_frees_the_maps() {
     let removed = teardown(&root, &name).unwrap();
     assert_eq!(
         removed.len(),
-        MAP_NAMES.len() + LXC_PROGRAMS.len() + SOCK_PROGRAMS.len()
+        MAP_NAMES.len() + LXC_PROGRAMS.len() + SOCK_PROGRAMS.len() + HOST_PROGRAMS.len()
     );
     assert!(!pins.node_dir.exists());
     assert!(!root.exists(), "empty pin root removed");

@@ -297,3 +297,113 @@ fn a_backend_reported_down_leaves_the_map_without_a_purge_and_unchecked_ones_wai
     let snap = f.svc.snapshot().unwrap();
     assert!(DesiredLb::compute(&snap, "h1", |_| false).is_empty());
 }
+
+#[test]
+fn published_ports_program_the_mesh_maps_and_go_with_the_unpublish() {
+    use ingress_lb::reconcile::{apply_mesh, node_mac};
+    use ingress_lb::service::{Mode, PublishedPort};
+    use vxmesh_ebpf::{SvcKey, BE_LOC_F_LOCAL, IPPROTO_TCP, MESH_F_DSR, SVC_F_PUBLISHED};
+
+    let mut f = Fixture::new();
+    let created = f
+        .svc
+        .create(&ServiceSpec {
+            name: "mesh".into(),
+            network: "web".into(),
+            ports: vec!["80:8080".parse().unwrap()],
+            backends: ["e1", "e3"].map(BackendSpec::new).to_vec(),
+            publish: vec!["9080:80".parse().unwrap()],
+            mode: Mode::Dsr,
+            ..Default::default()
+        })
+        .unwrap();
+    let sid = kernel_id(created.id, 0).unwrap();
+    let bid = |e: &str| kernel_id(created.backend(e).unwrap().id, 0).unwrap();
+    // Interfaces by name: the remote backend's bridge and the VXLAN device get made-up
+    // indexes (nothing is attached here); e1 has no host-side veth in this store.
+    let ifindex = |name: &str| match name {
+        "vb-web" => Some(40),
+        "vx-web" => Some(50),
+        _ => None,
+    };
+    let mesh_pass = |f: &mut Fixture| {
+        let want = f.desired();
+        let mut r = apply_maps(&want, f.dp().maps_mut());
+        r.extend(apply_mesh(&want.mesh, f.dp().maps_mut(), Some(5), ifindex));
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        (want, r)
+    };
+    let (want, first) = mesh_pass(&mut f);
+    eprintln!("first pass: {:#?}", actions(&first));
+    assert_eq!(
+        want.mesh.overlay_ifnames,
+        ["vx-web".to_string()].into(),
+        "vx_from_overlay goes on the network's VXLAN device"
+    );
+    let maps = f.dp().maps();
+    let h1 = Ipv4Addr::new(192, 0, 2, 1);
+    let published = maps
+        .service(&SvcKey::new(h1, 9080, IPPROTO_TCP))
+        .unwrap()
+        .expect("HOST:PUB frontend");
+    assert_eq!((published.id, published.flags), (sid, SVC_F_PUBLISHED));
+    let host = maps.host().unwrap();
+    assert_eq!(
+        (host.addr, host.ifindex, host.mac),
+        (u32::from_ne_bytes(h1.octets()), 5, node_mac(h1))
+    );
+    assert_eq!(node_mac(h1), [0x0a, 0x5e, 192, 0, 2, 1]);
+    let mut nodes = maps.mesh_nodes().unwrap();
+    nodes.sort();
+    assert_eq!(
+        nodes,
+        vec![
+            (node_mac(h1), h1),
+            (
+                node_mac(Ipv4Addr::new(192, 0, 2, 2)),
+                Ipv4Addr::new(192, 0, 2, 2)
+            )
+        ]
+    );
+    // e3 (on h2) is reached through the bridge with its MAC; e1 (local, no veth) is not placed.
+    let e3 = maps
+        .be_loc(bid("e3"))
+        .unwrap()
+        .expect("remote backend placed");
+    assert_eq!((e3.ifindex, e3.flags & BE_LOC_F_LOCAL), (40, 0));
+    assert_eq!(maps.be_loc(bid("e1")).unwrap(), None);
+    // e1 is this node's backend of the published port (DSR: its replies leave from here).
+    let bes = maps.mesh_bes().unwrap();
+    assert_eq!(bes.len(), 1, "{bes:?}");
+    let (key, be) = bes[0];
+    assert_eq!((key.port(), key.proto), (8080, IPPROTO_TCP));
+    assert_eq!(
+        (u16::from_be(be.pub_port), be.flags, be.overlay_ifindex),
+        (9080, MESH_F_DSR, 50)
+    );
+    assert!(
+        actions(&mesh_pass(&mut f).1).is_empty(),
+        "a second pass changes nothing"
+    );
+
+    // Unpublished: the frontend and every mesh entry go; the VIP frontend stays.
+    f.svc
+        .update(
+            "mesh",
+            &[ServiceUpdate::Unpublish(
+                "9080:80".parse::<PublishedPort>().unwrap(),
+            )],
+        )
+        .unwrap();
+    let (want, _) = mesh_pass(&mut f);
+    assert!(want.mesh.overlay_ifnames.is_empty());
+    let maps = f.dp().maps();
+    assert_eq!(
+        maps.service(&SvcKey::new(h1, 9080, IPPROTO_TCP)).unwrap(),
+        None
+    );
+    assert_eq!(maps.services().unwrap().len(), 1);
+    assert!(maps.mesh_nodes().unwrap().is_empty());
+    assert!(maps.be_locs().unwrap().is_empty());
+    assert!(maps.mesh_bes().unwrap().is_empty());
+}

@@ -196,6 +196,79 @@ impl Drop for UdpEcho {
     }
 }
 
+/// `vxmesh service create NAME --network net1 --port PORT --publish PUBLISH` over `backends`
+/// (CLI, the lab's store), then waits until every host's datapath holds them all.
+pub fn create_published(lab: &Lab, name: &str, port: &str, publish: &str, backends: &[&str]) {
+    let mut args = vec![
+        "service",
+        "create",
+        name,
+        "--network",
+        "net1",
+        "--port",
+        port,
+        "--publish",
+        publish,
+    ];
+    for b in backends {
+        args.extend(["--backend", b]);
+    }
+    let out = lab.vxmesh(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ready = wait_until(Duration::from_secs(30), || {
+        lab.state
+            .hosts
+            .iter()
+            .all(|h| up_backends(lab, &h.name) == backends.len())
+    });
+    assert!(
+        ready,
+        "backends not programmed; agent log h1:\n{}",
+        lab.agent_log("h1")
+    );
+}
+
+/// `vxmesh service update NAME --mode MODE`, then 3 s for every agent to follow.
+pub fn set_mode(lab: &Lab, name: &str, mode: &str) {
+    let out = lab.vxmesh(&["service", "update", name, "--mode", mode]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+}
+
+/// One request through `svc_client udp` (`client_bin`) from lab member `client` to `to`
+/// (ADDR:PORT): (the source of the reply as recvfrom() saw it, the reply), or what it
+/// printed.
+pub fn udp_ask(
+    lab: &Lab,
+    client: &str,
+    outside_cgroup: bool,
+    to: &str,
+    client_bin: &str,
+) -> Result<(String, String), String> {
+    let out = lab_exec_output(
+        lab,
+        client,
+        outside_cgroup,
+        &[client_bin, "udp", to, "query"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let answer = text
+        .lines()
+        .find_map(|l| l.strip_prefix("from=")?.split_once(" reply="));
+    match answer {
+        Some((from, reply)) => Ok((from.to_string(), reply.to_string())),
+        None => Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr))),
+    }
+}
+
 /// `NAME ADDR PORT` lines of the backends' answers, counted by NAME, and every client
 /// address seen by NAME.
 pub fn tally(lines: &str) -> (BTreeMap<String, usize>, BTreeMap<String, Vec<String>>) {

@@ -537,6 +537,48 @@ fn bad_cases() -> Vec<Bad> {
             &["network", "rm", "net1"],
             &["network 'net1' still has 1 service(s) (web)", "--force"],
         ),
+        // --publish, --unpublish, --mode (web publishes 8080:80)
+        create_bad(
+            &["--publish", "8080:80"],
+            &[
+                "invalid publish",
+                "8080/tcp is already published by service web",
+            ],
+        ),
+        create_bad(
+            &["--publish", "0:80"],
+            &["invalid publish '0:80'", "1-65535"],
+        ),
+        create_bad(&["--publish", "70000:80"], &["invalid publish '70000:80'"]),
+        create_bad(
+            &["--publish", "9090"],
+            &["invalid publish '9090'", "PUBLISHED:PORT"],
+        ),
+        create_bad(
+            &["--publish", "9090:81"],
+            &["invalid publish", "port 81 is not a port of the service"],
+        ),
+        create_bad(
+            &["--publish", "9090:80/udp"],
+            &["invalid publish", "protocol mismatch"],
+        ),
+        create_bad(
+            &["--publish", "9090:80", "--publish", "9090:80"],
+            &["invalid publish", "9090/tcp is published twice"],
+        ),
+        create_bad(
+            &["--mode", "fast"],
+            &["invalid mode 'fast'", "default or dsr"],
+        ),
+        update_bad(
+            &["--unpublish", "9999:80"],
+            &["invalid publish", "is not published by service web"],
+        ),
+        update_bad(
+            &["--publish", "8080:80"],
+            &["invalid publish", "8080/tcp is published twice"],
+        ),
+        update_bad(&["--mode", "x"], &["invalid mode 'x'"]),
     ]
 }
 
@@ -580,6 +622,47 @@ fn check(cli: &StoreCli, case: &Bad) -> Vec<String> {
     problems
 }
 
+/// `[{published, port, proto}]` of `(published, port, proto)`s.
+fn published(list: &[(u16, u16, &str)]) -> Value {
+    list.iter()
+        .map(|(p, port, proto)| json!({"published": p, "port": port, "proto": proto}))
+        .collect()
+}
+
+#[test]
+fn published_ports_and_mode_round_trip() {
+    let f = Fixture::new();
+    let cli = &f.cli;
+    let mesh = |v: &Value| (v["publish"].clone(), v["mode"].clone());
+    let create = "service create demo --network net1 --port 80 --port 53/udp --backend c1 \
+                  --publish 8080:80 --publish 5353:53/udp --mode dsr";
+    let demo = cli.json(&create.split_whitespace().collect::<Vec<_>>());
+    assert_eq!(
+        mesh(&demo),
+        (
+            published(&[(8080, 80, "tcp"), (5353, 53, "udp")]),
+            json!("dsr")
+        )
+    );
+    let update = "service update demo --unpublish 5353:53/udp --publish 9090:80 --mode default";
+    let demo = cli.json(&update.split_whitespace().collect::<Vec<_>>());
+    assert_eq!(
+        mesh(&demo),
+        (
+            published(&[(8080, 80, "tcp"), (9090, 80, "tcp")]),
+            json!("default")
+        )
+    );
+    let seen = cli.json(&["service", "inspect", "demo"]);
+    assert_eq!(mesh(&seen["service"]), mesh(&demo));
+    // The unpublished port is free again; removing the service frees its ports.
+    let dns = "service create dns --network net1 --port 53/udp --publish 5353:53/udp";
+    cli.ok(&dns.split_whitespace().collect::<Vec<_>>());
+    cli.ok(&["service", "rm", "demo"]);
+    let web = "service create web --network net1 --port 80 --publish 8080:80";
+    cli.ok(&web.split_whitespace().collect::<Vec<_>>());
+}
+
 #[test]
 fn bad_input_is_named_and_changes_nothing() {
     let f = Fixture::new();
@@ -595,6 +678,8 @@ fn bad_input_is_named_and_changes_nothing() {
         "c1",
         "--backend",
         "c2",
+        "--publish",
+        "8080:80",
     ]);
     let cases = bad_cases();
     assert!(cases.len() >= 25);

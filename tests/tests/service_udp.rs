@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ingress_lb::service::{HealthCheck, Proto};
-use vxmesh_tests::services::{self, lab_exec_output, UdpEcho};
+use vxmesh_tests::services::{self, UdpEcho};
 use vxmesh_tests::{wait_until, Lab};
 
 const BACKENDS: [&str; 3] = ["h1-c1", "h2-c1", "h3-c1"];
@@ -20,20 +20,13 @@ fn ask(
     outside_cgroup: bool,
     to: &str,
 ) -> Result<(String, String), String> {
-    let out = lab_exec_output(
+    services::udp_ask(
         lab,
         client,
         outside_cgroup,
-        &[env!("CARGO_BIN_EXE_svc_client"), "udp", to, "query"],
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let answer = text
-        .lines()
-        .find_map(|l| l.strip_prefix("from=")?.split_once(" reply="));
-    match answer {
-        Some((from, reply)) => Ok((from.to_string(), reply.to_string())),
-        None => Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr))),
-    }
+        to,
+        env!("CARGO_BIN_EXE_svc_client"),
+    )
 }
 
 #[test]

@@ -48,7 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Service(cmd) => {
-            cli::service::run(cmd, &vxmesh::open_catalog(&cli.store)?, json)?;
+            cli::service::run(*cmd, &vxmesh::open_catalog(&cli.store)?, json)?;
             Ok(0)
         }
     }

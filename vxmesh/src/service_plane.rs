@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use ingress_lb::catalog::{HealthStatus, ServiceCatalog, ServiceError};
 use ingress_lb::health::{HealthRunner, SocketSource, State, Transition};
-use ingress_lb::reconcile::{apply_maps, AttachTargets, Attacher, Change, DesiredLb, LbReport};
+use ingress_lb::reconcile::{
+    apply_maps, apply_mesh, AttachTargets, Attacher, Change, DesiredLb, LbReport,
+};
 use vxmesh_ebpf::{Datapath, DatapathConfig, NodePins};
 
 use crate::heartbeat::LeaseHandle;
@@ -138,9 +140,22 @@ impl ServicePlane {
                 .iter()
                 .filter_map(|name| Some((name.clone(), ifindex(name)?)))
                 .collect(),
+            underlay: want.mesh.underlay.and_then(interface_with),
+            overlay: want
+                .mesh
+                .overlay_ifnames
+                .iter()
+                .filter_map(|name| Some((name.clone(), ifindex(name)?)))
+                .collect(),
         };
         // Maps first: a veth attached next sees complete tables.
         report.extend(apply_maps(&want, dp.maps_mut()));
+        report.extend(apply_mesh(
+            &want.mesh,
+            dp.maps_mut(),
+            targets.underlay.as_ref().map(|u| u.1),
+            ifindex,
+        ));
         report.extend(self.attacher.apply(dp, &targets));
         report
     }
@@ -171,6 +186,43 @@ impl ServicePlane {
             }),
         }
     }
+}
+
+/// The interface (name, index) of this thread's network namespace that holds IPv4 address
+/// `addr`: the host's underlay device. Read with getifaddrs(3).
+fn interface_with(addr: std::net::Ipv4Addr) -> Option<(String, u32)> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills list with a linked list freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = list;
+    while !cur.is_null() {
+        // SAFETY: cur is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null and points to a sockaddr of family sa_family.
+        if i32::from(unsafe { (*ifa.ifa_addr).sa_family }) != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: an AF_INET address is a sockaddr_in.
+        let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+        if std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)) == addr {
+            // SAFETY: ifa_name is a NUL-terminated interface name.
+            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+                .to_string_lossy()
+                .into_owned();
+            found = ifindex(&name).map(|i| (name, i));
+            break;
+        }
+    }
+    // SAFETY: list came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    found
 }
 
 /// The index of interface `name` in this thread's network namespace, if it exists.

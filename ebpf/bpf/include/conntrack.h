@@ -44,10 +44,10 @@ static __always_inline struct vx_ct_entry *vx_ct_lookup(const struct vx_pkt *p, 
 /*
  * Records that the flow of p (original direction) goes to nat_addr:nat_port: the forward
  * entry, and the reply entry that turns the replies' source back into p's destination.
- * Returns 0 or the negative error of the map update.
+ * Both entries carry flags (VX_CT_F_*). Returns 0 or the negative error of the map update.
  */
 static __always_inline int vx_ct_create(const struct vx_pkt *p, __be32 nat_addr, __be16 nat_port,
-					__u32 backend_id, __u32 svc_id)
+					__u32 backend_id, __u32 svc_id, __u8 flags)
 {
 	struct vx_ct_key k;
 	struct vx_ct_entry e;
@@ -57,6 +57,7 @@ static __always_inline int vx_ct_create(const struct vx_pkt *p, __be32 nat_addr,
 	__builtin_memset(&e, 0, sizeof(e));
 	e.backend_id = backend_id;
 	e.svc_id = svc_id;
+	e.flags = flags;
 	e.created_ns = now;
 
 	/* Reply entry first: a forward entry without it would translate a flow whose replies

@@ -112,9 +112,11 @@ static __always_inline struct vx_backend *vx_lb_pick(const struct vx_svc *svc, _
  * (the connection table's, or a new pick recorded there). A flow whose backend was deleted
  * from vx_backend (or changed address) is picked again; a flow whose backend only left the
  * Maglev table keeps it. A VX_FRAG_LATER fragment must have had its ports filled
- * (vx_frag_fill) before.
+ * (vx_frag_fill) before. New connection-table entries get ct_flags (VX_CT_F_*); on
+ * VX_LB_NATED, *picked is the flow's backend id.
  */
-static __always_inline enum vx_lb_result vx_lb_dnat(struct __sk_buff *skb, struct vx_pkt *p)
+static __always_inline enum vx_lb_result vx_lb_dnat_ex(struct __sk_buff *skb, struct vx_pkt *p,
+						       __u8 ct_flags, __u32 *picked)
 {
 	struct vx_ct_entry *ct;
 	struct vx_backend *be;
@@ -152,7 +154,7 @@ static __always_inline enum vx_lb_result vx_lb_dnat(struct __sk_buff *skb, struc
 	}
 	addr = be->addr;
 	port = be->port;
-	if (vx_ct_create(p, addr, port, backend_id, svc_id))
+	if (vx_ct_create(p, addr, port, backend_id, svc_id, ct_flags))
 		vx_stat_inc(VX_STAT_CT_FULL);
 	else
 		vx_stat_inc(VX_STAT_CT_NEW);
@@ -167,7 +169,16 @@ translate:
 	}
 	vx_be_count(backend_id, 1, skb->len, conns);
 	vx_stat_inc(p->frag == VX_FRAG_LATER ? VX_STAT_FRAG_NAT : VX_STAT_FWD_NAT);
+	*picked = backend_id;
 	return VX_LB_NATED;
+}
+
+/* vx_lb_dnat_ex for the east-west path: no connection-table flags, the pick not needed. */
+static __always_inline enum vx_lb_result vx_lb_dnat(struct __sk_buff *skb, struct vx_pkt *p)
+{
+	__u32 picked;
+
+	return vx_lb_dnat_ex(skb, p, 0, &picked);
 }
 
 /* Reply direction: if p belongs to a translated flow, write the frontend back as its
@@ -191,6 +202,27 @@ static __always_inline enum vx_lb_result vx_lb_reverse(struct __sk_buff *skb, st
 	}
 	vx_stat_inc(p->frag == VX_FRAG_LATER ? VX_STAT_FRAG_NAT : VX_STAT_REV_NAT);
 	return VX_LB_NATED;
+}
+
+/* Parses skb into p for the load balancer; 0 if p is an IPv4 TCP/UDP packet whose ports are
+ * known (a later fragment's from its first fragment). Truncated packets and later fragments
+ * whose first was not seen are counted and refused (-1); so is anything else. */
+static __always_inline int vx_lb_parse(struct __sk_buff *skb, struct vx_pkt *p)
+{
+	switch (vx_parse(skb, p)) {
+	case VX_PARSE_OK:
+		break;
+	case VX_PARSE_TRUNCATED:
+		vx_stat_inc(VX_STAT_TRUNCATED);
+		return -1;
+	default:
+		return -1;
+	}
+	if (p->frag == VX_FRAG_LATER && vx_frag_fill(p)) {
+		vx_stat_inc(VX_STAT_FRAG_MISS);
+		return -1;
+	}
+	return 0;
 }
 
 #endif /* VXMESH_LB_H */

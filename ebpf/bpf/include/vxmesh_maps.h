@@ -35,6 +35,9 @@ struct vx_svc_key {
 /* vx_svc.flags: pick by client identity (client IPv4 on the packet path, network
  * namespace on the socket path) and remember the pick in vx_affinity. */
 #define VX_SVC_F_AFFINITY (1U << 0)
+/* vx_svc.flags: the key is a published port (HOST:PUB/proto, the host's underlay address):
+ * the underlay program (host.c) balances it; it never answers for a frontend without it. */
+#define VX_SVC_F_PUBLISHED (1U << 1)
 
 /* Value of vx_svc. The Maglev table of the service is vx_maglev[id]. */
 struct vx_svc {
@@ -94,6 +97,10 @@ struct vx_svc_stats {
 #define VX_CT_DIR_FWD 0   /* the original direction: client -> frontend */
 #define VX_CT_DIR_REPLY 1 /* the reply direction: backend -> client, as it reaches us */
 
+/* vx_ct_entry.flags: the flow came in through a published port of this host (routing
+ * mesh): its replies leave through the underlay device, not the local stack. */
+#define VX_CT_F_MESH (1U << 0)
+
 /* Key of vx_ct: a packet's 5-tuple as seen on the wire, and its direction. */
 struct vx_ct_key {
 	__be32 saddr;
@@ -113,7 +120,7 @@ struct vx_ct_key {
 struct vx_ct_entry {
 	__be32 nat_addr;
 	__be16 nat_port;
-	__u8 flags;      /* reserved, 0 */
+	__u8 flags;      /* VX_CT_F_* */
 	__u8 pad;
 	__u32 backend_id;
 	__u32 svc_id;
@@ -169,6 +176,63 @@ struct vx_frag_ports {
 	__be16 dport;
 };
 
+/* ---- routing mesh (host.c) ------------------------------------------------------------ */
+
+/* Value of vx_host[0]: this host's underlay identity. */
+struct vx_host {
+	__be32 addr;    /* underlay IPv4 address (HOST of HOST:PUB) */
+	__u32 ifindex;  /* underlay device: FIB lookups and replies to clients leave through it */
+	__u8 mac[6];    /* the MAC naming this node as an ingress node (source MAC of the
+			 * packets it sends into the overlay; NOT the bridges' shared gateway MAC) */
+	__u16 pad;      /* must be 0 */
+};
+
+/* Value of vx_be_loc (key: backend id): where the underlay program delivers a backend's
+ * packets on this host. */
+struct vx_be_loc {
+	__u32 ifindex;  /* local backend: its host-side veth; remote: its network's bridge */
+	__u8 mac[6];    /* the backend's MAC (destination MAC of the delivered frame) */
+	__u8 flags;     /* VX_BE_LOC_F_* */
+	__u8 pad;       /* must be 0 */
+};
+
+#define VX_BE_LOC_F_LOCAL (1U << 0) /* the backend runs on this host */
+
+/* Key of vx_mesh_node: a MAC address (the node-naming MAC of an ingress node). */
+struct vx_mac_key {
+	__u8 mac[6];
+	__u16 pad; /* must be 0 */
+};
+
+/* Value of vx_mesh_node: the ingress node a node-naming source MAC stands for. */
+struct vx_mesh_node {
+	__be32 addr;  /* its underlay address (DSR replies take it as their source) */
+	__u32 flags;  /* reserved, 0 */
+};
+
+/* vx_mesh_be.flags / vx_mesh_flow.flags: direct server return. */
+#define VX_MESH_F_DSR (1U << 0)
+
+/* Value of vx_mesh_be (key: struct vx_svc_key of a backend, addr:target port/proto): that
+ * backend serves a published port; what its host needs to answer routing-mesh flows. */
+struct vx_mesh_be {
+	__be16 pub_port;         /* the published port (DSR: the replies' source port) */
+	__u8 flags;              /* VX_MESH_F_* */
+	__u8 pad;                /* must be 0 */
+	__u32 overlay_ifindex;   /* the backend's network's VXLAN device (default mode) */
+};
+
+/* Value of vx_mesh_flow (key: struct vx_ct_key of the reply direction, as the backend sends
+ * it, dir = VX_CT_DIR_REPLY): a routing-mesh flow that reached a backend of this host from
+ * another (ingress) node. Written by the overlay program, read on the backend's veth. */
+struct vx_mesh_flow {
+	__u8 node_mac[6];        /* the ingress node's MAC (default mode: the replies' dest) */
+	__be16 pub_port;         /* the published port */
+	__be32 ingress_addr;     /* the ingress node's underlay address */
+	__u32 overlay_ifindex;   /* VXLAN device the replies go back through */
+	__u32 flags;             /* VX_MESH_F_* */
+};
+
 /* ---- global counters ------------------------------------------------------------------ */
 
 /* Indexes of vx_stats (per-CPU __u64 counters). */
@@ -187,6 +251,8 @@ enum vx_stat {
 	VX_STAT_SOCK_SENDMSG = 11, /* sendmsg4 rewrites */
 	VX_STAT_SOCK_REVERSE = 12, /* recvmsg4/getpeername4 rewrites */
 	VX_STAT_ARP_REPLY = 13,    /* ARP requests for a VIP answered */
+	VX_STAT_MESH_FWD = 14,     /* published-port packets delivered to a backend */
+	VX_STAT_MESH_REPLY = 15,   /* routing-mesh replies sent back (overlay, underlay, DSR) */
 	VX_STAT_MAX = 16,
 };
 
@@ -287,6 +353,46 @@ struct {
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vx_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vx_host);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vx_host SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, __u32);
+	__type(value, struct vx_be_loc);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vx_be_loc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct vx_mac_key);
+	__type(value, struct vx_mesh_node);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vx_mesh_node SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct vx_svc_key);
+	__type(value, struct vx_mesh_be);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vx_mesh_be SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct vx_ct_key);
+	__type(value, struct vx_mesh_flow);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vx_mesh_flow SEC(".maps");
 
 static __always_inline void vx_stat_inc(__u32 idx)
 {

@@ -5,6 +5,7 @@
 //! then the tables that name them ([`Maps::replace_maglev_table`]), then the frontend
 //! ([`Maps::upsert_service`]); removal in the reverse order.
 
+mod mesh;
 pub mod types;
 
 use std::net::Ipv4Addr;
@@ -32,7 +33,7 @@ const BPF_NOEXIST: u64 = 1;
 pub const MAGLEV_MAX_SLOTS: usize = 1 << 24;
 
 /// Map names, as in the objects and under `<node>/maps/`.
-pub const MAP_NAMES: [&str; 11] = [
+pub const MAP_NAMES: [&str; 16] = [
     "vx_svc",
     "vx_maglev",
     "vx_backend",
@@ -44,6 +45,11 @@ pub const MAP_NAMES: [&str; 11] = [
     "vx_frag",
     "vx_stats",
     "vx_vip",
+    "vx_host",
+    "vx_be_loc",
+    "vx_mesh_node",
+    "vx_mesh_be",
+    "vx_mesh_flow",
 ];
 
 /// Fill level of the connection table.
@@ -92,6 +98,11 @@ pub struct Maps {
     sock_rev: HashMap<MapData, u64, SockRev>,
     stats: PerCpuArray<MapData, u64>,
     vip: HashMap<MapData, u32, Vip>,
+    host: Array<MapData, Host>,
+    be_loc: HashMap<MapData, u32, BeLoc>,
+    mesh_node: HashMap<MapData, MacKey, MeshNode>,
+    mesh_be: HashMap<MapData, SvcKey, MeshBe>,
+    mesh_flow: HashMap<MapData, CtKey, MeshFlow>,
 }
 
 fn typed<T>(name: &'static str, map: Map) -> Result<T>
@@ -133,6 +144,11 @@ impl Maps {
             sock_rev: typed("vx_sock_rev", take("vx_sock_rev")?)?,
             stats: typed("vx_stats", take("vx_stats")?)?,
             vip: typed("vx_vip", take("vx_vip")?)?,
+            host: typed("vx_host", take("vx_host")?)?,
+            be_loc: typed("vx_be_loc", take("vx_be_loc")?)?,
+            mesh_node: typed("vx_mesh_node", take("vx_mesh_node")?)?,
+            mesh_be: typed("vx_mesh_be", take("vx_mesh_be")?)?,
+            mesh_flow: typed("vx_mesh_flow", take("vx_mesh_flow")?)?,
         })
     }
 
@@ -165,10 +181,11 @@ impl Maps {
         if key.pad != 0 {
             return Err(Error::invalid("service key pad", "must be 0"));
         }
-        if svc.flags & !SVC_F_AFFINITY != 0 {
+        let known = SVC_F_AFFINITY | SVC_F_PUBLISHED;
+        if svc.flags & !known != 0 {
             return Err(Error::invalid(
                 "service flags",
-                format!("unknown bits {:#x}", svc.flags & !SVC_F_AFFINITY),
+                format!("unknown bits {:#x}", svc.flags & !known),
             ));
         }
         let zero = PerCpuValues::try_from(vec![SvcStats::default(); nr_cpus()?])
@@ -605,7 +622,7 @@ fn remove_where<K: aya::Pod, V: aya::Pod>(
 }
 
 /// Ok(true) when removed, Ok(false) when it was not there.
-fn ignore_missing(r: Result<(), MapError>) -> Result<bool, MapError> {
+pub(crate) fn ignore_missing(r: Result<(), MapError>) -> Result<bool, MapError> {
     match r {
         Ok(()) => Ok(true),
         Err(MapError::KeyNotFound) => Ok(false),

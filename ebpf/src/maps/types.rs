@@ -15,6 +15,15 @@ pub const IPPROTO_UDP: u8 = 17;
 
 /// `vx_svc.flags`: pick by client identity and remember the pick (`VX_SVC_F_AFFINITY`).
 pub const SVC_F_AFFINITY: u32 = 1 << 0;
+/// `vx_svc.flags`: the key is a published port HOST:PUB of this host's underlay address,
+/// balanced by `vx_from_underlay` (`VX_SVC_F_PUBLISHED`).
+pub const SVC_F_PUBLISHED: u32 = 1 << 1;
+/// `vx_ct_entry.flags`: a routing-mesh flow of this ingress host (`VX_CT_F_MESH`).
+pub const CT_F_MESH: u8 = 1 << 0;
+/// `vx_be_loc.flags`: the backend runs on this host (`VX_BE_LOC_F_LOCAL`).
+pub const BE_LOC_F_LOCAL: u8 = 1 << 0;
+/// `vx_mesh_be.flags` / `vx_mesh_flow.flags`: direct server return (`VX_MESH_F_DSR`).
+pub const MESH_F_DSR: u8 = 1 << 0;
 /// `vx_backend.flags`: draining (`VX_BE_F_DRAINING`): existing flows stay, a remembered
 /// affinity pick is ignored.
 pub const BE_F_DRAINING: u8 = 1 << 0;
@@ -293,6 +302,99 @@ impl Vip {
     }
 }
 
+/// `struct vx_host`: `vx_host[0]`, this host's underlay identity for the routing mesh.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Host {
+    /// Underlay IPv4 address, network order.
+    pub addr: u32,
+    /// Underlay device (FIB lookups and replies to clients leave through it).
+    pub ifindex: u32,
+    /// The MAC naming this node as an ingress node (not the bridges' gateway MAC).
+    pub mac: [u8; 6],
+    /// Must be 0.
+    pub pad: u16,
+}
+
+impl Host {
+    /// Host with underlay address `addr` on device `ifindex`, naming itself `mac`.
+    pub fn new(addr: Ipv4Addr, ifindex: u32, mac: [u8; 6]) -> Self {
+        Self {
+            addr: be32(addr),
+            ifindex,
+            mac,
+            pad: 0,
+        }
+    }
+}
+
+/// `struct vx_be_loc`: where the routing mesh delivers a backend on this host (`vx_be_loc`,
+/// key: backend id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BeLoc {
+    /// Local backend: its host-side veth; remote: its network's bridge.
+    pub ifindex: u32,
+    /// The backend's MAC.
+    pub mac: [u8; 6],
+    /// `BE_LOC_F_*`.
+    pub flags: u8,
+    /// Must be 0.
+    pub pad: u8,
+}
+
+/// `struct vx_mac_key`: a MAC address, key of `vx_mesh_node`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MacKey {
+    /// The address.
+    pub mac: [u8; 6],
+    /// Must be 0.
+    pub pad: u16,
+}
+
+/// `struct vx_mesh_node`: the ingress node a node-naming MAC stands for (`vx_mesh_node`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeshNode {
+    /// Its underlay address, network order.
+    pub addr: u32,
+    /// Reserved, 0.
+    pub flags: u32,
+}
+
+/// `struct vx_mesh_be`: a backend of a published port (`vx_mesh_be`, key: the backend's
+/// [`SvcKey`] addr:target port/proto).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeshBe {
+    /// The published port, network order.
+    pub pub_port: u16,
+    /// `MESH_F_*`.
+    pub flags: u8,
+    /// Must be 0.
+    pub pad: u8,
+    /// The backend's network's VXLAN device.
+    pub overlay_ifindex: u32,
+}
+
+/// `struct vx_mesh_flow`: a routing-mesh flow that reached a local backend from another
+/// ingress node (`vx_mesh_flow`, key: its reply-direction [`CtKey`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeshFlow {
+    /// The ingress node's MAC.
+    pub node_mac: [u8; 6],
+    /// The published port, network order.
+    pub pub_port: u16,
+    /// The ingress node's underlay address, network order.
+    pub ingress_addr: u32,
+    /// The VXLAN device replies go back through.
+    pub overlay_ifindex: u32,
+    /// `MESH_F_*`.
+    pub flags: u32,
+}
+
 // SAFETY: every type is #[repr(C)], Copy, made of integers only, and has no implicit
 // padding (the assertions below fix every offset and the size), so any byte pattern is a
 // valid value and every byte of a value is initialised.
@@ -309,6 +411,12 @@ unsafe impl aya::Pod for SockRev {}
 unsafe impl aya::Pod for FragKey {}
 unsafe impl aya::Pod for FragPorts {}
 unsafe impl aya::Pod for Vip {}
+unsafe impl aya::Pod for Host {}
+unsafe impl aya::Pod for BeLoc {}
+unsafe impl aya::Pod for MacKey {}
+unsafe impl aya::Pod for MeshNode {}
+unsafe impl aya::Pod for MeshBe {}
+unsafe impl aya::Pod for MeshFlow {}
 
 /// One mirrored struct as the BTF layout test checks it: C name, size, `(field, offset)`.
 pub type Layout = (&'static str, usize, &'static [(&'static str, usize)]);
@@ -344,6 +452,14 @@ pub const LAYOUTS: &[Layout] = &[
     }),
     layout!("vx_frag_key", FragKey, 12, { saddr: 0, daddr: 4, id: 8, proto: 10, pad: 11 }),
     layout!("vx_frag_ports", FragPorts, 4, { sport: 0, dport: 2 }),
+    layout!("vx_host", Host, 16, { addr: 0, ifindex: 4, mac: 8, pad: 14 }),
+    layout!("vx_be_loc", BeLoc, 12, { ifindex: 0, mac: 4, flags: 10, pad: 11 }),
+    layout!("vx_mac_key", MacKey, 8, { mac: 0, pad: 6 }),
+    layout!("vx_mesh_node", MeshNode, 8, { addr: 0, flags: 4 }),
+    layout!("vx_mesh_be", MeshBe, 8, { pub_port: 0, flags: 2, pad: 3, overlay_ifindex: 4 }),
+    layout!("vx_mesh_flow", MeshFlow, 20, {
+        node_mac: 0, pub_port: 6, ingress_addr: 8, overlay_ifindex: 12, flags: 16,
+    }),
 ];
 
 /// Indexes of `vx_stats` (`enum vx_stat`), the per-CPU global counters.
@@ -378,11 +494,15 @@ pub enum Stat {
     SockReverse = 12,
     /// ARP requests for a VIP answered.
     ArpReply = 13,
+    /// Published-port packets delivered to a backend (routing mesh).
+    MeshFwd = 14,
+    /// Routing-mesh replies sent back (to the ingress node, or out of the underlay).
+    MeshReply = 15,
 }
 
 impl Stat {
     /// Every counter, in index order.
-    pub const ALL: [Stat; 14] = [
+    pub const ALL: [Stat; 16] = [
         Stat::FwdNat,
         Stat::RevNat,
         Stat::CtNew,
@@ -397,6 +517,8 @@ impl Stat {
         Stat::SockSendmsg,
         Stat::SockReverse,
         Stat::ArpReply,
+        Stat::MeshFwd,
+        Stat::MeshReply,
     ];
 }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddrV4;
 
 use overlay_core::keys as core_keys;
-use overlay_core::model::{Endpoint, Network};
+use overlay_core::model::{Endpoint, Network, Node};
 use overlay_core::store::{KeyValue, Revision, Store};
 use overlay_core::validate as core_validate;
 
@@ -33,6 +33,8 @@ pub struct ServiceSnapshot {
     pub health: BTreeMap<(String, String), HealthRecord>,
     /// Nodes whose agent heartbeat key is present (the store hides keys of expired leases).
     pub live_agents: BTreeSet<String>,
+    /// Nodes by name (their underlay addresses: the routing mesh's published frontends).
+    pub nodes: BTreeMap<String, Node>,
     pub problems: Vec<String>,
 }
 
@@ -97,6 +99,13 @@ impl ServiceSnapshot {
                 }
             } else if key.starts_with(core_keys::ENDPOINTS) {
                 endpoints.extend(snap.decoded::<Endpoint>(kv, |_| Ok(())));
+            } else if key
+                .strip_prefix(core_keys::NODES)
+                .is_some_and(|rest| !rest.contains('/'))
+            {
+                if let Some(n) = snap.decoded::<Node>(kv, |_| Ok(())) {
+                    snap.nodes.insert(n.name.clone(), n);
+                }
             } else if let Some(node) = key.strip_prefix(core_keys::AGENTS) {
                 snap.live_agents.insert(node.to_string());
             } else if key.starts_with(keys::SERVICES) {

@@ -4,7 +4,7 @@
 //! over once (pointed at the programs this process loaded), then left alone.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use overlay_core::reconcile::Change;
 use vxmesh_ebpf::{inode_of, Attachment, Datapath};
@@ -20,6 +20,10 @@ pub struct AttachTargets {
     pub netns: PathBuf,
     /// Host-side veths by (name, ifindex).
     pub lxc: BTreeSet<(String, u32)>,
+    /// The host's underlay device (name, ifindex), when a service publishes a port.
+    pub underlay: Option<(String, u32)>,
+    /// VXLAN devices of networks with published ports (name, ifindex).
+    pub overlay: BTreeSet<(String, u32)>,
 }
 
 /// Attaches and detaches, remembering which attachments this process has made or taken over
@@ -76,7 +80,27 @@ impl Attacher {
         }
         match inode_of(&targets.netns) {
             Ok(netns_ino) => {
-                for (name, ifindex) in &targets.lxc {
+                type AttachFn = fn(&mut Datapath, &Path, u32) -> vxmesh_ebpf::Result<Vec<PathBuf>>;
+                let lxc: AttachFn = Datapath::attach_lxc;
+                let underlay: AttachFn = Datapath::attach_underlay;
+                let overlay: AttachFn = Datapath::attach_overlay;
+                let all = targets
+                    .lxc
+                    .iter()
+                    .map(|t| (t, lxc, "tc programs"))
+                    .chain(
+                        targets
+                            .underlay
+                            .iter()
+                            .map(|t| (t, underlay, "routing mesh (underlay)")),
+                    )
+                    .chain(
+                        targets
+                            .overlay
+                            .iter()
+                            .map(|t| (t, overlay, "routing mesh (overlay)")),
+                    );
+                for ((name, ifindex), attach, kind) in all {
                     let a = Attachment::Lxc {
                         netns_ino,
                         ifindex: *ifindex,
@@ -85,8 +109,8 @@ impl Attacher {
                     if self.taken.contains(&a) && present.contains(&a) {
                         continue;
                     }
-                    let what = format!("tc programs on {name} (ifindex {ifindex})");
-                    match dp.attach_lxc(&targets.netns, *ifindex) {
+                    let what = format!("{kind} on {name} (ifindex {ifindex})");
+                    match attach(dp, &targets.netns, *ifindex) {
                         Ok(_) => {
                             self.taken.insert(a);
                             r.changes.push(Change {

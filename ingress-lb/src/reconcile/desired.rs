@@ -8,6 +8,7 @@ use overlay_core::MacAddr;
 use vxmesh_ebpf::{Backend as KBackend, Svc, SvcKey, BE_F_DRAINING, SVC_F_AFFINITY};
 
 use super::ids::kernel_id;
+use super::mesh::DesiredMesh;
 use crate::catalog::{BackendStatus, ServiceSnapshot};
 use crate::service::{Affinity, Proto, Service, ServicePort};
 
@@ -68,9 +69,11 @@ pub struct DesiredLb {
     pub lxc_ifnames: BTreeSet<String>,
     /// Services left out, and why.
     pub problems: Vec<String>,
+    /// The routing mesh (published ports).
+    pub mesh: DesiredMesh,
 }
 
-fn proto_number(p: Proto) -> u8 {
+pub(super) fn proto_number(p: Proto) -> u8 {
     match p {
         Proto::Tcp => vxmesh_ebpf::IPPROTO_TCP,
         Proto::Udp => vxmesh_ebpf::IPPROTO_UDP,
@@ -99,6 +102,8 @@ impl DesiredLb {
             .filter(|e| e.node == node && networks.contains(e.network.as_str()))
             .filter_map(|e| e.host_ifname.clone())
             .collect();
+        let backends = out.backends.keys().copied().collect();
+        out.mesh = DesiredMesh::compute(snap, node, &carried, &out.frontends, &backends);
         out
     }
 

@@ -46,7 +46,8 @@ pub fn apply_maps(want: &DesiredLb, maps: &mut Maps) -> LbReport {
         }
     };
     let backends: BTreeMap<u32, _> = backends.into_iter().collect();
-    let wanted_keys: BTreeSet<_> = want.frontends.values().map(|f| key_tuple(f.key)).collect();
+    let fronts = || want.frontends.values().chain(want.mesh.published.iter());
+    let wanted_keys: BTreeSet<_> = fronts().map(|f| key_tuple(f.key)).collect();
 
     // 1. Frontends that go (with their tables and counters).
     let mut gone = BTreeSet::new();
@@ -132,7 +133,7 @@ pub fn apply_maps(want: &DesiredLb, maps: &mut Maps) -> LbReport {
     }
     // 4. Frontends, new or changed.
     let have: BTreeMap<_, _> = services.iter().map(|(k, s)| (key_tuple(*k), *s)).collect();
-    for f in want.frontends.values() {
+    for f in fronts() {
         if have.get(&key_tuple(f.key)) == Some(&f.svc) {
             continue;
         }

@@ -11,6 +11,9 @@
 //! - [`Attacher`] (`attach`): the socket programs on the agent's cgroup, the tc programs on
 //!   the veths; links pinned by an earlier agent are taken over, links of veths that are
 //!   gone are removed.
+//! - [`DesiredMesh`]/[`apply_mesh`] (`mesh`): the routing mesh: published frontends on the
+//!   node's underlay address, node MACs, where each backend is delivered, local backends
+//!   of published ports.
 //! - `ids`: kernel ids of (service, port) and (backend, port).
 //!
 //! Each step returns an [`LbReport`] of [`Change`]s (the overlay reconciler's type, so the
@@ -20,10 +23,12 @@ mod attach;
 mod desired;
 pub mod ids;
 mod maps;
+mod mesh;
 
 pub use attach::{AttachTargets, Attacher};
 pub use desired::{DesiredBackend, DesiredFrontend, DesiredLb, DesiredTable};
 pub use maps::apply_maps;
+pub use mesh::{apply_mesh, node_mac, BackendPlace, DesiredMesh, ServedPort};
 pub use overlay_core::reconcile::Change;
 
 /// A failed step of a pass.
@@ -35,6 +40,9 @@ pub enum LbError {
         #[source]
         source: vxmesh_ebpf::Error,
     },
+    /// An interface an entry names is not on this host (yet).
+    #[error("{what}: interface {name} not found")]
+    Interface { what: String, name: String },
 }
 
 /// What a pass changed, and what failed.

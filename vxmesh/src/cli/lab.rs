@@ -81,6 +81,12 @@ fn print_state(s: &LabState) {
         "underlay switch: namespace {}, subnet {}",
         s.switch_namespace, s.underlay_subnet
     );
+    if let Some(c) = &s.client {
+        println!(
+            "client: namespace {}, {} (lab exec client -- …)",
+            c.namespace, c.address
+        );
+    }
     if let (Some(cg), Some(pins)) = (&s.cgroup, &s.bpf_pin_root) {
         println!(
             "cgroups: {}/HOST/CONTAINER; BPF pins: {}/HOST",

@@ -47,7 +47,7 @@ pub enum Command {
     /// Create, list, inspect, update and remove services (virtual IPs balanced over
     /// endpoints).
     #[command(subcommand)]
-    Service(service::ServiceCmd),
+    Service(Box<service::ServiceCmd>),
     /// Run the per-host reconciler: make this host's kernel match the store.
     Agent(agent::AgentArgs),
     /// Simulated hosts on this machine, each in its own network namespace.

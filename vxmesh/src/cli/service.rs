@@ -40,11 +40,13 @@ pub enum ServiceCmd {
 const CREATE_EXAMPLES: &str = "Examples:
   vxmesh service create web --network net1 --port 80:8080 --backend c1 --backend c2:2 \\
       --health http:/healthz --health-interval 1s
-  vxmesh service create dns --network net1 --port 53/udp --vip 10.10.1.53 --backend c3";
+  vxmesh service create dns --network net1 --port 53/udp --vip 10.10.1.53 --backend c3
+  vxmesh service create demo --network net1 --port 80 --publish 8080:80 --mode dsr --backend c1";
 
 const UPDATE_EXAMPLES: &str = "Examples:
   vxmesh service update web --add-backend c4 --drain-backend c1
-  vxmesh service update web --health tcp --health-fall 3 --affinity client-ip";
+  vxmesh service update web --health tcp --health-fall 3 --affinity client-ip
+  vxmesh service update demo --unpublish 8080:80 --publish 9090:80 --mode default";
 
 /// The health-check flags of `create` (defaults applied) and `update` (unset ones kept).
 #[derive(Debug, Args)]
@@ -102,6 +104,13 @@ pub struct CreateArgs {
     /// (16381 slots, 4 bytes each, for up to 163 backends), so changing health never resizes it.
     #[arg(long, visible_alias = "table-size", value_name = "N")]
     pub maglev_table_size: Option<String>,
+    /// Publish PORT of the service on every host's underlay address as PUB (routing mesh).
+    #[arg(long, value_name = "PUB:PORT[/tcp|/udp]")]
+    pub publish: Vec<String>,
+    /// How routing-mesh replies return: through the ingress host, or straight from the
+    /// backend's host (direct server return).
+    #[arg(long, value_name = "default|dsr")]
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +142,12 @@ pub struct UpdateArgs {
     /// default (the smallest of vxmesh's primes at least 100 x the backends).
     #[arg(long, visible_alias = "table-size", value_name = "N|auto")]
     pub maglev_table_size: Option<String>,
+    #[arg(long, value_name = "PUB:PORT[/tcp|/udp]")]
+    pub publish: Vec<String>,
+    #[arg(long, value_name = "PUB:PORT[/tcp|/udp]")]
+    pub unpublish: Vec<String>,
+    #[arg(long, value_name = "default|dsr")]
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -150,8 +165,14 @@ fn print_changed(verb: &str, svc: &ServiceView, json: bool) {
         output::json(svc);
     } else {
         let ports: Vec<String> = svc.ports.iter().map(|p| p.to_string()).collect();
+        let published: Vec<String> = svc.publish.iter().map(|p| p.to_string()).collect();
+        let mesh = if published.is_empty() {
+            String::new()
+        } else {
+            format!(", published {} ({:?} mode)", published.join(", "), svc.mode)
+        };
         println!(
-            "{verb} service {} (vip {}, ports {}, {} backend(s))",
+            "{verb} service {} (vip {}, ports {}{mesh}, {} backend(s))",
             svc.name,
             svc.vip,
             ports.join(", "),

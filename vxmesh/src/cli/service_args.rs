@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Result};
 use vxmesh::services::{validate, HealthChange, HealthSpec, ValidationError};
+use vxmesh::services::{Mode, PublishedPort};
 use vxmesh::{Affinity, BackendSpec, PortSpec, ServiceSpec, ServiceUpdate, VipRequest};
 
 use super::service::{CreateArgs, HealthArgs, UpdateArgs};
@@ -84,7 +85,8 @@ pub fn create_spec(a: CreateArgs) -> Result<ServiceSpec, ValidationError> {
             .map(table_size)
             .transpose()?
             .flatten(),
-        ..Default::default()
+        publish: each::<PublishedPort>(&a.publish)?,
+        mode: opt::<Mode>(&a.mode)?.unwrap_or_default(),
     })
 }
 
@@ -101,7 +103,7 @@ fn weight_change(text: &str) -> Result<ServiceUpdate, ValidationError> {
 }
 
 /// What `service update` asks for, in this order: removals, additions, drains, undrains,
-/// weights, health, affinity, table size (so `--rm-backend X --add-backend X` re-adds X
+/// weights, health, affinity, table size, unpublished then published ports, mode (so `--rm-backend X --add-backend X` re-adds X
 /// with a new id). A backend both drained and undrained is refused.
 pub fn updates(a: UpdateArgs) -> Result<Vec<ServiceUpdate>> {
     let backend = |e: &String| {
@@ -143,11 +145,20 @@ pub fn updates(a: UpdateArgs) -> Result<Vec<ServiceUpdate>> {
     if let Some(m) = &a.maglev_table_size {
         out.push(ServiceUpdate::SetTableSize(table_size(m)?));
     }
+    for p in each::<PublishedPort>(&a.unpublish)? {
+        out.push(ServiceUpdate::Unpublish(p));
+    }
+    for p in each::<PublishedPort>(&a.publish)? {
+        out.push(ServiceUpdate::Publish(p));
+    }
+    if let Some(m) = opt::<Mode>(&a.mode)? {
+        out.push(ServiceUpdate::SetMode(m));
+    }
     if out.is_empty() {
         bail!(
             "nothing to change in service {}: give at least one of --add-backend, --rm-backend, \
              --drain-backend, --undrain-backend, --set-weight, --health*, --affinity, \
-             --maglev-table-size",
+             --maglev-table-size, --publish, --unpublish, --mode",
             a.name
         );
     }

@@ -142,6 +142,14 @@ pub fn print_inspection(i: &ServiceInspection) {
     println!("network   {}", s.network);
     println!("vip       {}", s.vip);
     println!("ports     {}", ports(s));
+    if !s.publish.is_empty() {
+        let published: Vec<String> = s.publish.iter().map(|p| p.to_string()).collect();
+        println!(
+            "published {} on every host's underlay address ({:?} mode)",
+            published.join(", "),
+            s.mode
+        );
+    }
     println!("health    {}", health(&s.health));
     println!("affinity  {}", affinity(s));
     println!("maglev    {}", table_size(s));

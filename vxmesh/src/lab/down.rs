@@ -9,12 +9,12 @@ use overlay_core::process::{self, Pidfd, ProcessIdentity};
 
 use super::{check_prefix, is_agent_of, state_dir, LabError, LabState};
 
-/// Is `name` one of this lab's namespaces: `P-sw`, `P-hN` or `P-hN-cM`?
+/// Is `name` one of this lab's namespaces: `P-sw`, `P-client`, `P-hN` or `P-hN-cM`?
 fn is_lab_namespace(prefix: &str, name: &str) -> bool {
     let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
         return false;
     };
-    if rest == "sw" {
+    if rest == "sw" || rest == super::CLIENT {
         return true;
     }
     let Some(rest) = rest.strip_prefix('h') else {
@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn matches_only_this_labs_namespaces() {
-        for yes in ["vx-sw", "vx-h1", "vx-h12", "vx-h1-c3"] {
+        for yes in ["vx-sw", "vx-client", "vx-h1", "vx-h12", "vx-h1-c3"] {
             assert!(is_lab_namespace("vx", yes), "{yes}");
         }
         for no in [

@@ -165,7 +165,23 @@ pub struct LabState {
     /// it is empty.
     #[serde(default)]
     pub mounted_bpffs: bool,
+    /// The outside client (`lab exec client -- …`): a namespace on the underlay switch that
+    /// is not a vxmesh host, to reach published ports from outside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<LabClient>,
 }
+
+/// The lab's outside client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabClient {
+    pub namespace: String,
+    pub address: Ipv4Addr,
+}
+
+/// The member name of the outside client (`lab exec client`).
+pub const CLIENT: &str = "client";
+/// The client's underlay address: 10.99.0.250 (hosts take .1 up to .50).
+pub const CLIENT_HOST_OCTET: u8 = 250;
 
 pub fn state_dir(prefix: &str) -> PathBuf {
     Path::new(STATE_ROOT).join(prefix)
@@ -218,6 +234,9 @@ impl LabState {
 
     /// The namespace of a host or container, by its lab name (`h1`, `h1-c2`).
     pub fn namespace_of(&self, member: &str) -> Option<&str> {
+        if member == CLIENT {
+            return self.client.as_ref().map(|c| c.namespace.as_str());
+        }
         self.hosts
             .iter()
             .find(|h| h.name == member)

@@ -136,6 +136,7 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
         cgroup: Some(super::cgroup::lab_cgroup(&spec.prefix)),
         bpf_pin_root: Some(super::bpf::pin_root(&spec.prefix)),
         mounted_bpffs: false,
+        client: None,
     };
     state.save()?;
 
@@ -197,6 +198,26 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
             "host {host}: namespace {ns}, {UNDERLAY_IF} {address}/24"
         ));
     }
+
+    // The outside client: on the switch, not a vxmesh host (no node, no agent).
+    let client_ns = format!("{}-{}", spec.prefix, super::CLIENT);
+    let client_addr = Ipv4Addr::new(
+        UNDERLAY[0],
+        UNDERLAY[1],
+        UNDERLAY[2],
+        super::CLIENT_HOST_OCTET,
+    );
+    netns::create(&client_ns)
+        .map_err(|e| LabError::step(format!("creating namespace {client_ns}"), e))?;
+    state.client = Some(super::LabClient {
+        namespace: client_ns.clone(),
+        address: client_addr,
+    });
+    state.save()?;
+    plug_host(&sw, &client_ns, super::CLIENT, client_addr, mtu)?;
+    progress(&format!(
+        "client: namespace {client_ns}, {UNDERLAY_IF} {client_addr}/24 (not a vxmesh host)"
+    ));
 
     for k in 1..=spec.networks {
         let name = format!("net{k}");

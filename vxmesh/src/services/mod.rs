@@ -51,7 +51,8 @@ pub use ingress_lb::catalog::{
 pub use ingress_lb::service::validate;
 pub use ingress_lb::service::{
     parse_duration_ms, Affinity, Backend as ServiceBackend, BackendSpec, BackendState, HealthCheck,
-    HealthSpec, PortSpec, Proto, Service, ServicePort, ServiceSpec, VipRequest,
+    HealthSpec, Mode, PortSpec, Proto, PublishedPort, Service, ServicePort, ServiceSpec,
+    VipRequest,
 };
 pub use inspect::{
     inspect, BackendCounters, BackendInspection, ConntrackFill, KernelTable, NodeInspection,
