@@ -3,11 +3,13 @@
  * lxc.c: tc programs for a container's host-side veth (attached through tcx).
  *
  *   vx_from_lxc  tcx ingress of the host-side veth: packets the container sends. Packets to
- *                a service frontend are DNATed to a backend (vx_lb_dnat).
+ *                a service frontend are DNATed to a backend (vx_lb_dnat); ARP requests
+ *                for a VIP are answered (vx_arp_reply) and sent back to the container.
  *   vx_to_lxc    tcx egress of the host-side veth: packets to the container. Replies of a
  *                translated flow get the frontend back as their source (vx_lb_reverse).
  *
- * Verdicts: TC_ACT_OK for everything that is not dropped (translated or not); TC_ACT_SHOT
+ * Verdicts: TC_ACT_REDIRECT for an answered ARP request (back out of the same veth, to the
+ * container); TC_ACT_OK for everything that is not dropped (translated or not); TC_ACT_SHOT
  * for a packet to a service with no backend (counted in vx_svc_stats and vx_stats) and for
  * a packet a rewrite helper failed on. Non-IPv4, non-TCP/UDP, truncated or malformed
  * packets, and later fragments whose first fragment was not seen, pass untouched
@@ -17,6 +19,7 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 
+#include "arp.h"
 #include "lb.h"
 #include "parse.h"
 #include "vxmesh_maps.h"
@@ -50,6 +53,11 @@ int vx_from_lxc(struct __sk_buff *skb)
 {
 	struct vx_pkt p;
 
+	if (skb->protocol == bpf_htons(ETH_P_ARP)) {
+		if (vx_arp_reply(skb))
+			return bpf_redirect(skb->ifindex, 0);
+		return TC_ACT_OK;
+	}
 	if (vx_lxc_parse(skb, &p))
 		return TC_ACT_OK;
 	return vx_tc_verdict(vx_lb_dnat(skb, &p));

@@ -115,6 +115,55 @@ fn ifname(ifindex: u32) -> Result<String> {
         .into_owned())
 }
 
+/// One attachment of a node, as its link pins name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Attachment {
+    /// The socket programs on the cgroup with this inode.
+    Cgroup {
+        /// Inode of the cgroup v2 directory.
+        ino: u64,
+    },
+    /// The tc programs on interface `ifindex` of the network namespace with inode `netns_ino`.
+    Lxc {
+        /// Inode of the network namespace (nsfs).
+        netns_ino: u64,
+        /// Interface index in that namespace.
+        ifindex: u32,
+    },
+}
+
+impl Attachment {
+    /// The attachment a link pin's file name belongs to (`cg<ino>_<prog>`,
+    /// `tcx<ino>_if<ifindex>_<prog>`), or None for another name.
+    pub fn of_pin_name(name: &str) -> Option<Attachment> {
+        if let Some(rest) = name.strip_prefix("tcx") {
+            let (ino, rest) = rest.split_once("_if")?;
+            let (ifindex, _) = rest.split_once('_')?;
+            return Some(Attachment::Lxc {
+                netns_ino: ino.parse().ok()?,
+                ifindex: ifindex.parse().ok()?,
+            });
+        }
+        let (ino, _) = name.strip_prefix("cg")?.split_once('_')?;
+        Some(Attachment::Cgroup {
+            ino: ino.parse().ok()?,
+        })
+    }
+
+    /// The prefix of its link pins' names.
+    fn pin_prefix(&self) -> String {
+        match self {
+            Attachment::Cgroup { ino } => format!("cg{ino}_"),
+            Attachment::Lxc { netns_ino, ifindex } => format!("tcx{netns_ino}_if{ifindex}_"),
+        }
+    }
+}
+
+/// Inode of a file (a cgroup directory, a network namespace), as attachments name it.
+pub fn inode_of(path: &Path) -> Result<u64> {
+    open("stat", path).map(|(_, ino)| ino)
+}
+
 fn remove_links(pins: &NodePins, prefix: &str) -> Result<usize> {
     let mut n = 0;
     let entries = match std::fs::read_dir(&pins.links) {
@@ -230,6 +279,29 @@ impl Datapath {
         }
         tracing::info!(netns = %netns.display(), ifindex, "tc programs attached");
         Ok(links)
+    }
+
+    /// Every attachment that has a link pin of this node (also those made by an earlier
+    /// load, and those whose cgroup or interface is gone).
+    pub fn attachments(&self) -> Result<std::collections::BTreeSet<Attachment>> {
+        let entries = match std::fs::read_dir(&self.pins.links) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+            Err(e) => return Err(Error::pin_path(&self.pins.links, e)),
+        };
+        let mut out = std::collections::BTreeSet::new();
+        for e in entries {
+            let e = e.map_err(|e| Error::pin_path(&self.pins.links, e))?;
+            if let Some(a) = Attachment::of_pin_name(&e.file_name().to_string_lossy()) {
+                out.insert(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the link pins of `attachment` (its programs detach). Returns how many.
+    pub fn detach(&self, attachment: &Attachment) -> Result<usize> {
+        remove_links(&self.pins, &attachment.pin_prefix())
     }
 
     /// Detaches the tc programs from interface `ifindex` of `netns` by removing their link

@@ -18,7 +18,8 @@ pub struct DatapathConfig {
     pub node: String,
     /// Pin root, below a bpffs mount (default [`DEFAULT_PIN_ROOT`]).
     pub pin_root: PathBuf,
-    /// Frontends (`vx_svc`), Maglev tables (`vx_maglev`) and `vx_svc_stats`. Default 65,536.
+    /// Frontends (`vx_svc`), Maglev tables (`vx_maglev`), `vx_svc_stats` and VIPs (`vx_vip`).
+    /// Default 65,536.
     pub max_services: u32,
     /// Backends (`vx_backend`, `vx_be_stats`). Default 262,144.
     pub max_backends: u32,
@@ -70,11 +71,12 @@ impl DatapathConfig {
     }
 
     /// `max_entries` per map name, as the loader applies them.
-    pub(crate) fn map_sizes(&self) -> [(&'static str, u32); 9] {
+    pub(crate) fn map_sizes(&self) -> [(&'static str, u32); 10] {
         [
             ("vx_svc", self.max_services),
             ("vx_maglev", self.max_services),
             ("vx_svc_stats", self.max_services),
+            ("vx_vip", self.max_services),
             ("vx_backend", self.max_backends),
             ("vx_be_stats", self.max_backends),
             ("vx_ct", self.conntrack_entries),

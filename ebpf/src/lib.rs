@@ -5,7 +5,7 @@
 //!
 //! | program | object | attach point | does |
 //! |---|---|---|---|
-//! | `vx_from_lxc` | `lxc.o` | tcx ingress of a container's host-side veth | DNAT to a backend |
+//! | `vx_from_lxc` | `lxc.o` | tcx ingress of a container's host-side veth | DNAT to a backend; answer ARP for VIPs |
 //! | `vx_to_lxc` | `lxc.o` | tcx egress of that veth | reverse NAT of replies |
 //! | `vx_connect4` | `sock.o` | cgroup connect4 | rewrite connect() to a backend |
 //! | `vx_sendmsg4` | `sock.o` | cgroup sendmsg4 | rewrite an unconnected UDP send |
@@ -21,6 +21,10 @@
 //!
 //! # Verdicts of the tc programs
 //!
+//! - `TC_ACT_REDIRECT` ([`TC_ACT_REDIRECT`]): an ARP request for a VIP of `vx_vip`, turned
+//!   into its reply and sent back out of the veth to the container (a VIP is in its
+//!   network's subnet, so containers outside the hooked cgroup ask for its MAC; nobody
+//!   else holds the address). Counted as [`Stat::ArpReply`].
 //! - `TC_ACT_OK` ([`TC_ACT_OK`]): every packet that is not dropped: translated, not for a
 //!   service, not IPv4 TCP/UDP, truncated or malformed (untouched, counted as
 //!   [`Stat::Truncated`]), or a later fragment whose first fragment was not seen
@@ -56,6 +60,7 @@
 //! | `vx_sock_rev` | LRU hash | socket cookie → [`SockRev`] |
 //! | `vx_frag` | LRU hash | [`FragKey`] → [`FragPorts`] |
 //! | `vx_stats` | per-CPU array | [`Stat`] → u64 |
+//! | `vx_vip` | hash | VIP (network order) → [`Vip`] (the MAC ARP replies give) |
 //!
 //! # Pin layout
 //!
@@ -82,6 +87,7 @@
 //! ```
 
 mod attach;
+pub use attach::{inode_of, Attachment};
 mod config;
 mod error;
 mod loader;
@@ -97,4 +103,4 @@ pub use loader::Datapath;
 pub use maps::{types::*, CtFill, MaglevTableInfo, Maps, Purged, MAGLEV_MAX_SLOTS, MAP_NAMES};
 pub use objects::{LXC_OBJ, LXC_PROGRAMS, PROG_FROM_LXC, PROG_TO_LXC, SOCK_OBJ, SOCK_PROGRAMS};
 pub use pins::{ensure_bpffs, teardown, NodePins};
-pub use testrun::{TcRun, TC_ACT_OK, TC_ACT_SHOT};
+pub use testrun::{TcRun, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};

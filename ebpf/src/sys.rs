@@ -1,6 +1,7 @@
 //! The few bpf(2) commands aya 0.14 does not expose: BPF_OBJ_GET of a pinned link,
 //! BPF_LINK_UPDATE (swap the program behind an existing link, used on reload), and
-//! BPF_MAP_UPDATE_BATCH (write a whole Maglev table in one call). Layouts from
+//! BPF_MAP_UPDATE_BATCH (write a whole Maglev table in one call) and BPF_MAP_LOOKUP_BATCH
+//! (read one back in one call). Layouts from
 //! `union bpf_attr` in include/uapi/linux/bpf.h.
 
 use std::{
@@ -14,6 +15,7 @@ use std::{
 };
 
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 const BPF_LINK_UPDATE: libc::c_long = 29;
@@ -96,6 +98,40 @@ struct BatchAttr {
 pub(crate) fn array_update_all_u32(map: BorrowedFd<'_>, values: &[u32]) -> io::Result<()> {
     let keys: Vec<u32> = (0..values.len() as u32).collect();
     update_batch_u32(map, &keys, values)
+}
+
+/// Reads keys `0..len` of an ARRAY map of u32 in one BPF_MAP_LOOKUP_BATCH (an array's batch
+/// token is a u32 key). Errors when the array holds fewer than `len` entries.
+pub(crate) fn array_lookup_all_u32(map: BorrowedFd<'_>, len: u32) -> io::Result<Vec<u32>> {
+    let mut keys = vec![0u32; len as usize];
+    let mut values = vec![0u32; len as usize];
+    if len == 0 {
+        return Ok(values);
+    }
+    let mut token: u32 = 0;
+    let mut attr = BatchAttr {
+        in_batch: 0,
+        out_batch: &mut token as *mut u32 as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: len,
+        map_fd: map.as_raw_fd() as u32,
+        elem_flags: 0,
+        flags: 0,
+    };
+    match bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) {
+        Ok(_) => {}
+        // ENOENT: the walk reached the end of the array; `count` says how far it got.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    if attr.count != len || keys.iter().enumerate().any(|(i, &k)| k != i as u32) {
+        return Err(io::Error::other(format!(
+            "BPF_MAP_LOOKUP_BATCH read {} of {len} entries",
+            attr.count
+        )));
+    }
+    Ok(values)
 }
 
 /// Writes `keys[i]` → `values[i]` into a map whose keys and values are both 4 bytes (a u32

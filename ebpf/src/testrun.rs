@@ -15,6 +15,8 @@ use crate::{
 pub const TC_ACT_OK: u32 = 0;
 /// `TC_ACT_SHOT`: drop the packet.
 pub const TC_ACT_SHOT: u32 = 2;
+/// `TC_ACT_REDIRECT`: the program redirected the packet (bpf_redirect).
+pub const TC_ACT_REDIRECT: u32 = 7;
 
 /// What one test run returned.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -460,3 +460,62 @@ fn tables_replaced_in_one_batch_and_a_service_removed() {
         "no longer a service"
     );
 }
+
+/// An Ethernet ARP frame (RFC 826) for Ethernet/IPv4: `op` 1 request, 2 reply.
+fn arp_frame(
+    eth: ([u8; 6], [u8; 6]),
+    op: u16,
+    sender: ([u8; 6], Ipv4Addr),
+    target: ([u8; 6], Ipv4Addr),
+) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&eth.0);
+    f.extend_from_slice(&eth.1);
+    f.extend_from_slice(&0x0806u16.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&sender.0);
+    f.extend_from_slice(&sender.1.octets());
+    f.extend_from_slice(&target.0);
+    f.extend_from_slice(&target.1.octets());
+    f
+}
+
+#[test]
+fn arp_request_for_a_vip_is_answered_back_to_the_container() {
+    let mut n = Node::load();
+    service(&mut n, IPPROTO_TCP);
+    let gw_mac = [0x0a, 0x58, 10, 96, 0, 1];
+    n.dp().maps_mut().upsert_vip(VIP, Vip::new(gw_mac)).unwrap();
+    let bcast = [0xff; 6];
+    let request = arp_frame((bcast, MAC_A), 1, (MAC_A, CLIENT), ([0; 6], VIP));
+    let out = run(&mut n, PROG_FROM_LXC, &request);
+    assert_eq!(out.verdict, TC_ACT_REDIRECT, "sent back out of the veth");
+    let reply = arp_frame((MAC_A, gw_mac), 2, (gw_mac, VIP), (MAC_A, CLIENT));
+    assert_eq!(out.packet, reply);
+    assert_eq!(stat(&mut n, Stat::ArpReply), 1);
+
+    // Not answered: another address, a reply, a gratuitous ARP, a probe (sender 0.0.0.0),
+    // a truncated request, and any request once the VIP is gone.
+    let other = Ipv4Addr::new(10, 96, 0, 11);
+    for frame in [
+        arp_frame((bcast, MAC_A), 1, (MAC_A, CLIENT), ([0; 6], other)),
+        arp_frame((MAC_B, MAC_A), 2, (MAC_A, CLIENT), (MAC_B, VIP)),
+        arp_frame((bcast, MAC_A), 1, (MAC_A, VIP), ([0; 6], VIP)),
+        arp_frame(
+            (bcast, MAC_A),
+            1,
+            (MAC_A, Ipv4Addr::UNSPECIFIED),
+            ([0; 6], VIP),
+        ),
+        request[..request.len() - 1].to_vec(),
+    ] {
+        let out = run(&mut n, PROG_FROM_LXC, &frame);
+        assert_eq!((out.verdict, &out.packet), (TC_ACT_OK, &frame));
+    }
+    assert!(n.dp().maps_mut().delete_vip(VIP).unwrap());
+    let out = run(&mut n, PROG_FROM_LXC, &request);
+    assert_eq!((out.verdict, out.packet), (TC_ACT_OK, request));
+    assert_eq!(stat(&mut n, Stat::ArpReply), 1);
+    assert!(n.dp().maps().vips().unwrap().is_empty());
+}

@@ -106,4 +106,5 @@ pub mod catalog;
 pub mod health;
 pub mod keys;
 pub mod maglev;
+pub mod reconcile;
 pub mod service;

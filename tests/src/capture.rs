@@ -21,7 +21,20 @@ impl Capture {
         let file = dir.path().join("cap.pcap");
         let mut child = Command::new("ip")
             .args([
-                "netns", "exec", netns, "tcpdump", "-i", iface, "-U", "-n", "-s", "0", "-w",
+                // --immediate-mode: without it libpcap hands packets over in ring blocks
+                // (up to 1 s late), and a capture stopped soon after short traffic is empty.
+                "netns",
+                "exec",
+                netns,
+                "tcpdump",
+                "--immediate-mode",
+                "-i",
+                iface,
+                "-U",
+                "-n",
+                "-s",
+                "0",
+                "-w",
             ])
             .arg(&file)
             .args(filter.split_whitespace())

@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod pcap;
 pub mod podman;
 pub mod race;
+pub mod services;
 pub mod store_cli;
 pub mod witness;
 
@@ -123,6 +124,12 @@ pub struct LabState {
     pub hosts: Vec<Host>,
     pub networks: Vec<Net>,
     pub containers: Vec<Container>,
+    /// The lab's cgroup (the agents' `--cgroup`), when the lab made one.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
+    /// The agents' BPF pin root.
+    #[serde(default)]
+    pub bpf_pin_root: Option<PathBuf>,
 }
 
 /// A lab built with `vxmesh lab up`, removed with `vxmesh lab down` on drop.
@@ -170,6 +177,8 @@ impl Lab {
                 hosts: vec![],
                 networks: vec![],
                 containers: vec![],
+                cgroup: None,
+                bpf_pin_root: None,
             },
         };
         // From here on, drop tears the lab down.
@@ -276,6 +285,26 @@ impl Lab {
         .expect("reading the agent's process")
         .unwrap_or_else(|| panic!("pid {pid} is not the agent of {host}"));
         pidfd.signal(signal).expect("signal the agent");
+    }
+
+    /// Waits until host `host`'s agent has exited (after a signal); true if it did.
+    pub fn wait_agent_exit(&self, host: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.status()
+                .hosts
+                .iter()
+                .any(|h| h.name == host && !h.agent_running)
+        })
+    }
+
+    /// Starts host `host`'s agent again (`vxmesh lab start-agent`) and refreshes the state, so
+    /// [`Lab::signal_agent`] reaches the new process.
+    pub fn start_agent(&mut self, host: &str) {
+        run_ok(
+            vxmesh_bin().to_str().unwrap(),
+            &["lab", "start-agent", "--prefix", &self.state.prefix, host],
+        );
+        self.state = self.status();
     }
 
     /// A machine on the lab's underlay switch that is not a vxmesh host: a namespace with

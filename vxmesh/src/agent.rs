@@ -32,6 +32,8 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// `None`: no WireGuard interface (encrypted networks cannot be built on this node).
     pub wireguard: Option<WireguardConfig>,
+    /// Services: the cgroup of the socket programs, the pin root, the veths' namespace.
+    pub services: crate::services::ServiceConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,8 @@ pub enum AgentError {
     Runtime(#[from] std::io::Error),
     #[error("WireGuard: {0}")]
     Wireguard(String),
+    #[error("services: {0}")]
+    Services(String),
 }
 
 /// Runs until SIGINT or SIGTERM. The kernel state is left in place on exit, so a restarted
@@ -152,6 +156,13 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tracing::info!(node = %config.node, "agent started");
     let heartbeat = crate::heartbeat::Heartbeat::start(catalog.clone(), config.node.clone());
+    let mut services = crate::services::ServicePlane::start(
+        config.node.clone(),
+        config.services.clone(),
+        ingress_lb::catalog::ServiceCatalog::of(&catalog),
+        heartbeat.lease(),
+    )
+    .map_err(AgentError::Services)?;
     let mut passes: u64 = 0;
     let mut seen = crate::agent_log::Seen::default();
     loop {
@@ -221,6 +232,15 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
             tracing::error!(revision = snapshot.revision, "{e}");
         }
         seen.endpoints(&report.endpoints);
+        // Services, on the networks this host builds.
+        let carried = desired.networks.keys().cloned().collect();
+        let lb = services.pass(&carried).await;
+        for c in &lb.changes {
+            tracing::info!(revision = snapshot.revision, "{c}");
+        }
+        for e in &lb.errors {
+            tracing::error!(revision = snapshot.revision, "{e}");
+        }
         if let Some(mut r) = live {
             r.endpoints = report.endpoints;
             if published.as_ref() != Some(&r) {
@@ -238,8 +258,8 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
         tracing::debug!(
             pass = passes,
             revision = snapshot.revision,
-            changes = report.changes.len(),
-            errors = report.errors.len(),
+            changes = report.changes.len() + lb.changes.len(),
+            errors = report.errors.len() + lb.errors.len(),
             "reconciled"
         );
         // Wait for a change in the store (or the resync interval), or a signal.

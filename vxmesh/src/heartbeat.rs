@@ -10,6 +10,17 @@ use overlay_core::store::LeaseId;
 pub const TTL: Duration = Duration::from_secs(10);
 const EVERY: Duration = Duration::from_secs(2);
 
+/// Reads the heartbeat's current lease; cheap to clone, usable from any thread.
+#[derive(Clone, Debug)]
+pub struct LeaseHandle(std::sync::Arc<std::sync::Mutex<Option<LeaseId>>>);
+
+impl LeaseHandle {
+    /// The current lease, if the agent has been announced.
+    pub fn get(&self) -> Option<LeaseId> {
+        *self.0.lock().unwrap()
+    }
+}
+
 /// Announces the agent and keeps it alive until the returned handle is dropped or `stop`ped.
 pub struct Heartbeat {
     catalog: Catalog,
@@ -43,6 +54,12 @@ impl Heartbeat {
             lease,
             task,
         }
+    }
+
+    /// The lease the heartbeat key lives on, once announced (`None` before the first write
+    /// succeeded). Records written on it (health reports) go with the agent.
+    pub fn lease(&self) -> LeaseHandle {
+        LeaseHandle(self.lease.clone())
     }
 
     /// Stops the heartbeat and removes the agent's key at once.

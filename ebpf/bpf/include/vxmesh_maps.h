@@ -43,6 +43,15 @@ struct vx_svc {
 	__u32 affinity_timeout_s; /* seconds an affinity entry stays valid; 0: until evicted */
 };
 
+/* Value of vx_vip (key: __be32 VIP): a service address the packet path answers ARP for
+ * (RFC 826), so that a container whose process is outside the hooked cgroup can send to a
+ * VIP in its own subnet; mac is the hardware address the replies give (the network's
+ * gateway MAC, so the translated packet is routed by the host to its backend). */
+struct vx_vip {
+	__u8 mac[6];
+	__u16 flags; /* reserved, 0 */
+};
+
 /* ---- Maglev tables ------------------------------------------------------------------ */
 
 /*
@@ -177,6 +186,7 @@ enum vx_stat {
 	VX_STAT_SOCK_CONNECT = 10, /* connect4 rewrites */
 	VX_STAT_SOCK_SENDMSG = 11, /* sendmsg4 rewrites */
 	VX_STAT_SOCK_REVERSE = 12, /* recvmsg4/getpeername4 rewrites */
+	VX_STAT_ARP_REPLY = 13,    /* ARP requests for a VIP answered */
 	VX_STAT_MAX = 16,
 };
 
@@ -189,6 +199,14 @@ struct {
 	__type(value, struct vx_svc);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vx_svc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __be32);
+	__type(value, struct vx_vip);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} vx_vip SEC(".maps");
 
 struct vx_maglev_inner {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -7,6 +7,7 @@
 
 pub mod types;
 
+use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use aya::maps::{
@@ -31,7 +32,7 @@ const BPF_NOEXIST: u64 = 1;
 pub const MAGLEV_MAX_SLOTS: usize = 1 << 24;
 
 /// Map names, as in the objects and under `<node>/maps/`.
-pub const MAP_NAMES: [&str; 10] = [
+pub const MAP_NAMES: [&str; 11] = [
     "vx_svc",
     "vx_maglev",
     "vx_backend",
@@ -42,6 +43,7 @@ pub const MAP_NAMES: [&str; 10] = [
     "vx_sock_rev",
     "vx_frag",
     "vx_stats",
+    "vx_vip",
 ];
 
 /// Fill level of the connection table.
@@ -89,6 +91,7 @@ pub struct Maps {
     affinity: HashMap<MapData, AffKey, AffEntry>,
     sock_rev: HashMap<MapData, u64, SockRev>,
     stats: PerCpuArray<MapData, u64>,
+    vip: HashMap<MapData, u32, Vip>,
 }
 
 fn typed<T>(name: &'static str, map: Map) -> Result<T>
@@ -129,6 +132,7 @@ impl Maps {
             affinity: typed("vx_affinity", take("vx_affinity")?)?,
             sock_rev: typed("vx_sock_rev", take("vx_sock_rev")?)?,
             stats: typed("vx_stats", take("vx_stats")?)?,
+            vip: typed("vx_vip", take("vx_vip")?)?,
         })
     }
 
@@ -260,15 +264,72 @@ impl Maps {
     }
 
     /// Service `svc_id`'s Maglev table as the kernel holds it (slot i → backend id), or None.
+    /// Reads the whole table in one BPF_MAP_LOOKUP_BATCH.
     pub fn maglev_table(&self, svc_id: u32) -> Result<Option<Vec<u32>>> {
         let Some(inner) = self.inner_table(svc_id)? else {
             return Ok(None);
         };
         let m = table_slot(&inner, MAGLEV_SIZE_SLOT)?;
-        (1..=m)
-            .map(|i| table_slot(&inner, i))
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+        let mut all = sys::array_lookup_all_u32(inner.map().fd().as_fd(), m + 1)
+            .map_err(|e| Error::sys("BPF_MAP_LOOKUP_BATCH", "vx_maglev inner table", e))?;
+        all.remove(0);
+        Ok(Some(all))
+    }
+
+    /// Ids of the services that have a Maglev table.
+    pub fn maglev_ids(&self) -> Result<Vec<u32>> {
+        self.maglev
+            .keys()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::map("vx_maglev", "keys", e))
+    }
+
+    /// Every frontend and its service.
+    pub fn services(&self) -> Result<Vec<(SvcKey, Svc)>> {
+        self.svc
+            .iter()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::map("vx_svc", "iterate", e))
+    }
+
+    /// Every backend by id.
+    pub fn backends(&self) -> Result<Vec<(u32, Backend)>> {
+        self.backend
+            .iter()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::map("vx_backend", "iterate", e))
+    }
+
+    /// Adds or replaces VIP `addr`: the packet path answers ARP requests for it with
+    /// `vip.mac` (see `bpf/include/arp.h`).
+    ///
+    /// Errors: [`Error::Invalid`] for address 0.0.0.0 or non-zero flags; [`Error::Map`] when
+    /// the map is full.
+    pub fn upsert_vip(&mut self, addr: Ipv4Addr, vip: Vip) -> Result<()> {
+        if addr.is_unspecified() {
+            return Err(Error::invalid("vip", "0.0.0.0 is not an address"));
+        }
+        if vip.flags != 0 {
+            return Err(Error::invalid("vip flags", "must be 0"));
+        }
+        self.vip
+            .insert(u32::from_ne_bytes(addr.octets()), vip, 0)
+            .map_err(|e| Error::map("vx_vip", "insert", e))
+    }
+
+    /// Removes VIP `addr` (its ARP requests go unanswered again). Returns whether it was there.
+    pub fn delete_vip(&mut self, addr: Ipv4Addr) -> Result<bool> {
+        ignore_missing(self.vip.remove(&u32::from_ne_bytes(addr.octets())))
+            .map_err(|e| Error::map("vx_vip", "remove", e))
+    }
+
+    /// Every VIP the packet path answers ARP for.
+    pub fn vips(&self) -> Result<Vec<(Ipv4Addr, Vip)>> {
+        self.vip
+            .iter()
+            .map(|r| r.map(|(k, v)| (Ipv4Addr::from(k.to_ne_bytes()), v)))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::map("vx_vip", "iterate", e))
     }
 
     /// Service `svc_id`'s inner table, or None when it has none.

@@ -275,6 +275,24 @@ pub struct FragPorts {
     pub dport: u16,
 }
 
+/// `struct vx_vip`: the value of `vx_vip` (key: the VIP, network order): the hardware
+/// address the packet path answers ARP requests for the VIP with (RFC 826).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Vip {
+    /// The MAC address the ARP replies give.
+    pub mac: [u8; 6],
+    /// Reserved, 0.
+    pub flags: u16,
+}
+
+impl Vip {
+    /// ARP replies for the VIP give `mac`.
+    pub fn new(mac: [u8; 6]) -> Self {
+        Self { mac, flags: 0 }
+    }
+}
+
 // SAFETY: every type is #[repr(C)], Copy, made of integers only, and has no implicit
 // padding (the assertions below fix every offset and the size), so any byte pattern is a
 // valid value and every byte of a value is initialised.
@@ -290,6 +308,7 @@ unsafe impl aya::Pod for AffEntry {}
 unsafe impl aya::Pod for SockRev {}
 unsafe impl aya::Pod for FragKey {}
 unsafe impl aya::Pod for FragPorts {}
+unsafe impl aya::Pod for Vip {}
 
 /// One mirrored struct as the BTF layout test checks it: C name, size, `(field, offset)`.
 pub type Layout = (&'static str, usize, &'static [(&'static str, usize)]);
@@ -308,6 +327,7 @@ macro_rules! layout {
 pub const LAYOUTS: &[Layout] = &[
     layout!("vx_svc_key", SvcKey, 8, { addr: 0, port: 4, proto: 6, pad: 7 }),
     layout!("vx_svc", Svc, 12, { id: 0, flags: 4, affinity_timeout_s: 8 }),
+    layout!("vx_vip", Vip, 8, { mac: 0, flags: 6 }),
     layout!("vx_backend", Backend, 8, { addr: 0, port: 4, flags: 6, pad: 7 }),
     layout!("vx_be_stats", BeStats, 24, { packets: 0, bytes: 8, conns: 16 }),
     layout!("vx_svc_stats", SvcStats, 8, { no_backend: 0 }),
@@ -356,11 +376,13 @@ pub enum Stat {
     SockSendmsg = 11,
     /// recvmsg4/getpeername4 rewrites.
     SockReverse = 12,
+    /// ARP requests for a VIP answered.
+    ArpReply = 13,
 }
 
 impl Stat {
     /// Every counter, in index order.
-    pub const ALL: [Stat; 13] = [
+    pub const ALL: [Stat; 14] = [
         Stat::FwdNat,
         Stat::RevNat,
         Stat::CtNew,
@@ -374,6 +396,7 @@ impl Stat {
         Stat::SockConnect,
         Stat::SockSendmsg,
         Stat::SockReverse,
+        Stat::ArpReply,
     ];
 }
 

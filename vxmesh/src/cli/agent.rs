@@ -36,6 +36,17 @@ pub struct AgentArgs {
     /// Run without a WireGuard interface (encrypted networks are then not built here).
     #[arg(long)]
     pub no_wireguard: bool,
+    /// The cgroup v2 directory whose processes get services balanced at connect()/sendmsg()
+    /// (the socket programs are attached to it and to nothing else). On a real host: the
+    /// cgroup2 root (e.g. /sys/fs/cgroup or /sys/fs/cgroup/unified); the lab gives one it made
+    /// under /sys/fs/cgroup/unified/vxmesh-lab-PREFIX. Without it only the packet path (tc
+    /// on the containers' veths) balances.
+    #[arg(long)]
+    pub cgroup: Option<std::path::PathBuf>,
+    /// Where this node's BPF programs, maps and links are pinned: `<root>/<node>/` (bpffs
+    /// is mounted at /sys/fs/bpf when missing).
+    #[arg(long, default_value = vxmesh_ebpf::DEFAULT_PIN_ROOT)]
+    pub bpf_pin_root: std::path::PathBuf,
 }
 
 /// Enters the namespace before any thread is started, so every thread of the agent lives there.
@@ -69,6 +80,20 @@ pub fn run(args: AgentArgs, catalog: Catalog) -> Result<()> {
             args.wg_interface
         );
     }
+    if let Some(cg) = &args.cgroup {
+        if !cg.is_absolute() || !cg.join("cgroup.procs").exists() {
+            anyhow::bail!(
+                "invalid cgroup '{}': must be the absolute path of a cgroup v2 directory",
+                cg.display()
+            );
+        }
+    }
+    if !args.bpf_pin_root.is_absolute() {
+        anyhow::bail!(
+            "invalid bpf-pin-root '{}': must be an absolute path",
+            args.bpf_pin_root.display()
+        );
+    }
     let state_dir = args
         .state_dir
         .clone()
@@ -84,6 +109,12 @@ pub fn run(args: AgentArgs, catalog: Catalog) -> Result<()> {
                 port: args.wg_port,
                 threads: args.wg_threads,
             }),
+            services: vxmesh::services::ServiceConfig {
+                cgroup: args.cgroup.clone(),
+                pin_root: args.bpf_pin_root.clone(),
+                // The agent has entered its namespace (--netns) before starting any thread.
+                netns: "/proc/self/ns/net".into(),
+            },
         },
     )
     .with_context(|| format!("agent for node {}", args.node))

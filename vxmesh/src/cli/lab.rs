@@ -16,8 +16,19 @@ pub enum LabCmd {
     Status(PrefixArg),
     /// Run a command in a lab host's or container's network namespace.
     Exec(ExecArgs),
-    /// Remove everything the lab made (agents, namespaces, state). Idempotent.
+    /// Start a host's agent again (after it was stopped or killed), as `lab up` started it.
+    StartAgent(StartAgentArgs),
+    /// Remove everything the lab made (agents, namespaces, cgroups, BPF pins, state).
+    /// Idempotent.
     Down(PrefixArg),
+}
+
+#[derive(Debug, Args)]
+pub struct StartAgentArgs {
+    #[command(flatten)]
+    pub prefix: PrefixArg,
+    /// The host (h1).
+    pub host: String,
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +65,11 @@ pub struct ExecArgs {
     pub prefix: PrefixArg,
     /// A host (h1) or container (h1-c1).
     pub member: String,
+    /// Run a container's command outside the container's cgroup: its sockets are not
+    /// balanced at connect()/sendmsg(), so traffic to a service VIP takes the packet path (tc
+    /// on the container's veth). Without it a container's command runs in its cgroup.
+    #[arg(long)]
+    pub outside_cgroup: bool,
     /// The command, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -179,7 +195,27 @@ pub fn run(cmd: LabCmd, json: bool) -> Result<i32> {
                 print_state(&state);
             }
         }
-        LabCmd::Exec(a) => return Ok(lab::exec(&a.prefix.prefix, &a.member, &a.command)?),
+        LabCmd::Exec(a) => {
+            return Ok(lab::exec(
+                &a.prefix.prefix,
+                &a.member,
+                &a.command,
+                a.outside_cgroup,
+            )?)
+        }
+        LabCmd::StartAgent(a) => {
+            let bin = std::env::current_exe().context("finding the vxmesh binary")?;
+            let h = lab::start_agent(&a.prefix.prefix, &a.host, &bin)?;
+            if json {
+                output::json(&h);
+            } else {
+                println!(
+                    "host {}: agent running (pid {})",
+                    h.name,
+                    h.agent_pid.unwrap_or_default()
+                );
+            }
+        }
         LabCmd::Down(p) => {
             let done = lab::down(&p.prefix)?;
             if json {

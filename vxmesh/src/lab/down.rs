@@ -79,6 +79,26 @@ pub fn down(prefix: &str) -> Result<Vec<String>, LabError> {
     for p in &agents {
         done.push(format!("stopped agent {}", p.pid()));
     }
+    let mounted_bpffs = LabState::load(prefix).is_ok_and(|s| s.mounted_bpffs);
+
+    // Processes left in the containers' cgroups (servers started with `lab exec`) and the
+    // cgroups; the agents' BPF pins (every program, map and link goes with them).
+    for (what, r) in [
+        ("cgroups", super::cgroup::remove_all(prefix)),
+        ("BPF pins", super::bpf::teardown(prefix)),
+    ] {
+        match r {
+            Ok(d) => done.extend(d),
+            Err(e) => errors.push(format!("removing the lab's {what}: {e}")),
+        }
+    }
+    if mounted_bpffs {
+        match super::bpf::unmount_if_empty() {
+            Ok(true) => done.push(format!("unmounted bpffs at {}", vxmesh_ebpf::BPFFS)),
+            Ok(false) => {}
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
 
     match netns::list() {
         Ok(names) => {

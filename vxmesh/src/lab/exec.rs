@@ -1,5 +1,7 @@
 //! `lab exec`: run a command inside a lab host's or container's network namespace (only the
-//! network namespace changes, like `nsenter --net`; /sys and cgroups stay as they are).
+//! network namespace changes, like `nsenter --net`; /sys stays as it is). A container's
+//! command runs in the container's cgroup (so its sockets are balanced by the socket
+//! programs), unless asked to run outside it (then only the packet path sees its traffic).
 
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -9,8 +11,14 @@ use nix::sched::CloneFlags;
 
 use super::LabError;
 
-/// Runs `argv` in `member`'s namespace, waits for it and returns its exit code.
-pub fn exec(prefix: &str, member: &str, argv: &[String]) -> Result<i32, LabError> {
+/// Runs `argv` in `member`'s namespace (and, for a container unless `outside_cgroup`, in
+/// its cgroup), waits for it and returns its exit code.
+pub fn exec(
+    prefix: &str,
+    member: &str,
+    argv: &[String],
+    outside_cgroup: bool,
+) -> Result<i32, LabError> {
     let state = super::status(prefix)?;
     let ns = state
         .namespace_of(member)
@@ -28,11 +36,31 @@ pub fn exec(prefix: &str, member: &str, argv: &[String]) -> Result<i32, LabError
         source,
     })?;
     let fd = file.as_raw_fd();
+    // The container's cgroup, opened here; the child joins it before exec.
+    let procs = match state.container(member) {
+        Some(c) if !outside_cgroup => {
+            let cg = super::cgroup::container_cgroup(prefix, &c.name);
+            if !cg.exists() {
+                return Err(LabError::step(
+                    format!("running in {member}'s cgroup"),
+                    format!(
+                        "{} does not exist (lab made by an older vxmesh?); use --outside-cgroup",
+                        cg.display()
+                    ),
+                ));
+            }
+            Some(super::cgroup::open_procs(&cg)?)
+        }
+        _ => None,
+    };
     let mut cmd = Command::new(program);
     cmd.args(args);
-    // SAFETY: between fork and exec only the async-signal-safe setns(2) runs.
+    // SAFETY: between fork and exec only the async-signal-safe write(2) and setns(2) run.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(p) = &procs {
+                super::cgroup::join_self(p)?;
+            }
             let f = std::os::fd::BorrowedFd::borrow_raw(fd);
             nix::sched::setns(f, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
         });

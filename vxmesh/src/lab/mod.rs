@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use overlay_core::process::{Pidfd, ProcessIdentity};
 use serde::{Deserialize, Serialize};
 
+pub mod bpf;
+pub mod cgroup;
 mod down;
 mod exec;
 mod status;
@@ -19,7 +21,7 @@ mod up;
 
 pub use down::down;
 pub use exec::exec;
-pub use status::status;
+pub use status::{start_agent, status};
 pub use up::{up, LabSpec};
 
 /// Where lab state lives: `/run/vxmesh/lab/PREFIX/`.
@@ -152,6 +154,16 @@ pub struct LabState {
     pub hosts: Vec<LabHost>,
     pub networks: Vec<LabNetwork>,
     pub containers: Vec<LabContainer>,
+    /// The lab's cgroup (every agent's `--cgroup`); each container has a child named after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<PathBuf>,
+    /// Where the agents pin their BPF objects (`--bpf-pin-root`), one directory per host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_pin_root: Option<PathBuf>,
+    /// `lab up` mounted bpffs at /sys/fs/bpf (nothing was there): `lab down` unmounts it when
+    /// it is empty.
+    #[serde(default)]
+    pub mounted_bpffs: bool,
 }
 
 pub fn state_dir(prefix: &str) -> PathBuf {
@@ -196,6 +208,11 @@ impl LabState {
         )
         .map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)
+    }
+
+    /// A container by its lab name.
+    pub fn container(&self, name: &str) -> Option<&LabContainer> {
+        self.containers.iter().find(|c| c.name == name)
     }
 
     /// The namespace of a host or container, by its lab name (`h1`, `h1-c2`).

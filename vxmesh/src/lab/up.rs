@@ -133,8 +133,27 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
         hosts: vec![],
         networks: vec![],
         containers: vec![],
+        cgroup: Some(super::cgroup::lab_cgroup(&spec.prefix)),
+        bpf_pin_root: Some(super::bpf::pin_root(&spec.prefix)),
+        mounted_bpffs: false,
     };
     state.save()?;
+
+    // Where the agents attach and pin (see `cgroup` and `bpf`).
+    let cg = super::cgroup::lab_cgroup(&spec.prefix);
+    super::cgroup::create(&cg)?;
+    state.mounted_bpffs = super::bpf::mount_if_missing(&spec.prefix)?;
+    state.save()?;
+    progress(&format!(
+        "cgroup {} (socket programs), BPF pins under {}{}",
+        cg.display(),
+        super::bpf::pin_root(&spec.prefix).display(),
+        if state.mounted_bpffs {
+            " (mounted bpffs)"
+        } else {
+            ""
+        }
+    ));
 
     // The underlay switch.
     let sw = state.switch_namespace.clone();
@@ -207,7 +226,7 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
 
     // One agent per host.
     for h in state.hosts.iter_mut() {
-        let (pid, start_time) = spawn_agent(spec, &dir, &store, h)?;
+        let (pid, start_time) = spawn_agent(&spec.agent_bin, &spec.prefix, &store, h)?;
         h.agent_pid = Some(pid);
         h.agent_start_time = start_time;
         h.agent_running = true;
@@ -231,6 +250,7 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
                 .clone();
             netns::create(&ns)
                 .map_err(|e| LabError::step(format!("creating namespace {ns}"), e))?;
+            super::cgroup::create(&super::cgroup::container_cgroup(&spec.prefix, &name))?;
             let (endpoint, _) = attach_container(
                 &catalog,
                 &ContainerSpec {
@@ -338,29 +358,39 @@ fn plug_host(sw: &str, ns: &str, host: &str, address: Ipv4Addr, mtu: u32) -> Res
     })
 }
 
-/// Starts the agent of host `h`; returns its PID and start time (clock ticks after boot; `None`
-/// if it exited before it could be read).
-fn spawn_agent(
-    spec: &LabSpec,
-    dir: &Path,
+/// Starts the agent of host `h` (`agent_bin`: the vxmesh binary), logging to
+/// `agent-HOST.log` in the lab's state directory (appended: a restarted agent's log follows
+/// the last one's); returns its PID and start time (clock ticks after boot; `None` if it
+/// exited before it could be read).
+pub(super) fn spawn_agent(
+    agent_bin: &Path,
+    prefix: &str,
     store: &Path,
     h: &LabHost,
 ) -> Result<(u32, Option<u64>), LabError> {
-    let log_path = dir.join(format!("agent-{}.log", h.name));
-    let log = File::create(&log_path).map_err(|source| LabError::Io {
-        context: format!("creating {}", log_path.display()),
-        source,
-    })?;
+    let log_path = state_dir(prefix).join(format!("agent-{}.log", h.name));
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|source| LabError::Io {
+            context: format!("creating {}", log_path.display()),
+            source,
+        })?;
     let err = log.try_clone().map_err(|source| LabError::Io {
         context: format!("opening {}", log_path.display()),
         source,
     })?;
-    let child = Command::new(&spec.agent_bin)
+    let child = Command::new(agent_bin)
         .arg("--store")
         .arg(store)
         .args(["agent", "--node", &h.name, "--netns", &h.namespace])
         .arg("--state-dir")
-        .arg(super::host_state_dir(&spec.prefix, &h.name))
+        .arg(super::host_state_dir(prefix, &h.name))
+        .arg("--cgroup")
+        .arg(super::cgroup::lab_cgroup(prefix))
+        .arg("--bpf-pin-root")
+        .arg(super::bpf::pin_root(prefix))
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -372,11 +402,7 @@ fn spawn_agent(
         .process_group(0)
         .spawn()
         .map_err(|source| LabError::Io {
-            context: format!(
-                "starting the agent of {} ({})",
-                h.name,
-                spec.agent_bin.display()
-            ),
+            context: format!("starting the agent of {} ({})", h.name, agent_bin.display()),
             source,
         })?;
     let start_time = ProcessIdentity::of(child.id()).ok().map(|i| i.start_time);

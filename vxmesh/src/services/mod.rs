@@ -37,6 +37,7 @@
 //! ```
 
 mod inspect;
+mod plane;
 mod view;
 
 use overlay_core::catalog::Catalog;
@@ -57,6 +58,7 @@ pub use inspect::{
     inspect, BackendCounters, BackendInspection, ConntrackFill, KernelTable, NodeInspection,
     ServiceInspection,
 };
+pub use plane::{ServiceConfig, ServicePlane};
 pub use view::{list, status_word, HealthView, ListedService, ServiceView};
 
 /// Removes network `name` from the store, refusing while services use it unless `force`,

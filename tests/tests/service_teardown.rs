@@ -1,0 +1,190 @@
+//! Acceptance 6 of issue 8: removing the last service, and `lab down`, leave no BPF program,
+//! map, link or pin of vxmesh's behind, and `lab down` no cgroup or mount of the lab's. The
+//! kernel objects are identified while they exist (bpftool on the pins, and the Maglev inner
+//! tables through the outer map) and looked up again afterwards; other tests may load their
+//! own vx_ objects meanwhile, so only these are counted.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ingress_lb::service::{HealthCheck, Proto};
+use vxmesh_tests::services::{self, tree, vx_objects};
+use vxmesh_tests::{run, wait_until, Lab};
+
+const HOSTS: [&str; 2] = ["h1", "h2"];
+
+/// A kernel object: (kind, id).
+type Obj = (&'static str, u64);
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let out = run("bpftool", &[&["-j"], args].concat());
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Every object pinned under `dir` (programs, maps, links), and the Maglev tables inside
+/// `vx_maglev`.
+fn pinned_objects(dir: &Path) -> BTreeSet<Obj> {
+    let mut out = BTreeSet::new();
+    for (sub, kind) in [("progs", "prog"), ("maps", "map"), ("links", "link")] {
+        for pin in tree(&dir.join(sub)) {
+            let v = json(&[kind, "show", "pinned", pin.to_str().unwrap()]);
+            let id = v["id"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{kind} {}", pin.display()));
+            out.insert((kind, id));
+        }
+    }
+    let tables = json(&[
+        "map",
+        "dump",
+        "pinned",
+        dir.join("maps/vx_maglev").to_str().unwrap(),
+    ]);
+    for e in tables.as_array().into_iter().flatten() {
+        let b: Vec<u8> = e["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| u8::from_str_radix(x.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+            .collect();
+        out.insert(("map", u32::from_le_bytes(b[..4].try_into().unwrap()) as u64));
+    }
+    out
+}
+
+fn still_there(objs: &BTreeSet<Obj>) -> Vec<Obj> {
+    objs.iter()
+        .filter(|(kind, id)| {
+            run("bpftool", &[kind, "show", "id", &id.to_string()])
+                .status
+                .success()
+        })
+        .copied()
+        .collect()
+}
+
+/// Mount lines that are the lab's (its prefix) or bpffs.
+fn mounts(prefix: &str) -> BTreeSet<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(prefix) || l.contains(" - bpf "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(3)
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+/// Programs and links of the lab's cgroup, as `bpftool cgroup show` lists them.
+fn cgroup_programs(cg: &Path) -> String {
+    String::from_utf8_lossy(&run("bpftool", &["cgroup", "show", cg.to_str().unwrap()]).stdout)
+        .into_owned()
+}
+
+fn wait_programmed(lab: &Lab, root: &Path) -> BTreeSet<Obj> {
+    assert!(
+        wait_until(Duration::from_secs(30), || HOSTS.iter().all(|h| {
+            // Socket programs on the cgroup, tc programs on both local veths; two backends
+            // for each of two ports.
+            tree(&root.join(h).join("links")).len() == 5 + 2 * 2
+                && services::up_backends(lab, h) == 2 * 2
+        })),
+        "agent log h1:\n{}",
+        lab.agent_log("h1")
+    );
+    HOSTS
+        .iter()
+        .flat_map(|h| pinned_objects(&root.join(h)))
+        .collect()
+}
+
+#[test]
+fn removing_the_last_service_and_lab_down_leave_nothing_behind() {
+    let before = vx_objects();
+    let lab = Lab::up(2, 2, 1);
+    let prefix = lab.prefix().to_string();
+    let mounts_before: BTreeSet<String> = mounts(&prefix)
+        .into_iter()
+        .filter(|m| !m.contains(&prefix))
+        .collect();
+    let cg = lab.state.cgroup.clone().expect("the lab made a cgroup");
+    let root: PathBuf = lab.state.bpf_pin_root.clone().expect("pin root");
+    let containers: BTreeSet<PathBuf> = lab
+        .state
+        .containers
+        .iter()
+        .map(|c| cg.join(&c.name))
+        .collect();
+    assert!(containers.iter().all(|c| c.join("cgroup.procs").exists()));
+    assert!(!root.exists(), "no service yet: nothing pinned");
+
+    let create = || {
+        services::create(
+            &lab,
+            "web",
+            "net1",
+            &[(80, 8080, Proto::Tcp), (53, 53, Proto::Udp)],
+            &["h1-c1", "h2-c1"],
+            HealthCheck::None,
+        )
+    };
+    create();
+    let objs = wait_programmed(&lab, &root);
+    eprintln!(
+        "programmed: {} objects pinned or held by the lab's datapaths; vx_ objects now: {:?}",
+        objs.len(),
+        vx_objects()
+            .iter()
+            .map(|(k, v)| (*k, v.len()))
+            .collect::<Vec<_>>()
+    );
+    assert!(cgroup_programs(&cg).contains("vx_connect4"));
+
+    // The last service goes: every agent removes everything it made.
+    services::catalog(&lab).remove("web").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(15), || !root.exists()),
+        "pins left: {:?}",
+        tree(&root)
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || still_there(&objs).is_empty()),
+        "objects left after service rm: {:?}",
+        still_there(&objs)
+    );
+    assert!(
+        !cgroup_programs(&cg).contains("vx_"),
+        "{}",
+        cgroup_programs(&cg)
+    );
+
+    // Again, and then lab down with the service still there.
+    create();
+    let objs = wait_programmed(&lab, &root);
+    drop(lab);
+    assert!(!root.exists(), "pins left by lab down: {:?}", tree(&root));
+    // The kernel drops a pinned object's reference an RCU grace period after its pin is
+    // unlinked (bpffs frees inodes through RCU): give it a moment.
+    assert!(
+        wait_until(Duration::from_secs(5), || still_there(&objs).is_empty()),
+        "objects left by lab down: {:?}",
+        still_there(&objs)
+    );
+    assert!(!cg.exists(), "cgroups left by lab down: {:?}", tree(&cg));
+    let mounts_after = mounts(&prefix);
+    assert_eq!(mounts_after, mounts_before, "mounts of the lab or bpffs");
+    let after = vx_objects();
+    eprintln!(
+        "vx_ objects before the lab: {:?}, after lab down: {:?}",
+        before
+            .iter()
+            .map(|(k, v)| (*k, v.len()))
+            .collect::<Vec<_>>(),
+        after.iter().map(|(k, v)| (*k, v.len())).collect::<Vec<_>>()
+    );
+}
