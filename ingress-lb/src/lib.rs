@@ -15,6 +15,10 @@
 //!   Network Load Balancer", NSDI 2016, §3.4), sizes, and the properties it keeps.
 //! - [`health`]: TCP and HTTP checks, the rise/fall state machine, a runner that reports
 //!   transitions, sockets made in a chosen network namespace.
+//! - [`reconcile`]: the ingress reconciler: from a snapshot and a node, what the node's
+//!   datapath maps hold ([`reconcile::DesiredLb`]), applied with only the differences
+//!   ([`reconcile::apply_maps`]), and where the programs are attached
+//!   ([`reconcile::Attacher`]).
 //! - [`keys`]: the store layout.
 //!
 //! # Store layout
@@ -46,26 +50,26 @@
 //!
 //! # How the agent uses this
 //!
+//! `vxmesh`'s agent (`vxmesh/src/services.rs`) does, on every store change or resync tick:
+//!
 //! ```text
-//! let services = ServiceCatalog::of(&catalog);
-//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-//! // Sockets in the host's namespace (the agent may run elsewhere with --netns):
-//! let mut runner = HealthRunner::new(SocketSource::netns(host_netns)?, tx)?;
-//! loop {                                          // on every store change or resync tick
-//!     let snap = services.snapshot()?;            // one revision
-//!     runner.set_targets(snap.health_targets(node));
-//!     for svc in snap.services.values() {
-//!         let backends = snap.healthy_backends(svc);  // → the kernel's backend map (by id)
-//!         match snap.table(svc)? {                    // svc.table_size() slots of backend ids
-//!             Some(table) => { /* swap into the service's inner map (svc.id) */ }
-//!             None => { /* no backend up: new flows are dropped */ }
-//!         }
-//!     }
-//!     // and in a task: while let Some(t) = rx.recv().await {
-//!     //     services.report_health(&t.key.0, &t.key.1, node, up_or_down(t.state),
-//!     //                            &t.detail, Some(heartbeat_lease))?; }
+//! let snap = services.snapshot()?;                          // one revision
+//! runner.set_targets(snap.health_targets(node));            // checks of this node's backends
+//! let want = DesiredLb::compute(&snap, node, |net| carried.contains(net));
+//! if want.is_empty() { /* drop the datapath, vxmesh_ebpf::teardown(root, node) */ }
+//! else {
+//!     /* Datapath::load once */
+//!     apply_maps(&want, dp.maps_mut());                     // backends, tables, frontends, VIPs
+//!     attacher.apply(&mut dp, &targets);                    // cgroup + host-side veths
 //! }
+//! // and in a task: for each health Transition, services.report_health(service, endpoint,
+//! //     node, up_or_down, detail, Some(heartbeat_lease))
 //! ```
+//!
+//! The kernel's backend map holds more than the tables: up backends, and (flagged draining:
+//! no table slot) draining ones, unchecked ones and those of a node without a heartbeat, so
+//! their established flows stay; a backend reported down leaves the map, and one removed from
+//! its service is also purged from the connection table ([`reconcile::DesiredLb`]).
 //!
 //! The store prefixes to watch: [`keys::SERVICES`], [`keys::HEALTH`], overlay-core's
 //! endpoints, networks and agents. The same snapshot gives the same table on every host: the

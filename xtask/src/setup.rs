@@ -52,6 +52,11 @@ pub const PACKAGES: &[&str] = &[
     "llvm-22",
     "libbpf-dev",
     "bpftool",
+    // Services (tests/tests/service_*.rs): nginx is the real HTTP backend (one process per
+    // backend, a config of its own answering with its name and the client address it saw);
+    // curl the real HTTP client making new connections to a VIP from lab containers.
+    "nginx-light",
+    "curl",
 ];
 
 pub fn setup() -> Result<()> {
