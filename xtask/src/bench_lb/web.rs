@@ -20,6 +20,9 @@
 //!   netfilter sees them (bridge-nf-call-iptables is 1 in every new namespace) and undoes the
 //!   DNAT. The table exists only during the nftables runs, so conntrack is not running in h1
 //!   during the others.
+//!
+//! Each target uses its own range of client ports ([`Target::ports`]), and the client's SYN
+//! retransmits are counted per run.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -67,6 +70,20 @@ pub enum Target {
 impl Target {
     const ALL: [Target; 3] = [Target::Vip, Target::Direct, Target::Nft];
 
+    /// The client's ephemeral ports in this target's runs (`ip_local_port_range`): a
+    /// backend keeps TIME_WAIT for each closed connection (it closes first), and a SYN of
+    /// another target with the same 4-tuple carries timestamps from another offset (Linux
+    /// derives it from the destination address: the nftables VIP's differs from the
+    /// backend's), fails PAWS and waits a 1 s SYN retransmit. Disjoint ranges keep the
+    /// targets from meeting each other's TIME_WAITs.
+    fn ports(self) -> &'static str {
+        match self {
+            Target::Vip => "20000 34999",
+            Target::Direct => "35000 49999",
+            Target::Nft => "50000 64999",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Target::Vip => "VIP (vxmesh eBPF, socket path)",
@@ -77,7 +94,7 @@ impl Target {
 }
 
 pub struct WebFigures {
-    runs: BTreeMap<(Mode, Target), Vec<WrkRun>>,
+    runs: BTreeMap<(Mode, Target), Vec<Run>>,
     seconds: u32,
 }
 
@@ -87,7 +104,7 @@ impl WebFigures {
             .runs
             .get(&(mode, target))?
             .iter()
-            .map(|r| r.rps)
+            .map(|r| r.wrk.rps)
             .collect();
         util::median(&v)
     }
@@ -315,6 +332,16 @@ fn http_rounds(
 
     let script = tmp.0.join("direct.lua");
     std::fs::write(&script, direct_script(addrs))?;
+    let setup = Setup {
+        vx,
+        seconds: opts.seconds,
+        vip,
+        addrs,
+        script,
+        host_ns,
+        client_ns: &client.namespace,
+        dir: &tmp.0,
+    };
     let mut figures = WebFigures {
         runs: BTreeMap::new(),
         seconds: opts.seconds,
@@ -329,15 +356,17 @@ fn http_rounds(
         for mode in modes {
             for k in 0..Target::ALL.len() {
                 let target = Target::ALL[(k + round as usize) % Target::ALL.len()];
-                let r = measure(vx, opts, mode, target, vip, addrs, &script, host_ns, tmp)?;
+                let r = setup.measure(mode, target)?;
                 say(&format!(
-                    "  {:<32} {:<38} {:>10.0}  ({} requests, {} socket errors, {} non-2xx)",
+                    "  {:<32} {:<38} {:>8.0}  ({} requests, {} socket errors, {} non-2xx, \
+                     {} SYN retransmits)",
                     target.label(),
                     mode.label(),
-                    r.rps,
-                    r.requests,
-                    r.errors,
-                    r.bad_status
+                    r.wrk.rps,
+                    r.wrk.requests,
+                    r.wrk.errors,
+                    r.wrk.bad_status,
+                    r.syn_retrans
                 ));
                 figures.runs.entry((mode, target)).or_default().push(r);
             }
@@ -362,50 +391,94 @@ fn direct_script(addrs: &[String]) -> String {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-fn measure(
-    vx: &Vxmesh,
-    opts: &Options,
-    mode: Mode,
-    target: Target,
+/// One wrk run and what the client's kernel counted meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    pub wrk: WrkRun,
+    /// SYNs the client sent again (`TcpExt: TCPSynRetrans` of its namespace).
+    pub syn_retrans: u64,
+}
+
+/// What every run needs.
+struct Setup<'a> {
+    vx: &'a Vxmesh,
+    seconds: u32,
     vip: Ipv4Addr,
-    addrs: &[String],
-    script: &Path,
-    host_ns: &str,
-    tmp: &TempDir,
-) -> Result<WrkRun> {
-    let mut args: Vec<String> = [
-        "-t",
-        &addrs.len().to_string(),
-        "-c",
-        &CONNECTIONS.to_string(),
-        "-d",
-        &format!("{}s", opts.seconds),
-        "--timeout",
-        "5s",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    if mode == Mode::Close {
-        args.extend(["-H".into(), "Connection: close".into()]);
+    addrs: &'a [String],
+    script: PathBuf,
+    host_ns: &'a str,
+    client_ns: &'a str,
+    dir: &'a Path,
+}
+
+impl Setup<'_> {
+    fn measure(&self, mode: Mode, target: Target) -> Result<Run> {
+        let mut args: Vec<String> = [
+            "-t",
+            &self.addrs.len().to_string(),
+            "-c",
+            &CONNECTIONS.to_string(),
+            "-d",
+            &format!("{}s", self.seconds),
+            "--timeout",
+            "5s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if mode == Mode::Close {
+            args.extend(["-H".into(), "Connection: close".into()]);
+        }
+        let _nft = match target {
+            Target::Vip => {
+                args.push(format!("http://{}:{WEB_PORT}/", self.vip));
+                None
+            }
+            Target::Direct => {
+                args.extend(["-s".into(), self.script.to_string_lossy().into_owned()]);
+                args.push(format!("http://{}:{WEB_PORT}/", self.addrs[0]));
+                None
+            }
+            Target::Nft => {
+                args.push(format!("http://{NFT_VIP}:{WEB_PORT}/"));
+                Some(NftVip::create(self.host_ns, self.dir, self.addrs)?)
+            }
+        };
+        util::run_quiet(&mut util::in_netns(
+            self.client_ns,
+            "sysctl",
+            [
+                "-q",
+                "-w",
+                &format!("net.ipv4.ip_local_port_range={}", target.ports()),
+            ],
+        ))?;
+        let before = syn_retrans(self.client_ns)?;
+        let wrk = wrk(self.vx, CLIENT, &args)?;
+        Ok(Run {
+            wrk,
+            syn_retrans: syn_retrans(self.client_ns)? - before,
+        })
     }
-    let _nft = match target {
-        Target::Vip => {
-            args.push(format!("http://{vip}:{WEB_PORT}/"));
-            None
+}
+
+/// `TcpExt: TCPSynRetrans` in network namespace `ns`.
+fn syn_retrans(ns: &str) -> Result<u64> {
+    let text = util::output(&mut util::in_netns(ns, "cat", ["/proc/net/netstat"]))?;
+    parse_netstat(&text, "TcpExt:", "TCPSynRetrans")
+        .with_context(|| format!("no TcpExt TCPSynRetrans in {ns}'s /proc/net/netstat"))
+}
+
+/// A counter of /proc/net/netstat: a line of names after `prefix`, then a line of values.
+fn parse_netstat(text: &str, prefix: &str, name: &str) -> Option<u64> {
+    let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        let i = names.split_whitespace().position(|n| n == name);
+        if let Some(i) = i {
+            return values.split_whitespace().nth(i)?.parse().ok();
         }
-        Target::Direct => {
-            args.extend(["-s".into(), script.to_string_lossy().into_owned()]);
-            args.push(format!("http://{}:{WEB_PORT}/", addrs[0]));
-            None
-        }
-        Target::Nft => {
-            args.push(format!("http://{NFT_VIP}:{WEB_PORT}/"));
-            Some(NftVip::create(host_ns, &tmp.0, addrs)?)
-        }
-    };
-    wrk(vx, CLIENT, &args)
+    }
+    None
 }
 
 pub fn report(opts: &Options, f: &WebFigures) {
@@ -423,20 +496,17 @@ pub fn report(opts: &Options, f: &WebFigures) {
             let Some(runs) = f.runs.get(&(mode, t)) else {
                 continue;
             };
-            let v: Vec<f64> = runs.iter().map(|r| r.rps).collect();
+            let v: Vec<f64> = runs.iter().map(|r| r.wrk.rps).collect();
             let Some((mid, lo, hi)) = util::median_range(&v) else {
                 continue;
             };
-            let errors: u64 = runs.iter().map(|r| r.errors + r.bad_status).sum();
+            let errors: u64 = runs.iter().map(|r| r.wrk.errors + r.wrk.bad_status).sum();
+            let syn: u64 = runs.iter().map(|r| r.syn_retrans).sum();
             row(
                 &format!("  {}", t.label()),
                 format!(
-                    "{mid:>9.0}  [{lo:.0}..{hi:.0}]{}",
-                    if errors > 0 {
-                        format!("  ({errors} errors over the runs)")
-                    } else {
-                        String::new()
-                    }
+                    "{mid:>9.0}  [{lo:.0}..{hi:.0}]  ({errors} errors, {syn} SYN retransmits \
+                     over the runs)"
                 ),
             );
         }
@@ -459,6 +529,15 @@ pub fn report(opts: &Options, f: &WebFigures) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_a_counter_of_proc_net_netstat() {
+        let text = "TcpExt: SyncookiesSent TCPSynRetrans TWRecycled\nTcpExt: 0 818 3\n\
+                    IpExt: InNoRoutes TCPSynRetrans\nIpExt: 5 6\n";
+        assert_eq!(parse_netstat(text, "TcpExt:", "TCPSynRetrans"), Some(818));
+        assert_eq!(parse_netstat(text, "IpExt:", "InNoRoutes"), Some(5));
+        assert_eq!(parse_netstat(text, "TcpExt:", "Nope"), None);
+    }
 
     #[test]
     fn the_direct_script_gives_each_thread_one_backend() {
