@@ -978,6 +978,30 @@ fn agent_for_an_unknown_node_fails_fast_naming_it() {
             vec!["--store", store, "agent", "--node", "h1", "--netns", "a/b"],
             vec!["invalid netns 'a/b'"],
         ),
+        (
+            vec![
+                "--store", store, "agent", "--node", "h1", "--cgroup", "/tmp",
+            ],
+            vec!["invalid cgroup '/tmp'"],
+        ),
+        (
+            vec![
+                "--store", store, "agent", "--node", "h1", "--cgroup", "vxmesh-x",
+            ],
+            vec!["invalid cgroup 'vxmesh-x'"],
+        ),
+        (
+            vec![
+                "--store",
+                store,
+                "agent",
+                "--node",
+                "h1",
+                "--bpf-pin-root",
+                "pins",
+            ],
+            vec!["invalid bpf-pin-root 'pins'"],
+        ),
     ] {
         let out = run_must_exit(&bin, &args, Duration::from_secs(30));
         let stderr = text(&out.stderr);

@@ -35,8 +35,14 @@ fn leftovers(prefix: &str) -> Vec<String> {
             }
         }
     }
-    if std::path::Path::new(&format!("/run/vxmesh/lab/{prefix}")).exists() {
-        found.push(format!("state dir /run/vxmesh/lab/{prefix}"));
+    for dir in [
+        format!("/run/vxmesh/lab/{prefix}"),
+        format!("/sys/fs/cgroup/unified/vxmesh-lab-{prefix}"),
+        format!("/sys/fs/bpf/vxmesh-lab-{prefix}"),
+    ] {
+        if std::path::Path::new(&dir).exists() {
+            found.push(format!("directory {dir}"));
+        }
     }
     found
 }
@@ -110,6 +116,46 @@ fn up_status_exec_down_leaves_nothing() {
         "exit 7",
     ]);
     assert_eq!(out.status.code(), Some(7));
+    // A container's command runs in the container's cgroup (under its host's, under the
+    // lab's), unless asked not to; a host's never does.
+    let cgroup_of = |member: &str, outside: &[&str]| {
+        let mut args = vec!["lab", "exec", "--prefix", lab.prefix()];
+        args.extend_from_slice(outside);
+        args.extend_from_slice(&[member, "--", "cat", "/proc/self/cgroup"]);
+        let out = vxmesh(&args);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+            .expect("a cgroup v2 line")
+    };
+    let lab_cg = format!("/vxmesh-lab-{}", lab.prefix());
+    assert_eq!(cgroup_of("h1-c1", &[]), format!("{lab_cg}/h1/h1-c1"));
+    assert_eq!(cgroup_of("h2-c2", &[]), format!("{lab_cg}/h2/h2-c2"));
+    assert!(!cgroup_of("h1-c1", &["--outside-cgroup"]).starts_with(&lab_cg));
+    assert!(!cgroup_of("h1", &[]).starts_with(&lab_cg));
+    // A process left running in a container's cgroup goes with `lab down`.
+    let mut sleeper = Command::new(vxmesh_bin())
+        .args([
+            "lab",
+            "exec",
+            "--prefix",
+            lab.prefix(),
+            "h1-c2",
+            "--",
+            "sleep",
+            "600",
+        ])
+        .spawn()
+        .unwrap();
+    let procs = format!("/sys/fs/cgroup/unified{lab_cg}/h1/h1-c2/cgroup.procs");
+    assert!(vxmesh_tests::wait_until(
+        std::time::Duration::from_secs(5),
+        || !std::fs::read_to_string(&procs)
+            .unwrap_or_default()
+            .trim()
+            .is_empty()
+    ));
     let out = vxmesh(&["lab", "exec", "--prefix", lab.prefix(), "h9", "--", "true"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("h9"));
@@ -124,6 +170,8 @@ fn up_status_exec_down_leaves_nothing() {
     assert!(!leftovers(&prefix).is_empty());
     drop(lab);
     assert_eq!(leftovers(&prefix), Vec::<String>::new());
+    // `lab exec` returns once its command was killed.
+    assert!(!sleeper.wait().unwrap().success());
     // Down again: nothing to do, still a success.
     let out = vxmesh(&["lab", "down", "--prefix", &prefix]);
     assert!(out.status.success());

@@ -80,10 +80,18 @@ fn mounts(prefix: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Programs and links of the lab's cgroup, as `bpftool cgroup show` lists them.
+/// Programs attached to the lab's hosts' cgroups, as `bpftool cgroup show` lists them.
 fn cgroup_programs(cg: &Path) -> String {
-    String::from_utf8_lossy(&run("bpftool", &["cgroup", "show", cg.to_str().unwrap()]).stdout)
-        .into_owned()
+    HOSTS
+        .iter()
+        .map(|h| {
+            let dir = cg.join(h);
+            String::from_utf8_lossy(
+                &run("bpftool", &["cgroup", "show", dir.to_str().unwrap()]).stdout,
+            )
+            .into_owned()
+        })
+        .collect()
 }
 
 fn wait_programmed(lab: &Lab, root: &Path) -> BTreeSet<Obj> {
@@ -118,7 +126,7 @@ fn removing_the_last_service_and_lab_down_leave_nothing_behind() {
         .state
         .containers
         .iter()
-        .map(|c| cg.join(&c.name))
+        .map(|c| cg.join(&c.host).join(&c.name))
         .collect();
     assert!(containers.iter().all(|c| c.join("cgroup.procs").exists()));
     assert!(!root.exists(), "no service yet: nothing pinned");
@@ -143,7 +151,11 @@ fn removing_the_last_service_and_lab_down_leave_nothing_behind() {
             .map(|(k, v)| (*k, v.len()))
             .collect::<Vec<_>>()
     );
-    assert!(cgroup_programs(&cg).contains("vx_connect4"));
+    // Each host's socket programs on its own cgroup, once.
+    assert_eq!(
+        cgroup_programs(&cg).matches("vx_connect4").count(),
+        HOSTS.len()
+    );
 
     // The last service goes: every agent removes everything it made.
     services::catalog(&lab).remove("web").unwrap();

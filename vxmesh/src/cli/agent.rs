@@ -47,6 +47,10 @@ pub struct AgentArgs {
     /// is mounted at /sys/fs/bpf when missing).
     #[arg(long, default_value = vxmesh_ebpf::DEFAULT_PIN_ROOT)]
     pub bpf_pin_root: std::path::PathBuf,
+    /// Entries of the services' connection table (an LRU; a flow translated by the packet path
+    /// takes two). Applies when the datapath is first loaded on this node.
+    #[arg(long, default_value_t = 262_144)]
+    pub conntrack_entries: u32,
 }
 
 /// Enters the namespace before any thread is started, so every thread of the agent lives there.
@@ -94,6 +98,12 @@ pub fn run(args: AgentArgs, catalog: Catalog) -> Result<()> {
             args.bpf_pin_root.display()
         );
     }
+    if !(1..=1 << 26).contains(&args.conntrack_entries) {
+        anyhow::bail!(
+            "invalid conntrack-entries '{}': must be 1-67108864",
+            args.conntrack_entries
+        );
+    }
     let state_dir = args
         .state_dir
         .clone()
@@ -114,6 +124,7 @@ pub fn run(args: AgentArgs, catalog: Catalog) -> Result<()> {
                 pin_root: args.bpf_pin_root.clone(),
                 // The agent has entered its namespace (--netns) before starting any thread.
                 netns: "/proc/self/ns/net".into(),
+                conntrack_entries: args.conntrack_entries,
             },
         },
     )

@@ -78,9 +78,17 @@ pub struct ExecArgs {
 fn print_state(s: &LabState) {
     println!("lab {} (store {})", s.prefix, s.store.display());
     println!(
-        "underlay switch: namespace {}, subnet {}\n",
+        "underlay switch: namespace {}, subnet {}",
         s.switch_namespace, s.underlay_subnet
     );
+    if let (Some(cg), Some(pins)) = (&s.cgroup, &s.bpf_pin_root) {
+        println!(
+            "cgroups: {}/HOST/CONTAINER; BPF pins: {}/HOST",
+            cg.display(),
+            pins.display()
+        );
+    }
+    println!();
     let hosts: Vec<_> = s
         .hosts
         .iter()

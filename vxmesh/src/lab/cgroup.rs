@@ -1,8 +1,11 @@
-//! The lab's cgroups: `/sys/fs/cgroup/unified/vxmesh-lab-PREFIX/` with one child per container
-//! (`…/h1-c1`). Every agent attaches its socket programs to the lab's cgroup (`--cgroup`), so
-//! a process that `lab exec` puts in a container's cgroup is balanced at connect()/sendmsg();
-//! nothing outside it is. `lab down` kills what is still inside (`cgroup.kill`) and removes
-//! them.
+//! The lab's cgroups: `/sys/fs/cgroup/unified/vxmesh-lab-PREFIX/` with one child per host
+//! (`…/h1`, what the cgroup2 root is to a real host) and one per container below its host's
+//! (`…/h1/h1-c1`). Each host's agent attaches its socket programs to its host's cgroup
+//! (`--cgroup`), so a process that `lab exec` puts in a container's cgroup is balanced at
+//! connect()/sendmsg() by its own host's datapath (cgroup bpf_links always stack: one
+//! cgroup shared by all the agents would run every host's programs on every container, the
+//! first attached doing the work); nothing outside these cgroups is balanced. `lab down`
+//! kills what is still inside (`cgroup.kill`) and removes them.
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -22,9 +25,26 @@ pub fn lab_cgroup(prefix: &str) -> PathBuf {
     Path::new(CGROUP2_ROOT).join(format!("vxmesh-lab-{prefix}"))
 }
 
-/// A container's cgroup in the lab.
-pub fn container_cgroup(prefix: &str, container: &str) -> PathBuf {
-    lab_cgroup(prefix).join(container)
+/// A host's cgroup in the lab: its agent's `--cgroup`.
+pub fn host_cgroup(prefix: &str, host: &str) -> PathBuf {
+    lab_cgroup(prefix).join(host)
+}
+
+/// A container's cgroup in the lab, below its host's.
+pub fn container_cgroup(prefix: &str, host: &str, container: &str) -> PathBuf {
+    host_cgroup(prefix, host).join(container)
+}
+
+/// Every cgroup below `dir` (not `dir` itself), children after their parents.
+fn below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.push(e.path());
+            out.extend(below(&e.path()));
+        }
+    }
+    out
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> LabError {
@@ -90,15 +110,12 @@ pub fn remove_all(prefix: &str) -> Result<Vec<String>, LabError> {
         .open(&kill)
         .and_then(|mut f| f.write_all(b"1"))
         .map_err(io(format!("writing {}", kill.display())))?;
-    let mut children: Vec<PathBuf> = std::fs::read_dir(&root)
-        .map_err(io(format!("reading {}", root.display())))?
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.path())
-        .collect();
-    children.push(root.clone());
+    // Deepest first: a cgroup with children cannot be removed.
+    let mut dirs = below(&root);
+    dirs.reverse();
+    dirs.push(root.clone());
     let mut removed = Vec::new();
-    for dir in children {
+    for dir in dirs {
         // The killed processes leave their cgroup a moment later: EBUSY until then.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {

@@ -39,7 +39,7 @@ pub fn exec(
     // The container's cgroup, opened here; the child joins it before exec.
     let procs = match state.container(member) {
         Some(c) if !outside_cgroup => {
-            let cg = super::cgroup::container_cgroup(prefix, &c.name);
+            let cg = super::cgroup::container_cgroup(prefix, &c.host, &c.name);
             if !cg.exists() {
                 return Err(LabError::step(
                     format!("running in {member}'s cgroup"),

@@ -154,7 +154,8 @@ pub struct LabState {
     pub hosts: Vec<LabHost>,
     pub networks: Vec<LabNetwork>,
     pub containers: Vec<LabContainer>,
-    /// The lab's cgroup (every agent's `--cgroup`); each container has a child named after it.
+    /// The lab's cgroup: a child per host (its agent's `--cgroup`), and below it one per
+    /// container of the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<PathBuf>,
     /// Where the agents pin their BPF objects (`--bpf-pin-root`), one directory per host.

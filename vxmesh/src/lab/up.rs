@@ -145,7 +145,7 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
     state.mounted_bpffs = super::bpf::mount_if_missing(&spec.prefix)?;
     state.save()?;
     progress(&format!(
-        "cgroup {} (socket programs), BPF pins under {}{}",
+        "cgroup {} (a child per host: its agent's socket programs), BPF pins under {}{}",
         cg.display(),
         super::bpf::pin_root(&spec.prefix).display(),
         if state.mounted_bpffs {
@@ -178,6 +178,7 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
         let ns = format!("{}-{host}", spec.prefix);
         let address = Ipv4Addr::new(UNDERLAY[0], UNDERLAY[1], UNDERLAY[2], i as u8);
         netns::create(&ns).map_err(|e| LabError::step(format!("creating namespace {ns}"), e))?;
+        super::cgroup::create(&super::cgroup::host_cgroup(&spec.prefix, &host))?;
         plug_host(&sw, &ns, &host, address, mtu)?;
         catalog
             .add_node(&host, address)
@@ -250,7 +251,11 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
                 .clone();
             netns::create(&ns)
                 .map_err(|e| LabError::step(format!("creating namespace {ns}"), e))?;
-            super::cgroup::create(&super::cgroup::container_cgroup(&spec.prefix, &name))?;
+            super::cgroup::create(&super::cgroup::container_cgroup(
+                &spec.prefix,
+                &h.name,
+                &name,
+            ))?;
             let (endpoint, _) = attach_container(
                 &catalog,
                 &ContainerSpec {
@@ -388,7 +393,7 @@ pub(super) fn spawn_agent(
         .arg("--state-dir")
         .arg(super::host_state_dir(prefix, &h.name))
         .arg("--cgroup")
-        .arg(super::cgroup::lab_cgroup(prefix))
+        .arg(super::cgroup::host_cgroup(prefix, &h.name))
         .arg("--bpf-pin-root")
         .arg(super::bpf::pin_root(prefix))
         .env(

@@ -28,6 +28,9 @@ pub struct ServiceConfig {
     pub pin_root: PathBuf,
     /// The network namespace the host-side veths are in (the agent's own).
     pub netns: PathBuf,
+    /// Entries of the connection table (`vx_ct`, LRU; a translated flow takes two). Applies
+    /// when the map is created: a pinned table keeps its size until the datapath is removed.
+    pub conntrack_entries: u32,
 }
 
 /// A backend checked by this agent: (service, endpoint).
@@ -107,6 +110,7 @@ impl ServicePlane {
         if self.dp.is_none() {
             let mut config = DatapathConfig::new(&self.node);
             config.pin_root = self.config.pin_root.clone();
+            config.conntrack_entries = self.config.conntrack_entries;
             match Datapath::load(config) {
                 Ok(dp) => {
                     report.changes.push(Change {
