@@ -239,7 +239,10 @@ fn create_ls_inspect_update_rm_round_trip() {
                "rise": 3, "fall": 4})
     );
     assert_eq!(updated["affinity"], "none");
-    assert_eq!(updated["table_size"], 16381, "3 backends: the smallest automatic size");
+    assert_eq!(
+        updated["table_size"], 16381,
+        "3 backends: the smallest automatic size"
+    );
     let seen = cli.json(&["service", "inspect", "web"]);
     let c1 = Fixture::backend(&seen, "c1");
     assert_eq!(

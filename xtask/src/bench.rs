@@ -17,8 +17,10 @@ pub struct Options {
     pub seconds: u32,
     /// How many times each figure is measured (interleaved); the report gives medians.
     pub rounds: u32,
-    /// Measure only the by-hand link (no vxmesh build, no lab).
+    /// Measure only the by-hand link (no vxmesh build, no lab); `bench lb`: only its part (a).
     pub no_lab: bool,
+    /// `bench lb --only PART[,PART]`: measure only those parts (tc, http, delay, scale).
+    pub only: Option<Vec<String>>,
 }
 
 pub fn parse(args: &[String]) -> Result<(String, Options)> {
@@ -26,6 +28,7 @@ pub fn parse(args: &[String]) -> Result<(String, Options)> {
         seconds: 10,
         rounds: 3,
         no_lab: false,
+        only: None,
     };
     let mut which = None;
     let mut it = args.iter();
@@ -46,12 +49,16 @@ pub fn parse(args: &[String]) -> Result<(String, Options)> {
                 opts.rounds = parse_rounds(&s["--rounds=".len()..])?;
             }
             "--no-lab" => opts.no_lab = true,
+            "--only" => {
+                let v = it.next().context("--only needs a value")?;
+                opts.only = Some(v.split(',').map(str::to_string).collect());
+            }
             s if s.starts_with('-') => bail!("unknown option {s:?} for `cargo xtask bench`"),
             s if which.is_none() => which = Some(s.to_string()),
             s => bail!("unexpected argument {s:?} for `cargo xtask bench`"),
         }
     }
-    let which = which.context("which benchmark? available: overlay")?;
+    let which = which.context("which benchmark? available: overlay, crypto, cni, lb")?;
     Ok((which, opts))
 }
 
@@ -75,7 +82,8 @@ pub fn bench(args: &[String]) -> Result<()> {
         "overlay" => overlay(&opts),
         "cni" => crate::bench_cni::bench(&opts),
         "crypto" => crate::bench_crypto::crypto(&opts),
-        other => bail!("unknown benchmark {other:?}; available: overlay, crypto"),
+        "lb" => crate::bench_lb::bench(args, &opts),
+        other => bail!("unknown benchmark {other:?}; available: overlay, crypto, cni, lb"),
     }
 }
 

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::bench::Options;
-use crate::lab::Vxmesh;
+use crate::lab::{Vxmesh, ONE_EMPTY_HOST};
 use crate::util::{self, heading, say};
 
 const PREFIX: &str = "vxbcni";
@@ -112,14 +112,7 @@ pub fn bench(_opts: &Options) -> Result<()> {
     heading("building the CNI plugin (cargo build --release -p vxmesh-cni)");
     util::run(util::cargo().args(["build", "--release", "-p", "vxmesh-cni"]))?;
     let plugin: PathBuf = util::target_dir().join("release").join("vxmesh-cni");
-    let lab = vx.up(&[
-        "--hosts",
-        "1",
-        "--containers-per-host",
-        "0",
-        "--networks",
-        "1",
-    ])?;
+    let lab = vx.up(&ONE_EMPTY_HOST)?;
     let status = vx.status()?;
     let host = status.host("h1")?.namespace.clone();
     let data = std::env::temp_dir().join(format!("vxbcni-{}", std::process::id()));

@@ -23,6 +23,10 @@ pub struct LabStatus {
     pub networks: Vec<LabNetwork>,
     #[serde(default)]
     pub containers: Vec<LabContainer>,
+    /// Where the agents pin their BPF objects, one directory per host (labs since the
+    /// services datapath).
+    #[serde(default)]
+    pub bpf_pin_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +68,16 @@ fn eth0() -> String {
     "eth0".to_string()
 }
 
+/// `lab up` arguments of a lab with one host, no container and one network.
+pub const ONE_EMPTY_HOST: [&str; 6] = [
+    "--hosts",
+    "1",
+    "--containers-per-host",
+    "0",
+    "--networks",
+    "1",
+];
+
 /// "10.10.1.2/24" -> "10.10.1.2"; "10.10.1.2" stays.
 pub fn bare_ip(address: &str) -> &str {
     address.split('/').next().unwrap_or(address)
@@ -82,6 +96,13 @@ impl LabStatus {
             .iter()
             .find(|n| n.name == name)
             .with_context(|| format!("lab status names no network {name:?}"))
+    }
+
+    pub fn container(&self, name: &str) -> Result<&LabContainer> {
+        self.containers
+            .iter()
+            .find(|c| c.name == name)
+            .with_context(|| format!("lab status names no container {name:?}"))
     }
 
     /// Two containers of the same network on different hosts, the first on

@@ -1,8 +1,9 @@
-//! vxmesh's task runner: `cargo xtask setup | test | demo | bench overlay`.
+//! vxmesh's task runner: `cargo xtask setup | test | demo | bench overlay|crypto|cni|lb`.
 
 mod bench;
 mod bench_cni;
 mod bench_crypto;
+mod bench_lb;
 mod demo;
 mod lab;
 mod setup;
@@ -26,6 +27,12 @@ commands:
                          iperf3 TCP throughput: lab underlay, vxmesh overlay and
                          a VXLAN link built by hand (N s each, default 10);
                          --no-lab measures only the by-hand link
+  bench crypto | cni     encrypted vs plain overlay vs wireguard-go; CNI ADD/DEL latency
+  bench lb [--seconds N] [--rounds R] [--no-lab]
+                         service load balancing: the tc program under
+                         BPF_PROG_TEST_RUN with 1/1,000/10,000 services, HTTP via a VIP
+                         vs direct vs nftables DNAT (wrk, N s per run), add-backend
+                         delay, programming 10,000 services; --no-lab: the first only
   help                   this text
 
 demo and bench build target/release/vxmesh; VXMESH_BIN=PATH uses another binary.

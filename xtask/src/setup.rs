@@ -57,6 +57,12 @@ pub const PACKAGES: &[&str] = &[
     // curl the real HTTP client making new connections to a VIP from lab containers.
     "nginx-light",
     "curl",
+    // `cargo xtask bench lb`: wrk is the HTTP load generator in a lab container (keep-alive
+    // and one connection per request, a Lua script for the direct baseline); nginx-light
+    // (above) the backends; nft builds the kube-proxy-style nftables DNAT VIP it compares
+    // with, inside a lab host's namespace.
+    "wrk",
+    "nftables",
 ];
 
 pub fn setup() -> Result<()> {

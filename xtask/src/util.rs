@@ -243,3 +243,58 @@ impl Drop for KillOnDrop {
         let _ = self.child.wait();
     }
 }
+
+/// The median of `values` (the upper one of the two middle values for an even count), or
+/// None when there is none.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+/// The median, lowest and highest of `values`, or None when there is none.
+pub fn median_range(values: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    Some((median(&v)?, v[0], v[v.len() - 1]))
+}
+
+/// The command line of process `pid`, or None when it is gone (or unreadable).
+pub fn cmdline(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
+}
+
+/// Sends `sig` to process `pid` (callers check first that it is the process they started).
+pub fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(3.0));
+        assert_eq!(median(&[]), None);
+        assert_eq!(median_range(&[3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
+        assert_eq!(median_range(&[]), None);
+    }
+
+    #[test]
+    fn cmdline_of_this_process() {
+        let me = cmdline(std::process::id()).unwrap();
+        assert!(!me.is_empty());
+        assert!(cmdline(u32::MAX).is_none());
+    }
+}
