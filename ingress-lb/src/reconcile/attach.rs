@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use overlay_core::reconcile::Change;
 use vxmesh_ebpf::{inode_of, Attachment, Datapath};
 
-use super::{LbError, LbReport};
+use super::maps::err;
+use super::LbReport;
 
 /// What to attach to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,10 +34,6 @@ pub struct Attacher {
     taken: BTreeSet<Attachment>,
 }
 
-fn err(what: String, e: vxmesh_ebpf::Error) -> LbError {
-    LbError::Map { what, source: e }
-}
-
 impl Attacher {
     /// A fresh attacher: the next [`Attacher::apply`] takes over every wanted link.
     pub fn new() -> Self {
@@ -49,7 +46,7 @@ impl Attacher {
         let present = match dp.attachments() {
             Ok(p) => p,
             Err(e) => {
-                r.errors.push(err("reading the link pins".into(), e));
+                r.errors.push(err("reading the link pins", e));
                 return r;
             }
         };

@@ -13,14 +13,16 @@ use vxmesh_ebpf::{Maps, Vip};
 use super::desired::DesiredLb;
 use super::{LbError, LbReport};
 
-fn change(action: &'static str, object: impl Into<String>) -> Change {
+/// One change for the report, in the overlay reconciler's form.
+pub(super) fn change(action: &'static str, object: impl Into<String>) -> Change {
     Change {
         action,
         object: object.into(),
     }
 }
 
-fn err(what: impl Into<String>, e: vxmesh_ebpf::Error) -> LbError {
+/// A map operation on `what` that failed.
+pub(super) fn err(what: impl Into<String>, e: vxmesh_ebpf::Error) -> LbError {
     LbError::Map {
         what: what.into(),
         source: e,

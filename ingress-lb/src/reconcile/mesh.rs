@@ -11,13 +11,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use overlay_core::reconcile::Change;
 use vxmesh_ebpf::{
     BeLoc, Host, Maps, MeshBe, Svc, SvcKey, BE_LOC_F_LOCAL, MESH_F_DSR, SVC_F_PUBLISHED,
 };
 
 use super::desired::{proto_number, DesiredFrontend};
 use super::ids::kernel_id;
+use super::maps::{change, err};
 use super::{LbError, LbReport};
 use crate::catalog::ServiceSnapshot;
 use crate::service::Mode;
@@ -162,14 +162,6 @@ impl DesiredMesh {
     }
 }
 
-fn change(action: &'static str, object: String) -> Change {
-    Change { action, object }
-}
-
-fn err(what: String, e: vxmesh_ebpf::Error) -> LbError {
-    LbError::Map { what, source: e }
-}
-
 /// Writes `want` into the mesh maps (`vx_host`, `vx_mesh_node`, `vx_be_loc`, `vx_mesh_be`;
 /// the published frontends go with the other frontends in `apply_maps`), changing only
 /// what differs and removing what is no longer wanted. `underlay_ifindex`: this host's
@@ -189,7 +181,7 @@ pub fn apply_mesh(
                 Ok(()) => r
                     .changes
                     .push(change("set mesh host", format!("{addr} ifindex {idx}"))),
-                Err(e) => r.errors.push(err("writing the mesh host".into(), e)),
+                Err(e) => r.errors.push(err("writing the mesh host", e)),
             }
         }
     }
@@ -214,7 +206,7 @@ pub fn apply_mesh(
                 }
             }
         }
-        Err(e) => r.errors.push(err("reading the mesh nodes".into(), e)),
+        Err(e) => r.errors.push(err("reading the mesh nodes", e)),
     }
     // Backend places.
     match maps.be_locs() {
@@ -252,7 +244,7 @@ pub fn apply_mesh(
                 }
             }
         }
-        Err(e) => r.errors.push(err("reading the backend places".into(), e)),
+        Err(e) => r.errors.push(err("reading the backend places", e)),
     }
     // Local backends of published ports.
     match maps.mesh_bes() {
@@ -285,13 +277,11 @@ pub fn apply_mesh(
                         "unserve published port",
                         format!("{}:{}", k.ip(), k.port()),
                     )),
-                    Err(e) => r.errors.push(err("deleting a published backend".into(), e)),
+                    Err(e) => r.errors.push(err("deleting a published backend", e)),
                 }
             }
         }
-        Err(e) => r
-            .errors
-            .push(err("reading the published backends".into(), e)),
+        Err(e) => r.errors.push(err("reading the published backends", e)),
     }
     r
 }

@@ -53,12 +53,7 @@ impl Reconciler {
         let name = &link.name;
         let ctx = |op: &str| format!("{op} on {name}");
         let pref = ISOLATION_FILTER_PREF;
-        let qdiscs = self
-            .dp
-            .ingress_qdiscs()
-            .await
-            .ctx(|| ctx("listing ingress qdiscs"))?;
-        if !qdiscs.contains_key(&link.index) {
+        if self.ingress_qdisc(link).await?.is_none() {
             // clsact rather than ingress: the same ingress hook, and the encrypted-port filters
             // (which add an `ingress` qdisc only where there is none) leave it in place.
             self.dp
@@ -109,12 +104,7 @@ impl Reconciler {
         let name = &link.name;
         let ctx = |op: &str| format!("{op} on {name}");
         let pref = ISOLATION_FILTER_PREF;
-        let qdiscs = self
-            .dp
-            .ingress_qdiscs()
-            .await
-            .ctx(|| ctx("listing ingress qdiscs"))?;
-        let Some(qdisc) = qdiscs.get(&link.index) else {
+        let Some(qdisc) = self.ingress_qdisc(link).await? else {
             return Ok(());
         };
         let filters = self
@@ -151,5 +141,15 @@ impl Reconciler {
             changes.push(change("delete qdisc", format!("{name} {qdisc}")));
         }
         Ok(())
+    }
+
+    /// The kind of `link`'s ingress-hook qdisc (`ingress` or `clsact`), if it has one.
+    async fn ingress_qdisc(&self, link: &Link) -> Result<Option<String>, ReconcileError> {
+        let mut qdiscs = self
+            .dp
+            .ingress_qdiscs()
+            .await
+            .ctx(|| format!("listing ingress qdiscs on {}", link.name))?;
+        Ok(qdiscs.remove(&link.index))
     }
 }
