@@ -749,7 +749,7 @@ fn health_decides_the_table() {
         .core
         .announce_agent("h2", Duration::from_secs(60))
         .unwrap();
-    l.core.retire_agent(lease).unwrap();
+    l.core.retire_agent("h2", lease).unwrap();
     assert_eq!(statuses(&l)[2].1, BackendStatus::NodeDown);
     let snap = l.svc.snapshot().unwrap();
     assert_eq!(snap.table(&snap.services["api"]).unwrap(), None);

@@ -485,10 +485,24 @@ fn a_stale_device_holding_the_vni_goes_before_the_new_one_is_made() {
         at("delete link vx-net1") < at("create vxlan vx-net9 vni 4096"),
         "{log}"
     );
+    // h1's order is read from its log above; the other hosts' agents ran on meanwhile and get
+    // there on their own time.
     for h in &lab.state.hosts {
-        let detail = run_ok("ip", &["-n", &h.namespace, "-d", "link", "show", "vx-net9"]);
-        assert!(detail.contains("vxlan id 4096"), "{}: {detail}", h.name);
-        assert!(!links(&h.namespace).iter().any(|n| n.ends_with("-net1")));
+        let detail = || {
+            std::process::Command::new("ip")
+                .args(["-n", &h.namespace, "-d", "link", "show", "vx-net9"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        assert!(
+            wait_until(HEAL, || detail().contains("vxlan id 4096")
+                && !links(&h.namespace).iter().any(|n| n.ends_with("-net1"))),
+            "{}: {} {:?}",
+            h.name,
+            detail(),
+            links(&h.namespace)
+        );
     }
 
     // A device vxmesh did not make holds the VNI a new network asks for: the error names it,

@@ -24,6 +24,7 @@ impl LeaseHandle {
 /// Announces the agent and keeps it alive until the returned handle is dropped or `stop`ped.
 pub struct Heartbeat {
     catalog: Catalog,
+    node: String,
     lease: std::sync::Arc<std::sync::Mutex<Option<LeaseId>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -32,7 +33,7 @@ impl Heartbeat {
     /// Starts the heartbeat on the current tokio runtime.
     pub fn start(catalog: Catalog, node: String) -> Heartbeat {
         let lease = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let (c, l) = (catalog.clone(), lease.clone());
+        let (c, l, name) = (catalog.clone(), lease.clone(), node.clone());
         let task = tokio::spawn(async move {
             loop {
                 let (c2, n2, current) = (c.clone(), node.clone(), *l.lock().unwrap());
@@ -51,6 +52,7 @@ impl Heartbeat {
         });
         Heartbeat {
             catalog,
+            node: name,
             lease,
             task,
         }
@@ -62,11 +64,12 @@ impl Heartbeat {
         LeaseHandle(self.lease.clone())
     }
 
-    /// Stops the heartbeat and removes the agent's key at once.
+    /// Stops the heartbeat and removes the agent's key at once; the lease (and the health
+    /// reports on it) expires after [`TTL`].
     pub fn stop(self) {
         self.task.abort();
         if let Some(id) = *self.lease.lock().unwrap() {
-            if let Err(e) = self.catalog.retire_agent(id) {
+            if let Err(e) = self.catalog.retire_agent(&self.node, id) {
                 tracing::warn!("removing the agent's heartbeat: {e}");
             }
         }

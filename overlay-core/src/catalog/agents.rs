@@ -1,10 +1,10 @@
 //! Agent liveness: each running agent holds a key on a lease it keeps alive; the key vanishes
-//! when the agent stops (it revokes the lease) or dies (the lease expires).
+//! when the agent stops (it deletes the key) or dies (the lease expires).
 
 use std::time::Duration;
 
 use crate::keys;
-use crate::store::{LeaseId, Op, StoreError, Txn};
+use crate::store::{Compare, LeaseId, Op, StoreError, Txn};
 use crate::validate;
 
 use super::{Catalog, CatalogError};
@@ -40,9 +40,24 @@ impl Catalog {
         }
     }
 
-    /// Removes the agent's key at once (a clean stop).
-    pub fn retire_agent(&self, lease: LeaseId) -> Result<(), CatalogError> {
-        Ok(self.store.lease_revoke(lease)?)
+    /// Removes `node`'s agent key at once (a clean stop), if it is still on `lease`. The lease
+    /// itself is left to expire: the records the agent wrote on it (its health reports) stay
+    /// until then, so an agent restarted within the lease's TTL starts from them instead of
+    /// taking every local backend out of service until its first checks complete.
+    pub fn retire_agent(&self, node: &str, lease: LeaseId) -> Result<(), CatalogError> {
+        validate::node_name(node)?;
+        let key = keys::agent(node);
+        match self.store.get(&key)? {
+            Some(kv) if kv.lease == Some(lease) => {
+                // A new agent that re-announced meanwhile keeps its key.
+                self.store.txn(&Txn {
+                    compares: vec![Compare::ModRevision(key.clone(), kv.mod_revision)],
+                    ops: vec![Op::Delete(key)],
+                })?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Is `node`'s agent running (its key present and its lease not expired)?
