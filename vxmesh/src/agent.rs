@@ -34,6 +34,8 @@ pub struct AgentConfig {
     pub wireguard: Option<WireguardConfig>,
     /// Services: the cgroup of the socket programs, the pin root, the veths' namespace.
     pub services: crate::service_plane::ServiceConfig,
+    /// DNS for service names on every network's gateway; `None`: no DNS server.
+    pub dns: Option<crate::dns::DnsConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +158,12 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tracing::info!(node = %config.node, "agent started");
     let heartbeat = crate::heartbeat::Heartbeat::start(catalog.clone(), config.node.clone());
+    // Stops (its listeners closed) when dropped, as the agent returns.
+    let _dns = config.dns.clone().and_then(|c| {
+        crate::dns::DnsServer::start(catalog.store().clone(), c)
+            .map_err(|e| tracing::error!("{e}"))
+            .ok()
+    });
     let mut services = crate::service_plane::ServicePlane::start(
         config.node.clone(),
         config.services.clone(),

@@ -7,6 +7,7 @@
 
 pub mod agent;
 mod agent_log;
+pub mod dns;
 pub mod heartbeat;
 pub mod lab;
 pub mod service_plane;

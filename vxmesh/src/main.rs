@@ -11,8 +11,19 @@ use cli::{Cli, Command};
 
 fn init_logging(agent: bool) {
     let default = if agent { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // hickory-server logs every DNS request at info: keep the agent's log for its own lines
+    // unless RUST_LOG asks for hickory's.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("hickory")) {
+        for quiet in [
+            "hickory_server=warn",
+            "hickory_net=warn",
+            "hickory_proto=warn",
+        ] {
+            filter = filter.add_directive(quiet.parse().expect("a valid directive"));
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

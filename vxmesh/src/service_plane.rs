@@ -190,7 +190,7 @@ impl ServicePlane {
 
 /// The interface (name, index) of this thread's network namespace that holds IPv4 address
 /// `addr`: the host's underlay device. Read with getifaddrs(3).
-fn interface_with(addr: std::net::Ipv4Addr) -> Option<(String, u32)> {
+pub(crate) fn interface_with(addr: std::net::Ipv4Addr) -> Option<(String, u32)> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills list with a linked list freed below with freeifaddrs.
     if unsafe { libc::getifaddrs(&mut list) } != 0 {

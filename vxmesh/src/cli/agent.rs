@@ -51,6 +51,12 @@ pub struct AgentArgs {
     /// takes two). Applies when the datapath is first loaded on this node.
     #[arg(long, default_value_t = 262_144)]
     pub conntrack_entries: u32,
+    /// Do not answer DNS for service names on the networks' gateways (port 53).
+    #[arg(long)]
+    pub no_dns: bool,
+    /// The resolv.conf whose nameservers get the names that are not vxmesh's.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub dns_resolv_conf: std::path::PathBuf,
 }
 
 /// Enters the namespace before any thread is started, so every thread of the agent lives there.
@@ -126,6 +132,10 @@ pub fn run(args: AgentArgs, catalog: Catalog) -> Result<()> {
                 netns: "/proc/self/ns/net".into(),
                 conntrack_entries: args.conntrack_entries,
             },
+            dns: (!args.no_dns).then(|| vxmesh::dns::DnsConfig {
+                resolv_conf: args.dns_resolv_conf.clone(),
+                ..Default::default()
+            }),
         },
     )
     .with_context(|| format!("agent for node {}", args.node))
