@@ -63,6 +63,9 @@ pub const PACKAGES: &[&str] = &[
     // with, inside a lab host's namespace.
     "wrk",
     "nftables",
+    // DNS for service names (tests/tests/dns.rs): dig is the second witness beside getent
+    // (TCP queries, the truncated UDP answer, the response codes).
+    "bind9-dnsutils",
 ];
 
 pub fn setup() -> Result<()> {

@@ -184,7 +184,60 @@ impl Call<'_> {
                 .map(|gw| json!({ "dst": "0.0.0.0/0", "gw": gw.to_string() }))
                 .collect::<Vec<_>>(),
         });
-        out["dns"] = dns.map(conf::Dns::to_json).unwrap_or_else(|| json!({}));
+        out["dns"] = result_dns(dns, network).to_json();
         out
+    }
+}
+
+/// The result's `dns` (CNI spec 1.1.0, "Success": `dns.nameservers` in priority order): the
+/// netconf's (or the delegated IPAM's) when it names nameservers; otherwise the network's
+/// gateway, where the node's agent answers DNS for service names and forwards the rest, with
+/// whatever domain, search and options the netconf gave.
+fn result_dns(given: Option<&conf::Dns>, network: &Network) -> conf::Dns {
+    let mut dns = given.cloned().unwrap_or_default();
+    if dns.nameservers.is_empty() {
+        dns.nameservers = vec![network.gateway.to_string()];
+    }
+    dns
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn network() -> Network {
+        Network {
+            name: "web".into(),
+            subnet: "10.20.0.0/24".parse().unwrap(),
+            gateway: "10.20.0.1".parse().unwrap(),
+            vni: 4096,
+            mtu: None,
+            encrypted: false,
+        }
+    }
+
+    #[test]
+    fn the_gateway_is_the_nameserver_unless_the_netconf_names_one() {
+        let net = network();
+        assert_eq!(
+            result_dns(None, &net).to_json(),
+            json!({"nameservers": ["10.20.0.1"]})
+        );
+        let search_only = conf::Dns {
+            search: vec!["svc.example".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            result_dns(Some(&search_only), &net).to_json(),
+            json!({"nameservers": ["10.20.0.1"], "search": ["svc.example"]})
+        );
+        let given = conf::Dns {
+            nameservers: vec!["10.0.0.53".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            result_dns(Some(&given), &net).to_json(),
+            json!({"nameservers": ["10.0.0.53"]})
+        );
     }
 }

@@ -112,6 +112,12 @@ pub fn down(prefix: &str) -> Result<Vec<String>, LabError> {
         Err(e) => errors.push(format!("listing namespaces: {e}")),
     }
 
+    // The containers' resolv.conf files (/etc/netns/P-hN-cM/).
+    match super::resolv::remove_all(|n| is_lab_namespace(prefix, n)) {
+        Ok(d) => done.extend(d),
+        Err(e) => errors.push(e.to_string()),
+    }
+
     let dir = state_dir(prefix);
     if dir.exists() {
         match std::fs::remove_dir_all(&dir) {

@@ -1,7 +1,9 @@
 //! `lab exec`: run a command inside a lab host's or container's network namespace (only the
 //! network namespace changes, like `nsenter --net`; /sys stays as it is). A container's
 //! command runs in the container's cgroup (so its sockets are balanced by the socket
-//! programs), unless asked to run outside it (then only the packet path sees its traffic).
+//! programs), unless asked to run outside it (then only the packet path sees its traffic),
+//! and sees the container's resolv.conf (its network's gateway: the agent's DNS) as
+//! /etc/resolv.conf, in a mount namespace of its own.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -53,16 +55,25 @@ pub fn exec(
         }
         _ => None,
     };
+    // A container's resolv.conf (its gateway) over /etc/resolv.conf, as `ip netns exec` does.
+    let resolv = state
+        .container(member)
+        .and_then(|c| super::resolv::Bind::for_namespace(&c.namespace));
     let mut cmd = Command::new(program);
     cmd.args(args);
-    // SAFETY: between fork and exec only the async-signal-safe write(2) and setns(2) run.
+    // SAFETY: between fork and exec only system calls run (write(2), setns(2), and for a
+    // container unshare(2) and mount(2)), on memory made before the fork.
     unsafe {
         cmd.pre_exec(move || {
             if let Some(p) = &procs {
                 super::cgroup::join_self(p)?;
             }
             let f = std::os::fd::BorrowedFd::borrow_raw(fd);
-            nix::sched::setns(f, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+            nix::sched::setns(f, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            if let Some(b) = &resolv {
+                b.apply()?;
+            }
+            Ok(())
         });
     }
     let status = cmd.status().map_err(|source| LabError::Io {

@@ -16,6 +16,7 @@ pub mod bpf;
 pub mod cgroup;
 mod down;
 mod exec;
+pub mod resolv;
 mod status;
 mod up;
 

@@ -290,6 +290,13 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
                 },
             )
             .map_err(|e| LabError::step(format!("attaching container {name}"), e))?;
+            let gateway = state
+                .networks
+                .iter()
+                .find(|n| n.name == network)
+                .map(|n| n.gateway)
+                .expect("the container's network is the lab's");
+            super::resolv::write(&ns, &network, gateway)?;
             state.containers.push(LabContainer {
                 name: name.clone(),
                 host: h.name.clone(),
