@@ -20,6 +20,17 @@ fn leftovers(prefix: &str) -> Vec<String> {
             found.push(format!("namespace {name}"));
         }
     }
+    // The containers' resolv.conf files (/etc/netns/NAMESPACE/).
+    for ns in std::fs::read_dir("/etc/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = ns.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&tag) {
+            found.push(format!("/etc/netns/{name}"));
+        }
+    }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     for line in mounts
         .lines()
@@ -116,6 +127,41 @@ fn up_status_exec_down_leaves_nothing() {
         "exit 7",
     ]);
     assert_eq!(out.status.code(), Some(7));
+    // A container's command sees the container's resolv.conf (its network's gateway: the
+    // agent's DNS); a host's sees the machine's.
+    for c in &s.containers {
+        let out = vxmesh(&[
+            "lab",
+            "exec",
+            "--prefix",
+            lab.prefix(),
+            &c.name,
+            "--",
+            "cat",
+            "/etc/resolv.conf",
+        ]);
+        let gateway = lab.network(&c.network).gateway;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.contains(&format!("nameserver {gateway}\n")),
+            "{}: {text}",
+            c.name
+        );
+    }
+    let out = vxmesh(&[
+        "lab",
+        "exec",
+        "--prefix",
+        lab.prefix(),
+        "h1",
+        "--",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    );
     // A container's command runs in the container's cgroup (under its host's, under the
     // lab's), unless asked not to; a host's never does.
     let cgroup_of = |member: &str, outside: &[&str]| {
