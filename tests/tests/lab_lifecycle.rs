@@ -10,25 +10,13 @@ use vxmesh_tests::{run, unique, vxmesh_bin, Lab, TestNetns};
 fn leftovers(prefix: &str) -> Vec<String> {
     let mut found = Vec::new();
     let tag = format!("{prefix}-");
-    for ns in std::fs::read_dir("/run/netns")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let name = ns.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&tag) {
-            found.push(format!("namespace {name}"));
-        }
-    }
-    // The containers' resolv.conf files (/etc/netns/NAMESPACE/).
-    for ns in std::fs::read_dir("/etc/netns")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let name = ns.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&tag) {
-            found.push(format!("/etc/netns/{name}"));
+    // Namespaces, and the containers' resolv.conf files (/etc/netns/NAMESPACE/).
+    for (dir, what) in [("/run/netns", "namespace"), ("/etc/netns", "netns files")] {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&tag) {
+                found.push(format!("{what} {name}"));
+            }
         }
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
