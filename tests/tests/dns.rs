@@ -641,3 +641,79 @@ fn answers_resume_after_agent_restart_and_store_outage() {
             .all(|c| dig(&lab, c, &["web3"]).addrs() == vec![web3.vip])
     });
 }
+
+/// The local addresses of the sockets on port 53 in `host`'s namespace (`ss`), UDP and TCP.
+fn dns_sockets(lab: &Lab, host: &str) -> Vec<String> {
+    let out = vxmesh_tests::run(
+        "ss",
+        &[
+            "-N",
+            &lab.namespace(host),
+            "-H",
+            "-ltun",
+            "sport",
+            "=",
+            ":53",
+        ],
+    );
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            Some(format!(
+                "{} {}",
+                l.split_whitespace().next()?,
+                l.split_whitespace().nth(4)?
+            ))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The listener set follows the networks: a new network's gateway answers on every host, and
+/// its sockets go with the network.
+#[test]
+fn listeners_follow_the_networks() {
+    let lab = Lab::up(2, 1, 1);
+    let gw = lab.network("net1").gateway;
+    let want = |gw: Ipv4Addr| vec![format!("tcp {gw}:53"), format!("udp {gw}:53")];
+    for h in ["h1", "h2"] {
+        assert!(
+            wait_until(Duration::from_secs(10), || dns_sockets(&lab, h) == want(gw)),
+            "{h}: {:?}",
+            dns_sockets(&lab, h)
+        );
+    }
+    let out = lab.vxmesh(&["network", "create", "extra", "--subnet", "10.10.50.0/24"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let extra: Ipv4Addr = "10.10.50.1".parse().unwrap();
+    let mut both = [want(gw), want(extra)].concat();
+    both.sort();
+    for h in ["h1", "h2"] {
+        assert!(
+            wait_until(Duration::from_secs(10), || dns_sockets(&lab, h) == both),
+            "{h}: {:?}",
+            dns_sockets(&lab, h)
+        );
+        // It answers (from the host itself: its own network, so NXDOMAIN for a service name).
+        let d = lab.exec(h, &["dig", "+tries=1", "+time=3", "@10.10.50.1", "nothing"]);
+        assert!(String::from_utf8_lossy(&d.stdout).contains("status: NXDOMAIN"));
+    }
+    let out = lab.vxmesh(&["network", "rm", "extra"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for h in ["h1", "h2"] {
+        assert!(
+            wait_until(Duration::from_secs(10), || dns_sockets(&lab, h) == want(gw)),
+            "{h}: {:?}",
+            dns_sockets(&lab, h)
+        );
+    }
+}
