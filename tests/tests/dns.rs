@@ -25,6 +25,14 @@ const LOAD_ALLOWANCE: Duration = Duration::from_secs(2);
 /// The bound for answers to follow the store.
 const FOLLOW: Duration = Duration::from_secs(1);
 
+/// One lab at a time: four labs built at once on two shared cores starved the agents (a
+/// datapath load held an agent's runtime for 14 s, past its heartbeat lease).
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_lab() -> std::sync::MutexGuard<'static, ()> {
+    ONE_LAB.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Addresses `getent hosts NAME` prints in `member` (glibc through the container's
 /// resolv.conf), sorted; `None` when the name is not found. Through `ip netns exec`, or through
 /// `vxmesh lab exec` when `lab_exec`.
@@ -138,6 +146,7 @@ fn service_spec(name: &str, network: &str, backends: &[&str], health: HealthSpec
 /// each within the bounds; other names go upstream and get an answer, never a hang.
 #[test]
 fn names_resolve_per_network_on_every_host_and_follow_the_store() {
+    let _one = one_lab();
     let lab = Lab::up(2, 2, 2);
     // h1-c1, h2-c1 on net1 (the backends); h1-c2, h2-c2 on net2.
     let clients = ["h1-c1", "h2-c1"];
@@ -160,7 +169,7 @@ fn names_resolve_per_network_on_every_host_and_follow_the_store() {
     let vip = web.vip;
     let backends = sorted(clients.iter().map(|c| lab.container(c).address).collect());
     assert!(
-        wait_until(Duration::from_secs(30), || {
+        wait_until(Duration::from_secs(60), || {
             getent(&lab, "h1-c1", "tasks.web", false).as_ref() == Some(&backends)
         }),
         "tasks.web never gave both backends; agent log h1:\n{}",
@@ -394,6 +403,7 @@ fn fuzz(
 /// names the gateway as nameserver, and a container given that resolv.conf resolves.
 #[test]
 fn big_answers_truncate_then_tcp_and_fuzz_never_stops_the_agent() {
+    let _one = one_lab();
     let lab = Lab::up(1, 1, 1);
     // 80 backends (endpoints without containers): 80 A records, 1,300 bytes, more than 512
     // (no EDNS) and than 1,232 (the EDNS size the agent offers).
@@ -558,6 +568,7 @@ impl StoreOutage {
 /// unreachable for a few seconds, answers resume and follow the store (nothing stale).
 #[test]
 fn answers_resume_after_agent_restart_and_store_outage() {
+    let _one = one_lab();
     let mut lab = Lab::up(2, 1, 1);
     let clients = ["h1-c1", "h2-c1"];
     let catalog = services::catalog(&lab);
@@ -674,6 +685,7 @@ fn dns_sockets(lab: &Lab, host: &str) -> Vec<String> {
 /// its sockets go with the network.
 #[test]
 fn listeners_follow_the_networks() {
+    let _one = one_lab();
     let lab = Lab::up(2, 1, 1);
     let gw = lab.network("net1").gateway;
     let want = |gw: Ipv4Addr| vec![format!("tcp {gw}:53"), format!("udp {gw}:53")];

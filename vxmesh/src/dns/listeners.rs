@@ -22,6 +22,17 @@ pub const TCP_IDLE: Duration = Duration::from_secs(5);
 /// Answers queued per TCP connection.
 const TCP_QUEUE: usize = 16;
 
+/// Why a listener did not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NotStarted {
+    /// The network's bridge does not hold the gateway (yet): the overlay reconciler has not
+    /// built it, or the network is not built on this host. Normal for a moment.
+    NoGateway(String),
+    /// The gateway is there but a socket could not be bound (port 53 taken by another server,
+    /// for one): needs someone's attention.
+    Bind(String),
+}
+
 /// One network's running server.
 struct Running {
     gateway: Ipv4Addr,
@@ -35,7 +46,7 @@ pub struct Listeners {
     port: u16,
     running: BTreeMap<String, Running>,
     /// The last reason a network's listener could not start (logged when it changes).
-    failed: BTreeMap<String, String>,
+    failed: BTreeMap<String, NotStarted>,
 }
 
 impl Listeners {
@@ -83,7 +94,14 @@ impl Listeners {
                 }
                 Err(why) => {
                     if self.failed.get(network) != Some(&why) {
-                        tracing::debug!(%network, %gateway, port, "not answering DNS yet: {why}");
+                        match &why {
+                            NotStarted::NoGateway(w) => {
+                                tracing::debug!(%network, %gateway, port, "not answering DNS yet: {w}")
+                            }
+                            NotStarted::Bind(w) => {
+                                tracing::warn!(%network, %gateway, port, "cannot answer DNS: {w}")
+                            }
+                        }
                         self.failed.insert(network.clone(), why);
                     }
                 }
@@ -103,25 +121,34 @@ impl Listeners {
         network: &str,
         gateway: Ipv4Addr,
         shared: &Arc<Shared>,
-    ) -> Result<Running, String> {
+    ) -> Result<Running, NotStarted> {
         // Only where this network's bridge holds the gateway: never on an address that some
         // other interface of the host has (a network refused here for overlapping it).
+        let addr = SocketAddr::from((gateway, self.port));
         let bridge = overlay_core::model::bridge_name(network);
         match crate::service_plane::interface_with(gateway) {
             Some((name, _)) if name == bridge => {}
-            Some((name, _)) => return Err(format!("{gateway} is on {name}, not {bridge}")),
-            None => return Err(format!("no interface holds {gateway} (yet)")),
+            Some((name, _)) => {
+                return Err(NotStarted::NoGateway(format!(
+                    "{gateway} is on {name}, not {bridge}"
+                )))
+            }
+            None => {
+                return Err(NotStarted::NoGateway(format!(
+                    "no interface holds {gateway}"
+                )))
+            }
         }
-        let addr = SocketAddr::from((gateway, self.port));
-        let udp = std::net::UdpSocket::bind(addr).map_err(|e| format!("UDP {addr}: {e}"))?;
+        let bind = |what: &str, e: std::io::Error| NotStarted::Bind(format!("{what} {addr}: {e}"));
+        let udp = std::net::UdpSocket::bind(addr).map_err(|e| bind("UDP", e))?;
         // std's bind sets SO_REUSEADDR on TCP listeners: a restarted agent binds again while
         // the last one's connections are in TIME_WAIT.
-        let tcp = std::net::TcpListener::bind(addr).map_err(|e| format!("TCP {addr}: {e}"))?;
+        let tcp = std::net::TcpListener::bind(addr).map_err(|e| bind("TCP", e))?;
         for r in [udp.set_nonblocking(true), tcp.set_nonblocking(true)] {
-            r.map_err(|e| format!("{addr}: {e}"))?;
+            r.map_err(|e| bind("", e))?;
         }
-        let udp = tokio::net::UdpSocket::from_std(udp).map_err(|e| format!("UDP {addr}: {e}"))?;
-        let tcp = tokio::net::TcpListener::from_std(tcp).map_err(|e| format!("TCP {addr}: {e}"))?;
+        let udp = tokio::net::UdpSocket::from_std(udp).map_err(|e| bind("UDP", e))?;
+        let tcp = tokio::net::TcpListener::from_std(tcp).map_err(|e| bind("TCP", e))?;
         let mut server = Server::new(NetworkHandler {
             network: network.to_string(),
             shared: shared.clone(),
