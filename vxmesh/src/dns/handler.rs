@@ -35,6 +35,7 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Answers from `view` until [`Shared::set_view`] replaces it; forwards through `upstream`.
     pub fn new(view: NameView, upstream: Upstream) -> Shared {
         Shared {
             view: RwLock::new(Arc::new(view)),
@@ -56,7 +57,9 @@ impl Shared {
 
 /// The handler of the listener on `network`'s gateway.
 pub struct NetworkHandler {
+    /// The network whose gateway the listener is on: the asker's network.
     pub network: String,
+    /// The view and the forwarder, shared by every listener of the node.
     pub shared: Arc<Shared>,
 }
 

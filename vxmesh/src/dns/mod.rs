@@ -65,6 +65,7 @@ impl Default for DnsConfig {
 /// Errors starting the DNS server.
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
+    /// The OS refused a thread or the runtime's I/O driver (resources exhausted).
     #[error("cannot start the DNS server's thread or runtime: {0}")]
     Start(#[from] std::io::Error),
 }
