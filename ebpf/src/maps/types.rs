@@ -498,11 +498,13 @@ pub enum Stat {
     MeshFwd = 14,
     /// Routing-mesh replies sent back (to the ingress node, or out of the underlay).
     MeshReply = 15,
+    /// Routing-mesh SYNs whose MSS option was lowered to the path's MTU - 40 (`mtu.h`).
+    MssClamp = 16,
 }
 
 impl Stat {
     /// Every counter, in index order.
-    pub const ALL: [Stat; 16] = [
+    pub const ALL: [Stat; 17] = [
         Stat::FwdNat,
         Stat::RevNat,
         Stat::CtNew,
@@ -519,8 +521,9 @@ impl Stat {
         Stat::ArpReply,
         Stat::MeshFwd,
         Stat::MeshReply,
+        Stat::MssClamp,
     ];
 }
 
 /// Number of slots of `vx_stats` (`VX_STAT_MAX`).
-pub const STAT_MAX: u32 = 16;
+pub const STAT_MAX: u32 = 17;

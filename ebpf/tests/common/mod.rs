@@ -2,6 +2,8 @@
 //! built with etherparse, and checksum checks by recomputation.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::{
     net::Ipv4Addr,
     path::PathBuf,
