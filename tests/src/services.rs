@@ -199,12 +199,31 @@ impl Drop for UdpEcho {
 /// `vxmesh service create NAME --network net1 --port PORT --publish PUBLISH` over `backends`
 /// (CLI, the lab's store), then waits until every host's datapath holds them all.
 pub fn create_published(lab: &Lab, name: &str, port: &str, publish: &str, backends: &[&str]) {
+    create_published_on(lab, "net1", name, port, publish, backends);
+}
+
+/// [`create_published`] on network `network`; waits until every host's datapath holds at
+/// least `backends` up (other services' backends count too).
+pub fn create_published_on(
+    lab: &Lab,
+    network: &str,
+    name: &str,
+    port: &str,
+    publish: &str,
+    backends: &[&str],
+) {
+    let before: Vec<usize> = lab
+        .state
+        .hosts
+        .iter()
+        .map(|h| up_backends(lab, &h.name))
+        .collect();
     let mut args = vec![
         "service",
         "create",
         name,
         "--network",
-        "net1",
+        network,
         "--port",
         port,
         "--publish",
@@ -223,7 +242,8 @@ pub fn create_published(lab: &Lab, name: &str, port: &str, publish: &str, backen
         lab.state
             .hosts
             .iter()
-            .all(|h| up_backends(lab, &h.name) == backends.len())
+            .zip(&before)
+            .all(|(h, b)| up_backends(lab, &h.name) == b + backends.len())
     });
     assert!(
         ready,
