@@ -161,38 +161,61 @@ fn listens(netns: &str, flags: &str, port: u16) -> bool {
     !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
-/// A UDP request/reply server in a lab container: `svc_client udp-serve`, answering each
-/// datagram on `port` with the container's name. Stopped on drop. (socat's `fork` mode loses
-/// datagrams that arrive while a child still holds the socket.)
-pub struct UdpEcho {
+/// A server of the svc_client binary in a lab container (`svc_client MODE PORT NAME`, NAME
+/// being the container's), started once it listens on PORT. Stopped on drop.
+pub struct SvcServer {
     child: Child,
 }
 
-impl UdpEcho {
-    /// `server`: the svc_client binary (`env!("CARGO_BIN_EXE_svc_client")` in a test).
-    pub fn start(lab: &Lab, container: &str, port: u16, server: &str) -> UdpEcho {
+impl SvcServer {
+    /// `server`: the svc_client binary (`env!("CARGO_BIN_EXE_svc_client")` in a test);
+    /// `listen`: the `ss` flags that show it listening (`-lun`, `-ltn`).
+    pub fn start(
+        lab: &Lab,
+        container: &str,
+        server: &str,
+        mode: &str,
+        port: u16,
+        listen: &str,
+    ) -> SvcServer {
         let netns = lab.namespace(container);
         let child = Command::new("ip")
-            .args(["netns", "exec", &netns, server, "udp-serve"])
+            .args(["netns", "exec", &netns, server, mode])
             .arg(port.to_string())
             .arg(container)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start svc_client udp-serve");
+            .expect("start svc_client");
         assert!(
-            wait_until(Duration::from_secs(10), || listens(&netns, "-lun", port)),
-            "the UDP server in {netns} did not listen"
+            wait_until(Duration::from_secs(10), || listens(&netns, listen, port)),
+            "svc_client {mode} in {netns} did not listen"
         );
-        UdpEcho { child }
+        SvcServer { child }
     }
 }
 
-impl Drop for UdpEcho {
+impl Drop for SvcServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A UDP request/reply server in a lab container: `svc_client udp-serve`, answering each
+/// datagram on `port` with the container's name. Stopped on drop. (socat's `fork` mode loses
+/// datagrams that arrive while a child still holds the socket.)
+pub struct UdpEcho {
+    _server: SvcServer,
+}
+
+impl UdpEcho {
+    /// `server`: the svc_client binary (`env!("CARGO_BIN_EXE_svc_client")` in a test).
+    pub fn start(lab: &Lab, container: &str, port: u16, server: &str) -> UdpEcho {
+        UdpEcho {
+            _server: SvcServer::start(lab, container, server, "udp-serve", port, "-lun"),
+        }
     }
 }
 
