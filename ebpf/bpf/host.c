@@ -6,7 +6,9 @@
  *   vx_from_underlay  tcx ingress of the host's underlay device: a packet to a published
  *                     port of this host (vx_svc entry with VX_SVC_F_PUBLISHED, keyed by the
  *                     host's underlay address) is DNATed to a backend with the client's
- *                     source address kept (vx_lb_dnat_ex, VX_CT_F_MESH) and redirected to
+ *                     source address kept (vx_lb_dnat_ex, VX_CT_F_MESH), fitted to the
+ *                     path's MTU (mtu.h: a SYN's MSS clamped; a packet too large turned into
+ *                     ICMP fragmentation needed, back out of the underlay) and redirected to
  *                     that backend (its veth, or its network's bridge into the overlay).
  *   vx_from_overlay   tcx ingress of a network's VXLAN device: a reply of a routing-mesh
  *                     flow this host translated, addressed to this node's MAC, is
@@ -35,6 +37,7 @@
 
 #include "lb.h"
 #include "mesh.h"
+#include "mtu.h"
 #include "parse.h"
 #include "vxmesh_maps.h"
 
@@ -50,6 +53,7 @@ int vx_from_underlay(struct __sk_buff *skb)
 	__u32 backend_id = 0, svc_id;
 	__be32 front_addr;
 	__be16 front_port;
+	int verdict;
 
 	if (vx_lb_parse(skb, &p))
 		return VX_TC_NEXT;
@@ -62,7 +66,10 @@ int vx_from_underlay(struct __sk_buff *skb)
 	switch (vx_lb_dnat_ex(skb, &p, VX_CT_F_MESH, &backend_id)) {
 	case VX_LB_NATED:
 		vx_mesh_claim(&p, front_addr, front_port, backend_id, svc_id);
-		return vx_mesh_deliver(skb, &p, backend_id);
+		verdict = vx_mesh_fit(skb, &p, backend_id, front_addr, front_port);
+		if (verdict != VX_FIT_OK)
+			return verdict;
+		return vx_mesh_deliver(skb, backend_id);
 	case VX_LB_DROP:
 		return TC_ACT_SHOT;
 	default:

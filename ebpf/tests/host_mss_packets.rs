@@ -1,16 +1,20 @@
-//! MSS clamping on the routing mesh's forward path (`mss.h`, `mtu.h`) under
+//! The MTU rule of the routing mesh's forward path (`mtu.h`, `mss.h`, `icmp.h`) under
 //! BPF_PROG_TEST_RUN: a SYN to HOST:PUB leaves `vx_from_underlay` translated, with its MSS
 //! option lowered to the MTU of the device it is delivered to - 40, and every other byte as
-//! it was; each test asserts the verdict and the exact output frame (checksums verified by
-//! recomputation). The delivery devices are real ones in a network namespace of the test's
-//! own (the program reads their MTU): a local backend's veth and two network bridges, at the
-//! MTUs the agent gives a plain network (underlay 1500 - 50) and an encrypted one (- 110).
+//! it was; a packet larger than that MTU comes back as ICMP fragmentation needed. Each test
+//! asserts the verdict and the exact output frame (checksums verified by recomputation). The
+//! delivery devices are real ones in a network namespace of the test's own (the program
+//! reads their MTU): a local backend's veth and two network bridges, at the MTUs the agent
+//! gives a plain network (underlay 1500 - 50) and an encrypted one (- 110).
 mod common;
 
 use std::net::Ipv4Addr;
 
 use common::{netns::TestNs, *};
-use etherparse::{IpNumber, Ipv4Header, TcpHeader};
+use etherparse::{
+    icmpv4::DestUnreachableHeader, Icmpv4Header, Icmpv4Type, IpDscp, IpNumber, Ipv4Header,
+    TcpHeader,
+};
 use vxmesh_ebpf::*;
 
 const HOST: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -88,7 +92,7 @@ fn tcp(
     frame_of(&ip, &l4)
 }
 
-/// A datapath whose node is the ingress host of HOST:PUB/tcp, in a namespace that holds the
+/// A datapath whose node is the ingress host of HOST:PUB (TCP and UDP), in a namespace that holds the
 /// delivery devices: the veth of a local backend and the bridges of a plain and an encrypted
 /// network, at the MTUs the agent gives them.
 struct Ingress {
@@ -127,15 +131,9 @@ impl Ingress {
             )
             .unwrap();
         }
-        m.upsert_service(
-            SvcKey::new(HOST, PUB, IPPROTO_TCP),
-            Svc {
-                id: SVC_ID,
-                flags: SVC_F_PUBLISHED,
-                affinity_timeout_s: 0,
-            },
-        )
-        .unwrap();
+        for proto in [IPPROTO_TCP, IPPROTO_UDP] {
+            publish(m, HOST, PUB, proto, SVC_ID);
+        }
         Self { ns, node }
     }
 
@@ -308,4 +306,103 @@ fn malformed_options_before_the_mss_are_left_alone() {
         assert_forwarded(&mut t, &syn, &REMOTE, (port, SYN), &opts, &[]);
     }
     assert_eq!(t.clamped(), 0);
+}
+
+/// The ICMP fragmentation-needed error for `frame` (as the client sent it) with next-hop MTU
+/// `mtu`: from HOST to the client, MACs swapped, quoting its IP header and 8 bytes.
+fn frag_needed(frame: &[u8], mtu: u16) -> Vec<u8> {
+    let (orig, _) = Ipv4Header::from_slice(&frame[14..]).unwrap();
+    let quote = &frame[14..14 + orig.header_len() + 8];
+    let icmp = Icmpv4Header::with_checksum(
+        Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+            next_hop_mtu: mtu,
+        }),
+        quote,
+    );
+    let mut ip = Ipv4Header::new(
+        (icmp.header_len() + quote.len()) as u16,
+        64,
+        IpNumber::ICMP,
+        orig.destination,
+        orig.source,
+    )
+    .unwrap();
+    ip.dscp = IpDscp::try_new(0xc0 >> 2).unwrap();
+    ip.dont_fragment = false;
+    ip.header_checksum = ip.calc_header_checksum();
+    let mut out = frame[6..12].to_vec();
+    out.extend_from_slice(&frame[..6]);
+    out.extend_from_slice(&frame[12..14]);
+    ip.write(&mut out).unwrap();
+    icmp.write(&mut out).unwrap();
+    out.extend_from_slice(quote);
+    out
+}
+
+fn frag_needed_count(t: &mut Ingress) -> u64 {
+    t.node.dp().maps().stat(Stat::FragNeeded).unwrap()
+}
+
+/// A UDP datagram from the client to HOST:PUB whose IP packet is `len` bytes long.
+fn udp_of_len(sport: u16, len: usize, options: &[u8]) -> Spec {
+    let mut d = Spec::udp(
+        CLIENT,
+        sport,
+        HOST,
+        PUB,
+        &vec![0x5a; len - 20 - options.len() - 8],
+    );
+    d.options = options.to_vec();
+    d
+}
+
+#[test]
+fn a_packet_larger_than_its_path_comes_back_as_icmp_fragmentation_needed() {
+    let mut t = Ingress::new();
+    // A full-size UDP datagram (1500 bytes, the client's underlay MTU), to a remote backend
+    // of a plain network (1450) and of an encrypted one (1390); one with IP options (the
+    // quote takes the whole header); a TCP segment of 1500 bytes (a flow the clamp missed).
+    let big_tcp = tcp(
+        (CLIENT, 45003),
+        (HOST, PUB),
+        (false, true),
+        &[],
+        &[0x42; 1460],
+    );
+    for (b, frame, mtu) in [
+        (&REMOTE, udp_of_len(45000, 1500, &[]).frame(), PLAIN_MTU),
+        (
+            &REMOTE_ENCRYPTED,
+            udp_of_len(45001, 1500, &[]).frame(),
+            ENCRYPTED_MTU,
+        ),
+        (
+            &LOCAL,
+            udp_of_len(45002, 1451, &[1, 1, 1, 0]).frame(),
+            PLAIN_MTU,
+        ),
+        (&REMOTE, big_tcp, PLAIN_MTU),
+    ] {
+        t.to(b);
+        let out = t.run(&frame);
+        assert_eq!(out.verdict, TC_ACT_REDIRECT, "sent back");
+        // Exactly the error etherparse builds (its IP and ICMP checksums computed whole).
+        assert_eq!(out.packet, frag_needed(&frame, mtu as u16));
+    }
+    assert_eq!(frag_needed_count(&mut t), 4);
+}
+
+#[test]
+fn a_packet_that_just_fits_its_path_is_delivered() {
+    // 1450 bytes of IP through the plain network's bridge (1450): delivered, translated.
+    let mut t = Ingress::new();
+    t.to(&REMOTE);
+    let d = udp_of_len(46000, PLAIN_MTU as usize, &[]);
+    let out = t.run(&d.frame());
+    assert_eq!(out.verdict, TC_ACT_REDIRECT);
+    let mut want = d.with((CLIENT, 46000), (REMOTE.ip, 80)).frame();
+    want[..6].copy_from_slice(&REMOTE.mac);
+    want[6..12].copy_from_slice(&NODE_MAC);
+    assert_eq!(out.packet, want);
+    assert_eq!(frag_needed_count(&mut t), 0);
 }

@@ -75,15 +75,7 @@ fn ingress(n: &mut Node, proto: u8, underlay_ifindex: u32, table: &[u32]) {
         .unwrap();
     }
     m.replace_maglev_table(SVC_ID, table).unwrap();
-    m.upsert_service(
-        SvcKey::new(HOST, PUB, proto),
-        Svc {
-            id: SVC_ID,
-            flags: SVC_F_PUBLISHED,
-            affinity_timeout_s: 0,
-        },
-    )
-    .unwrap();
+    publish(m, HOST, PUB, proto, SVC_ID);
 }
 
 fn run(n: &mut Node, prog: &str, frame: &[u8]) -> TcRun {

@@ -296,11 +296,23 @@ pub fn udp_ask(
     to: &str,
     client_bin: &str,
 ) -> Result<(String, String), String> {
+    udp_ask_with(lab, client, outside_cgroup, to, client_bin, "query")
+}
+
+/// [`udp_ask`] with the datagram `payload`.
+pub fn udp_ask_with(
+    lab: &Lab,
+    client: &str,
+    outside_cgroup: bool,
+    to: &str,
+    client_bin: &str,
+    payload: &str,
+) -> Result<(String, String), String> {
     let out = lab_exec_output(
         lab,
         client,
         outside_cgroup,
-        &[client_bin, "udp", to, "query"],
+        &[client_bin, "udp", to, payload],
     );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let answer = text

@@ -4,13 +4,16 @@
 //! 110 bytes) and to a plain one (1450: VXLAN adds 50), in default mode and with `--mode dsr`;
 //! every transfer completes with every byte, through every host to backends of other hosts
 //! too. tcpdump in the backends' containers shows the client's SYNs arriving with their MSS
-//! clamped to the network's MTU - 40 (1350, 1410; the client sent 1460).
+//! clamped to the network's MTU - 40 (1350, 1410; the client sent 1460). UDP: a full-size
+//! datagram (1500 bytes of IP) through every host gets an ICMP fragmentation-needed error
+//! with the network's MTU back (tcpdump on the client), and the next one, which the client
+//! then fragments to that size, is answered.
 
 use std::collections::BTreeMap;
 
 use vxmesh_tests::capture::Capture;
 use vxmesh_tests::mesh::{ipv4_ends, tcp_mss, CLIENT_ADDR};
-use vxmesh_tests::services::{self, lab_exec_output, SvcServer};
+use vxmesh_tests::services::{self, lab_exec_output, udp_ask_with, SvcServer, UdpEcho};
 use vxmesh_tests::{crypto, wait_until, Lab};
 
 const SVC_CLIENT: &str = env!("CARGO_BIN_EXE_svc_client");
@@ -88,8 +91,45 @@ fn transfers_complete(lab: &Lab, s: &Published, mode: &str) {
     }
 }
 
+/// ICMP fragmentation needed (type 3 code 4) in an Ethernet/IPv4 frame: (its source, the
+/// next-hop MTU).
+fn frag_needed(frame: &[u8]) -> Option<(std::net::Ipv4Addr, u16)> {
+    let (src, _) = ipv4_ends(frame)?;
+    let icmp = frame.get(14 + usize::from(frame[14] & 0x0f) * 4..)?;
+    (frame[23] == 1 && icmp.get(..2)? == [3, 4])
+        .then(|| (src, u16::from_be_bytes([icmp[6], icmp[7]])))
+}
+
+/// A full-size UDP datagram through every host to service `s` (its UDP port, `s.port` +
+/// 100): the first comes back as ICMP fragmentation needed with the network's MTU, the next
+/// is answered. Networks in decreasing MTU order (the client keeps one path MTU per host).
+fn full_size_udp_learns_the_path_mtu(lab: &Lab, s: &Published) {
+    let payload = "u".repeat(1500 - 20 - 8);
+    for h in ["h1", "h2", "h3"] {
+        let host = lab.host(h).address;
+        let to = format!("{host}:{}", s.port + 100);
+        let mut cap = Capture::start(&lab.namespace("client"), "eth0", "icmp");
+        let first = udp_ask_with(lab, "client", true, &to, SVC_CLIENT, &payload);
+        let errors: Vec<_> = cap.stop().iter().filter_map(|f| frag_needed(f)).collect();
+        eprintln!(
+            "{} through {h}: first datagram {first:?}, ICMP {errors:?}",
+            s.name
+        );
+        assert_eq!(
+            errors,
+            [(host, s.mtu)],
+            "{}: one fragmentation-needed error from {h} with the network's MTU",
+            s.name
+        );
+        let (from, reply) = udp_ask_with(lab, "client", true, &to, SVC_CLIENT, &payload)
+            .unwrap_or_else(|e| panic!("{}: the fragmented datagram through {h}: {e}", s.name));
+        assert_eq!(from, to);
+        assert!(s.backends.contains(&reply.as_str()), "{reply}");
+    }
+}
+
 #[test]
-fn full_size_tcp_through_every_host_fits_plain_and_encrypted_networks() {
+fn full_size_packets_through_every_host_fit_plain_and_encrypted_networks() {
     let lab = crypto::lab_up(3, 2, 2, 1);
     // net1 (h*-c1) is encrypted, net2 (h*-c2) plain.
     let _servers: Vec<SvcServer> = SERVICES
@@ -147,5 +187,21 @@ fn full_size_tcp_through_every_host_fits_plain_and_encrypted_networks() {
     for s in &SERVICES {
         services::set_mode(&lab, s.name, "dsr");
         transfers_complete(&lab, s, "dsr");
+    }
+
+    // UDP on port + 100 of each service's network, the plain one (larger MTU) first.
+    let _echo: Vec<UdpEcho> = SERVICES
+        .iter()
+        .flat_map(|s| s.backends)
+        .map(|b| UdpEcho::start(&lab, b, 5353, SVC_CLIENT))
+        .collect();
+    for s in SERVICES.iter().rev() {
+        let name = format!("{}-udp", s.name);
+        let publish = format!("{}:5353/udp", s.port + 100);
+        services::create_published_on(&lab, s.network, &name, "5353/udp", &publish, &s.backends);
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    for s in SERVICES.iter().rev() {
+        full_size_udp_learns_the_path_mtu(&lab, s);
     }
 }

@@ -33,7 +33,6 @@
 #include <bpf/bpf_helpers.h>
 
 #include "lb.h"
-#include "mtu.h"
 #include "nat.h"
 #include "parse.h"
 #include "vxmesh_maps.h"
@@ -146,16 +145,13 @@ static __always_inline void vx_mesh_claim(const struct vx_pkt *p, __be32 front_a
 		vx_stat_inc(VX_STAT_CT_FULL);
 }
 
-/* Forward direction on the ingress host, after vx_lb_dnat_ex translated p to backend_id: fitted
- * to the path's MTU (mtu.h), then delivered. A verdict. */
-static __always_inline int vx_mesh_deliver(struct __sk_buff *skb, const struct vx_pkt *p,
-					   __u32 backend_id)
+/* Forward direction on the ingress host, after vx_lb_dnat_ex picked backend_id: a verdict. */
+static __always_inline int vx_mesh_deliver(struct __sk_buff *skb, __u32 backend_id)
 {
 	struct vx_be_loc *loc = bpf_map_lookup_elem(&vx_be_loc, &backend_id);
 	struct vx_host *host = vx_host_get();
 
-	if (!loc || !host || vx_mesh_fit(skb, p, loc->ifindex) ||
-	    vx_set_macs(skb, loc->mac, host->mac)) {
+	if (!loc || !host || vx_set_macs(skb, loc->mac, host->mac)) {
 		vx_stat_inc(VX_STAT_NAT_ERROR);
 		return TC_ACT_SHOT;
 	}

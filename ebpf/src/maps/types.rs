@@ -500,11 +500,14 @@ pub enum Stat {
     MeshReply = 15,
     /// Routing-mesh SYNs whose MSS option was lowered to the path's MTU - 40 (`mtu.h`).
     MssClamp = 16,
+    /// Routing-mesh packets larger than their path's MTU, answered with ICMP fragmentation
+    /// needed (`mtu.h`).
+    FragNeeded = 17,
 }
 
 impl Stat {
     /// Every counter, in index order.
-    pub const ALL: [Stat; 17] = [
+    pub const ALL: [Stat; 18] = [
         Stat::FwdNat,
         Stat::RevNat,
         Stat::CtNew,
@@ -522,8 +525,9 @@ impl Stat {
         Stat::MeshFwd,
         Stat::MeshReply,
         Stat::MssClamp,
+        Stat::FragNeeded,
     ];
 }
 
 /// Number of slots of `vx_stats` (`VX_STAT_MAX`).
-pub const STAT_MAX: u32 = 17;
+pub const STAT_MAX: u32 = 18;
