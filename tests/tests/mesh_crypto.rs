@@ -3,8 +3,8 @@
 //! from the lab's outside client through each host's published port are answered, by every
 //! replica, each seeing the client's own address, in default mode and with `--mode dsr`;
 //! tcpdump on every host's underlay device meanwhile sees nothing but WireGuard (UDP 51820)
-//! between two hosts: no UDP 4789 or 4790, and no request's marker (which it does see on the
-//! client's packets, where it is in clear). And publishing a port opens no way around the
+//! between two hosts: no UDP 4789 or 4790, no request's marker and no HTTP at all (which it
+//! does see on the client's own packets, where they are in clear). And publishing a port opens no way around the
 //! encrypted network's ingress filter: plain VXLAN sent by the client to a host's UDP 4790
 //! reaches no container (with the routing mesh's tcx program on the underlay device, the
 //! filter only runs because the program passes what is not its own on with TCX_NEXT).
@@ -47,9 +47,10 @@ fn requests_show_only_wireguard_between_hosts(lab: &Lab, mode: &str) {
         .iter()
         .filter(|f| matches!(udp_dst_port(f), Some(4789 | 4790)))
         .count();
+    // The marker is in the requests; "HTTP/1.1" in requests and replies alike.
     let marked = between
         .iter()
-        .filter(|f| pcap::contains(f, MARKER.as_bytes()))
+        .filter(|f| pcap::contains(f, MARKER.as_bytes()) || pcap::contains(f, b"HTTP/1.1"))
         .count();
     let wireguard = between
         .iter()
@@ -60,15 +61,21 @@ fn requests_show_only_wireguard_between_hosts(lab: &Lab, mode: &str) {
         .filter(|f| ipv4_ends(f).is_some_and(|(s, _)| s == CLIENT_ADDR))
         .filter(|f| pcap::contains(f, MARKER.as_bytes()))
         .count();
+    let to_client_http = frames
+        .iter()
+        .filter(|f| ipv4_ends(f).is_some_and(|(_, d)| d == CLIENT_ADDR))
+        .filter(|f| pcap::contains(f, b"HTTP/1.1 200"))
+        .count();
     eprintln!(
         "{mode}: {} frames captured, {} between hosts ({wireguard} WireGuard, {vxlan} VXLAN, \
-         {marked} with the marker); {from_client_marked} from the client with the marker",
+         {marked} with the marker or HTTP); {from_client_marked} from the client with the \
+         marker, {to_client_http} HTTP replies to it",
         frames.len(),
         between.len()
     );
     assert!(
-        from_client_marked >= REQUESTS,
-        "{mode}: the capture should see the marker on the client's requests"
+        from_client_marked >= REQUESTS && to_client_http >= REQUESTS,
+        "{mode}: the capture should see the requests and replies where they are in clear"
     );
     assert_eq!(vxlan, 0, "{mode}: VXLAN in clear between hosts");
     assert_eq!(
