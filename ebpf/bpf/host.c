@@ -6,7 +6,9 @@
  *   vx_from_underlay  tcx ingress of the host's underlay device: a packet to a published
  *                     port of this host (vx_svc entry with VX_SVC_F_PUBLISHED, keyed by the
  *                     host's underlay address) is DNATed to a backend with the client's
- *                     source address kept (vx_lb_dnat_ex, VX_CT_F_MESH) and redirected to
+ *                     source address kept (vx_lb_dnat_ex, VX_CT_F_MESH), fitted to the
+ *                     path's MTU (mtu.h: a SYN's MSS clamped; a packet too large turned into
+ *                     ICMP fragmentation needed, back out of the underlay) and redirected to
  *                     that backend (its veth, or its network's bridge into the overlay).
  *   vx_from_overlay   tcx ingress of a network's VXLAN device: a reply of a routing-mesh
  *                     flow this host translated, addressed to this node's MAC, is
@@ -16,8 +18,14 @@
  *
  * Verdicts: TC_ACT_REDIRECT for a delivered or turned-back packet; TC_ACT_SHOT for a packet
  * to a published port whose service has no backend, and for one a rewrite, the backend's
- * location or the FIB lookup failed on (counted); TC_ACT_OK for everything else, untouched
+ * location or the FIB lookup failed on (counted); VX_TC_NEXT for everything else, untouched
  * (not for a published port, not IPv4 TCP/UDP, truncated, unmatched later fragments).
+ *
+ * VX_TC_NEXT, not TC_ACT_OK: these devices also carry the agent's classic tc filters (on the
+ * underlay device: no IPv4 into a network's subnet, pref 4788, and no UDP 4790 for encrypted
+ * networks, pref 4790). With tcx, a program's TC_ACT_OK ends the ingress hook and the filters
+ * never run (sch_handle_ingress: only TCX_NEXT goes on to them), which let plain VXLAN into
+ * an encrypted network as soon as a port was published.
  *
  * Why tc and not XDP: delivering into the bridge needs bpf_redirect to a device's egress
  * with a socket buffer (from XDP, bpf_redirect into the bridge delivered nothing here, and
@@ -29,8 +37,13 @@
 
 #include "lb.h"
 #include "mesh.h"
+#include "mtu.h"
 #include "parse.h"
 #include "vxmesh_maps.h"
+
+/* TCX_NEXT (include/uapi/linux/bpf.h, 6.6+; TC_ACT_UNSPEC before): not this program's
+ * packet, the next program of the hook and then the device's tc filters decide. */
+#define VX_TC_NEXT TC_ACT_UNSPEC
 
 SEC("classifier")
 int vx_from_underlay(struct __sk_buff *skb)
@@ -40,23 +53,27 @@ int vx_from_underlay(struct __sk_buff *skb)
 	__u32 backend_id = 0, svc_id;
 	__be32 front_addr;
 	__be16 front_port;
+	int verdict;
 
 	if (vx_lb_parse(skb, &p))
-		return TC_ACT_OK;
+		return VX_TC_NEXT;
 	svc = vx_svc_lookup(p.daddr, p.dport, p.proto);
 	if (!svc || !(svc->flags & VX_SVC_F_PUBLISHED))
-		return TC_ACT_OK;
+		return VX_TC_NEXT;
 	svc_id = svc->id;
 	front_addr = p.daddr;
 	front_port = p.dport;
 	switch (vx_lb_dnat_ex(skb, &p, VX_CT_F_MESH, &backend_id)) {
 	case VX_LB_NATED:
 		vx_mesh_claim(&p, front_addr, front_port, backend_id, svc_id);
+		verdict = vx_mesh_fit(skb, &p, backend_id, front_addr, front_port);
+		if (verdict != VX_FIT_OK)
+			return verdict;
 		return vx_mesh_deliver(skb, backend_id);
 	case VX_LB_DROP:
 		return TC_ACT_SHOT;
 	default:
-		return TC_ACT_OK;
+		return VX_TC_NEXT;
 	}
 }
 
@@ -67,14 +84,14 @@ int vx_from_overlay(struct __sk_buff *skb)
 	int verdict;
 
 	if (vx_lb_parse(skb, &p))
-		return TC_ACT_OK;
+		return VX_TC_NEXT;
 	if (vx_mesh_to_me(skb)) {
 		verdict = vx_mesh_reverse_out(skb, &p);
 		if (verdict >= 0)
 			return verdict;
 	}
 	vx_mesh_record(skb, &p);
-	return TC_ACT_OK;
+	return VX_TC_NEXT;
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -113,4 +113,4 @@ pub use objects::{
     PROG_FROM_UNDERLAY, PROG_TO_LXC, SOCK_OBJ, SOCK_PROGRAMS,
 };
 pub use pins::{ensure_bpffs, teardown, NodePins};
-pub use testrun::{TcRun, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};
+pub use testrun::{TcRun, TCX_NEXT, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};

@@ -17,6 +17,9 @@ pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
 /// `TC_ACT_REDIRECT`: the program redirected the packet (bpf_redirect).
 pub const TC_ACT_REDIRECT: u32 = 7;
+/// `TCX_NEXT` (`TC_ACT_UNSPEC`, -1, as the u32 a test run returns): not the program's
+/// packet, untouched; the next tcx program and then the device's tc filters decide.
+pub const TCX_NEXT: u32 = u32::MAX;
 
 /// What one test run returned.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,14 +1,15 @@
 //! The routing mesh's tc programs (`host.c`, and the reply half in `lxc.c`'s `vx_from_lxc`)
 //! under BPF_PROG_TEST_RUN: each test asserts the verdict and the exact output frame
 //! (rebuilt with the expected addresses and MACs; checksums verified by recomputation).
-//! Replies that leave through the underlay do a real FIB lookup: those tests run in a
+//! Packets not theirs leave the routing-mesh programs with TCX_NEXT (the tc filters after
+//! them still run). Replies that leave through the underlay do a real FIB lookup: those tests run in a
 //! network namespace of their own with an underlay device and a permanent neighbour entry
 //! for the client, so the MACs the program writes are the ones the kernel's FIB gives.
 mod common;
 
-use std::{fs::File, net::Ipv4Addr, os::fd::AsRawFd, process::Command};
+use std::net::Ipv4Addr;
 
-use common::*;
+use common::{netns::TestNs, *};
 use vxmesh_ebpf::*;
 
 /// The ingress host's underlay address (HOST of HOST:PUB) and the published port.
@@ -74,15 +75,7 @@ fn ingress(n: &mut Node, proto: u8, underlay_ifindex: u32, table: &[u32]) {
         .unwrap();
     }
     m.replace_maglev_table(SVC_ID, table).unwrap();
-    m.upsert_service(
-        SvcKey::new(HOST, PUB, proto),
-        Svc {
-            id: SVC_ID,
-            flags: SVC_F_PUBLISHED,
-            affinity_timeout_s: 0,
-        },
-    )
-    .unwrap();
+    publish(m, HOST, PUB, proto, SVC_ID);
 }
 
 fn run(n: &mut Node, prog: &str, frame: &[u8]) -> TcRun {
@@ -184,7 +177,7 @@ fn unpublished_ports_and_plain_service_frontends_pass_untouched() {
         Spec::tcp_syn(CLIENT, 40000, vip, 80).frame(),
     ] {
         let out = run(&mut n, PROG_FROM_UNDERLAY, &frame);
-        assert_eq!((out.verdict, &out.packet), (TC_ACT_OK, &frame));
+        assert_eq!((out.verdict, &out.packet), (TCX_NEXT, &frame));
     }
     assert_eq!(n.dp().maps().conntrack_fill().unwrap().entries, 0);
     assert_eq!(stat(&mut n, Stat::MeshFwd), 0);
@@ -209,7 +202,7 @@ fn fragments_follow_their_first_fragment_into_the_mesh() {
     let (first, later) = dgram.fragments(32);
     // The later fragment first: its first was not seen, it passes untouched.
     let out = run(&mut n, PROG_FROM_UNDERLAY, &later);
-    assert_eq!((out.verdict, &out.packet), (TC_ACT_OK, &later));
+    assert_eq!((out.verdict, &out.packet), (TCX_NEXT, &later));
     let (ip, port, mac) = be(2);
     let (want_first, want_later) = dgram.with((CLIENT, 6000), (ip, port)).fragments(32);
     let set_macs = |mut f: Vec<u8>| {
@@ -243,7 +236,7 @@ fn ip_options_are_skipped_and_truncated_headers_pass() {
     for frame in [ihl15, long, whole[..14 + 30].to_vec()] {
         let before = stat(&mut n, Stat::Truncated);
         let out = run(&mut n, PROG_FROM_UNDERLAY, &frame);
-        assert_eq!((out.verdict, &out.packet), (TC_ACT_OK, &frame));
+        assert_eq!((out.verdict, &out.packet), (TCX_NEXT, &frame));
         assert_eq!(stat(&mut n, Stat::Truncated), before + 1);
     }
 }
@@ -287,7 +280,7 @@ fn backend_host_sends_replies_back_to_the_ingress_node_over_the_overlay() {
     let out = run(&mut n, PROG_FROM_OVERLAY, &fwd);
     assert_eq!(
         (out.verdict, &out.packet),
-        (TC_ACT_OK, &fwd),
+        (TCX_NEXT, &fwd),
         "forward passes as it is"
     );
     let (ip, port, mac) = be(2);
@@ -319,7 +312,7 @@ fn backend_host_sends_replies_back_to_the_ingress_node_over_the_overlay() {
 
     // A frame from a MAC that names no ingress node leaves no record; its reply is untouched.
     let other = framed(&Spec::tcp_syn(CLIENT, 41001, ip, port), mac, MAC_A);
-    assert_eq!(run(&mut n, PROG_FROM_OVERLAY, &other).verdict, TC_ACT_OK);
+    assert_eq!(run(&mut n, PROG_FROM_OVERLAY, &other).verdict, TCX_NEXT);
     let reply = framed(&Spec::tcp_syn(ip, port, CLIENT, 41001), GATEWAY_MAC, mac);
     let out = run(&mut n, PROG_FROM_LXC, &reply);
     assert_eq!((out.verdict, out.packet), (TC_ACT_OK, reply));
@@ -328,29 +321,14 @@ fn backend_host_sends_replies_back_to_the_ingress_node_over_the_overlay() {
 /// A network namespace of the test's own with an underlay device `u0` (192.0.2.1/24, MAC
 /// UNDERLAY_MAC, forwarding on) and a permanent neighbour entry for CLIENT; removed on drop.
 struct Underlay {
-    name: String,
+    ns: TestNs,
     ifindex: u32,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl Underlay {
     fn new() -> Self {
-        let name = unique("vxmesh-hostpk");
-        ip(&["netns", "add", &name]);
-        let mut u = Self { name, ifindex: 0 };
-        let n = u.name.clone();
-        let n = n.as_str();
-        ip(&[
-            "-n",
-            n,
+        let ns = TestNs::new("vxmesh-hostpk");
+        ns.ip(&[
             "link",
             "add",
             "u0",
@@ -362,12 +340,10 @@ impl Underlay {
             "name",
             "u1",
         ]);
-        ip(&["-n", n, "addr", "add", "192.0.2.1/24", "dev", "u0"]);
-        ip(&["-n", n, "link", "set", "u0", "up"]);
-        ip(&["-n", n, "link", "set", "u1", "up"]);
-        ip(&[
-            "-n",
-            n,
+        ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "u0"]);
+        ns.ip(&["link", "set", "u0", "up"]);
+        ns.ip(&["link", "set", "u1", "up"]);
+        ns.ip(&[
             "neigh",
             "replace",
             "192.0.2.50",
@@ -378,46 +354,14 @@ impl Underlay {
             "nud",
             "permanent",
         ]);
-        ip(&[
-            "netns",
-            "exec",
-            n,
-            "sysctl",
-            "-qw",
-            "net.ipv4.conf.all.forwarding=1",
-        ]);
-        let out = Command::new("ip")
-            .args(["-n", n, "-o", "link", "show", "u0"])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        u.ifindex = text.split(':').next().unwrap().trim().parse().unwrap();
-        u
+        ns.sysctl("net.ipv4.conf.all.forwarding=1");
+        let ifindex = ns.ifindex("u0");
+        Self { ns, ifindex }
     }
 
     /// Runs `f` on a thread inside the namespace (test runs look routes up there).
     fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let ns = File::open(format!("/run/netns/{}", self.name)).unwrap();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: ns is an open nsfs file; setns changes only this thread.
-                assert_eq!(
-                    unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-                    0
-                );
-                f()
-            })
-            .join()
-            .unwrap()
-        })
-    }
-}
-
-impl Drop for Underlay {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        self.ns.run(f)
     }
 }
 
@@ -461,7 +405,7 @@ fn ingress_host_reverses_replies_from_the_overlay_and_sends_them_out_of_the_unde
     // Flooded to this node though addressed to another node's MAC: not ours, untouched.
     let flooded = framed(&reply, [0x0a, 0x5e, 192, 0, 2, 9], mac);
     let out = u.run(|| n.dp().run_tc(PROG_FROM_OVERLAY, &flooded).unwrap());
-    assert_eq!((out.verdict, out.packet), (TC_ACT_OK, flooded));
+    assert_eq!((out.verdict, out.packet), (TCX_NEXT, flooded));
     let back = framed(&reply, NODE_MAC, mac);
     assert_out_of_underlay(&u, &mut n, PROG_FROM_OVERLAY, &back, &reply);
     assert_eq!(stat(&mut n, Stat::MeshReply), 1);
@@ -486,7 +430,7 @@ fn dsr_backend_host_answers_the_client_directly_as_host_pub() {
     let mut n = Node::load();
     backend_host(&mut n, u.ifindex, MESH_F_DSR);
     let (fwd, reply) = forward_and_reply();
-    assert_eq!(run(&mut n, PROG_FROM_OVERLAY, &fwd).verdict, TC_ACT_OK);
+    assert_eq!(run(&mut n, PROG_FROM_OVERLAY, &fwd).verdict, TCX_NEXT);
     let frame = framed(&reply, GATEWAY_MAC, be(2).2);
     assert_out_of_underlay(&u, &mut n, PROG_FROM_LXC, &frame, &reply);
 }
@@ -557,10 +501,7 @@ fn a_reused_client_port_follows_the_newest_ingress_node() {
     assert_out_of_underlay(&u, &mut n, PROG_FROM_LXC, &from_backend, &reply);
 
     let via_other = framed(&Spec::tcp_syn(CLIENT, 44000, ip, port), mac, other_mac);
-    assert_eq!(
-        run(&mut n, PROG_FROM_OVERLAY, &via_other).verdict,
-        TC_ACT_OK
-    );
+    assert_eq!(run(&mut n, PROG_FROM_OVERLAY, &via_other).verdict, TCX_NEXT);
     let out = run(&mut n, PROG_FROM_LXC, &from_backend);
     assert_eq!(out.verdict, TC_ACT_REDIRECT);
     assert_eq!(

@@ -1,6 +1,6 @@
 //! Helpers for the encryption tests: labs with encrypted networks, nodes' WireGuard identities
-//! from the store, marker transfers, and a wireguard-go peer in a namespace of its own plugged
-//! into a lab's underlay switch.
+//! from the store, marker transfers, a wireguard-go peer in a namespace of its own plugged
+//! into a lab's underlay switch, and plain VXLAN crafted to be injected into a network.
 
 use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::{run, run_ok, unique, Lab, TestNetns};
+use crate::capture::Capture;
+use crate::{pcap, run, run_ok, unique, Container, Lab, TestNetns};
 
 /// `vxmesh lab up` with the first `encrypted` of the `networks` encrypted.
 pub fn lab_up(hosts: u32, containers_per_host: u32, networks: u32, encrypted: u32) -> Lab {
@@ -299,4 +300,63 @@ impl Drop for WgGoPeer {
         let _ = run("ip", &["-n", self.ns(), "link", "del", &self.ifname]);
         let _ = &self.key_dir;
     }
+}
+
+/// The inner UDP port the crafted frames are addressed to, in the target container.
+pub const INNER_PORT: u16 = 7777;
+
+/// A python script that sends, from inside `netns`, 5 plain VXLAN packets to `dst:port` with `vni`, each carrying an
+/// Ethernet/IPv4/UDP frame to `target` (its MAC and address, port 7777) whose payload is `marker`.
+pub const INJECT: &str = r#"
+import socket, struct, sys
+dst, port, vni, dmac, dip, sip, marker = sys.argv[1:8]
+payload = marker.encode()
+udp = struct.pack('!HHHH', 40000, 7777, 8 + len(payload), 0) + payload
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                 socket.inet_aton(sip), socket.inet_aton(dip))
+s = sum(struct.unpack('!10H', ip)); s = (s >> 16) + (s & 0xffff); s += s >> 16
+ip = ip[:10] + struct.pack('!H', ~s & 0xffff) + ip[12:]
+frame = bytes.fromhex(dmac.replace(':', '')) + bytes.fromhex('0a580afe0001') + b'\x08\x00' + ip + udp
+vxlan = struct.pack('!II', 0x08000000, int(vni) << 8)
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(5):
+    sock.sendto(vxlan + frame, (dst, int(port)))
+"#;
+
+pub fn inject(netns: &str, dst: Ipv4Addr, port: u16, vni: u32, target: &Container, marker: &str) {
+    let o = target.address.octets();
+    let spoofed = Ipv4Addr::new(o[0], o[1], o[2], 250).to_string();
+    run_ok(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            netns,
+            "python3",
+            "-c",
+            INJECT,
+            &dst.to_string(),
+            &port.to_string(),
+            &vni.to_string(),
+            &target.mac,
+            &target.address.to_string(),
+            &spoofed,
+            marker,
+        ],
+    );
+}
+
+/// Runs `send` while capturing in `target`'s namespace; true if any frame with `marker` arrived.
+pub fn arrives(lab: &Lab, target: &Container, marker: &str, send: impl FnOnce()) -> bool {
+    let mut cap = Capture::start(
+        &lab.namespace(&target.name),
+        &target.interface,
+        &format!("udp port {INNER_PORT}"),
+    );
+    send();
+    // tcpdump gets packets from the kernel a block at a time, at the latest after 1 s.
+    std::thread::sleep(Duration::from_millis(1500));
+    let frames = cap.stop();
+    eprintln!("{marker}: {} frames in {}", frames.len(), target.name);
+    frames.iter().any(|f| pcap::contains(f, marker.as_bytes()))
 }

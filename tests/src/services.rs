@@ -161,50 +161,92 @@ fn listens(netns: &str, flags: &str, port: u16) -> bool {
     !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
-/// A UDP request/reply server in a lab container: `svc_client udp-serve`, answering each
-/// datagram on `port` with the container's name. Stopped on drop. (socat's `fork` mode loses
-/// datagrams that arrive while a child still holds the socket.)
-pub struct UdpEcho {
+/// A server of the svc_client binary in a lab container (`svc_client MODE PORT NAME`, NAME
+/// being the container's), started once it listens on PORT. Stopped on drop.
+pub struct SvcServer {
     child: Child,
 }
 
-impl UdpEcho {
-    /// `server`: the svc_client binary (`env!("CARGO_BIN_EXE_svc_client")` in a test).
-    pub fn start(lab: &Lab, container: &str, port: u16, server: &str) -> UdpEcho {
+impl SvcServer {
+    /// `server`: the svc_client binary (`env!("CARGO_BIN_EXE_svc_client")` in a test);
+    /// `listen`: the `ss` flags that show it listening (`-lun`, `-ltn`).
+    pub fn start(
+        lab: &Lab,
+        container: &str,
+        server: &str,
+        mode: &str,
+        port: u16,
+        listen: &str,
+    ) -> SvcServer {
         let netns = lab.namespace(container);
         let child = Command::new("ip")
-            .args(["netns", "exec", &netns, server, "udp-serve"])
+            .args(["netns", "exec", &netns, server, mode])
             .arg(port.to_string())
             .arg(container)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start svc_client udp-serve");
+            .expect("start svc_client");
         assert!(
-            wait_until(Duration::from_secs(10), || listens(&netns, "-lun", port)),
-            "the UDP server in {netns} did not listen"
+            wait_until(Duration::from_secs(10), || listens(&netns, listen, port)),
+            "svc_client {mode} in {netns} did not listen"
         );
-        UdpEcho { child }
+        SvcServer { child }
     }
 }
 
-impl Drop for UdpEcho {
+impl Drop for SvcServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+/// A UDP request/reply server in a lab container: `svc_client udp-serve`, answering each
+/// datagram on `port` with the container's name. Stopped on drop. (socat's `fork` mode loses
+/// datagrams that arrive while a child still holds the socket.)
+pub struct UdpEcho {
+    _server: SvcServer,
+}
+
+impl UdpEcho {
+    /// `server`: the svc_client binary (`env!("CARGO_BIN_EXE_svc_client")` in a test).
+    pub fn start(lab: &Lab, container: &str, port: u16, server: &str) -> UdpEcho {
+        UdpEcho {
+            _server: SvcServer::start(lab, container, server, "udp-serve", port, "-lun"),
+        }
+    }
+}
+
 /// `vxmesh service create NAME --network net1 --port PORT --publish PUBLISH` over `backends`
 /// (CLI, the lab's store), then waits until every host's datapath holds them all.
 pub fn create_published(lab: &Lab, name: &str, port: &str, publish: &str, backends: &[&str]) {
+    create_published_on(lab, "net1", name, port, publish, backends);
+}
+
+/// [`create_published`] on network `network`; waits until every host's datapath holds at
+/// least `backends` up (other services' backends count too).
+pub fn create_published_on(
+    lab: &Lab,
+    network: &str,
+    name: &str,
+    port: &str,
+    publish: &str,
+    backends: &[&str],
+) {
+    let before: Vec<usize> = lab
+        .state
+        .hosts
+        .iter()
+        .map(|h| up_backends(lab, &h.name))
+        .collect();
     let mut args = vec![
         "service",
         "create",
         name,
         "--network",
-        "net1",
+        network,
         "--port",
         port,
         "--publish",
@@ -223,7 +265,8 @@ pub fn create_published(lab: &Lab, name: &str, port: &str, publish: &str, backen
         lab.state
             .hosts
             .iter()
-            .all(|h| up_backends(lab, &h.name) == backends.len())
+            .zip(&before)
+            .all(|(h, b)| up_backends(lab, &h.name) == b + backends.len())
     });
     assert!(
         ready,
@@ -253,11 +296,23 @@ pub fn udp_ask(
     to: &str,
     client_bin: &str,
 ) -> Result<(String, String), String> {
+    udp_ask_with(lab, client, outside_cgroup, to, client_bin, "query")
+}
+
+/// [`udp_ask`] with the datagram `payload`.
+pub fn udp_ask_with(
+    lab: &Lab,
+    client: &str,
+    outside_cgroup: bool,
+    to: &str,
+    client_bin: &str,
+    payload: &str,
+) -> Result<(String, String), String> {
     let out = lab_exec_output(
         lab,
         client,
         outside_cgroup,
-        &[client_bin, "udp", to, "query"],
+        &[client_bin, "udp", to, payload],
     );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let answer = text

@@ -11,71 +11,11 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use vxmesh_tests::capture::Capture;
-use vxmesh_tests::crypto;
-use vxmesh_tests::{pcap, run, run_ok, unique, wait_until, Container, Lab, TestNetns};
+use vxmesh_tests::crypto::{self, arrives, inject};
+use vxmesh_tests::{run, run_ok, unique, wait_until, TestNetns};
 
 const SETTLE: Duration = Duration::from_secs(30);
 const ENCRYPTED_PORT: u16 = 4790;
-/// The inner UDP port the crafted frames are addressed to, in the target container.
-const INNER_PORT: u16 = 7777;
-
-/// Sends, from inside `netns`, 5 plain VXLAN packets to `dst:port` with `vni`, each carrying an
-/// Ethernet/IPv4/UDP frame to `target` (its MAC and address, port 7777) whose payload is `marker`.
-const INJECT: &str = r#"
-import socket, struct, sys
-dst, port, vni, dmac, dip, sip, marker = sys.argv[1:8]
-payload = marker.encode()
-udp = struct.pack('!HHHH', 40000, 7777, 8 + len(payload), 0) + payload
-ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
-                 socket.inet_aton(sip), socket.inet_aton(dip))
-s = sum(struct.unpack('!10H', ip)); s = (s >> 16) + (s & 0xffff); s += s >> 16
-ip = ip[:10] + struct.pack('!H', ~s & 0xffff) + ip[12:]
-frame = bytes.fromhex(dmac.replace(':', '')) + bytes.fromhex('0a580afe0001') + b'\x08\x00' + ip + udp
-vxlan = struct.pack('!II', 0x08000000, int(vni) << 8)
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-for _ in range(5):
-    sock.sendto(vxlan + frame, (dst, int(port)))
-"#;
-
-fn inject(netns: &str, dst: Ipv4Addr, port: u16, vni: u32, target: &Container, marker: &str) {
-    let o = target.address.octets();
-    let spoofed = Ipv4Addr::new(o[0], o[1], o[2], 250).to_string();
-    run_ok(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            netns,
-            "python3",
-            "-c",
-            INJECT,
-            &dst.to_string(),
-            &port.to_string(),
-            &vni.to_string(),
-            &target.mac,
-            &target.address.to_string(),
-            &spoofed,
-            marker,
-        ],
-    );
-}
-
-/// Runs `send` while capturing in `target`'s namespace; true if any frame with `marker` arrived.
-fn arrives(lab: &Lab, target: &Container, marker: &str, send: impl FnOnce()) -> bool {
-    let mut cap = Capture::start(
-        &lab.namespace(&target.name),
-        &target.interface,
-        &format!("udp port {INNER_PORT}"),
-    );
-    send();
-    // tcpdump gets packets from the kernel a block at a time, at the latest after 1 s.
-    std::thread::sleep(Duration::from_millis(1500));
-    let frames = cap.stop();
-    eprintln!("{marker}: {} frames in {}", frames.len(), target.name);
-    frames.iter().any(|f| pcap::contains(f, marker.as_bytes()))
-}
-
 fn filters(ns: &str, dev: &str) -> String {
     String::from_utf8_lossy(&run("tc", &["-n", ns, "filter", "show", "dev", dev, "ingress"]).stdout)
         .into_owned()

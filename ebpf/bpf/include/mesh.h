@@ -74,7 +74,10 @@ static __always_inline int vx_mesh_out_underlay(struct __sk_buff *skb, const str
 	fib.l4_protocol = p->proto;
 	fib.sport = p->sport;
 	fib.dport = p->dport;
-	fib.tot_len = skb->len - sizeof(struct ethhdr);
+	/* tot_len 0: the kernel checks the skb against the device's MTU itself, and lets a
+	 * GSO skb (a backend's TCP send of many segments) pass; a tot_len of its whole length
+	 * made every such reply FRAG_NEEDED, and big downloads stalled. */
+	fib.tot_len = 0;
 	fib.ipv4_src = p->saddr;
 	fib.ipv4_dst = p->daddr;
 	fib.ifindex = host->ifindex;

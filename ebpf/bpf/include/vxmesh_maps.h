@@ -253,7 +253,9 @@ enum vx_stat {
 	VX_STAT_ARP_REPLY = 13,    /* ARP requests for a VIP answered */
 	VX_STAT_MESH_FWD = 14,     /* published-port packets delivered to a backend */
 	VX_STAT_MESH_REPLY = 15,   /* routing-mesh replies sent back (overlay, underlay, DSR) */
-	VX_STAT_MAX = 16,
+	VX_STAT_MSS_CLAMP = 16,    /* routing-mesh SYNs whose MSS option was lowered (mtu.h) */
+	VX_STAT_FRAG_NEEDED = 17,  /* routing-mesh packets too large for their path: ICMP sent */
+	VX_STAT_MAX = 18,
 };
 
 /* ---- the maps ------------------------------------------------------------------------ */

@@ -498,11 +498,16 @@ pub enum Stat {
     MeshFwd = 14,
     /// Routing-mesh replies sent back (to the ingress node, or out of the underlay).
     MeshReply = 15,
+    /// Routing-mesh SYNs whose MSS option was lowered to the path's MTU - 40 (`mtu.h`).
+    MssClamp = 16,
+    /// Routing-mesh packets larger than their path's MTU, answered with ICMP fragmentation
+    /// needed (`mtu.h`).
+    FragNeeded = 17,
 }
 
 impl Stat {
     /// Every counter, in index order.
-    pub const ALL: [Stat; 16] = [
+    pub const ALL: [Stat; 18] = [
         Stat::FwdNat,
         Stat::RevNat,
         Stat::CtNew,
@@ -519,8 +524,10 @@ impl Stat {
         Stat::ArpReply,
         Stat::MeshFwd,
         Stat::MeshReply,
+        Stat::MssClamp,
+        Stat::FragNeeded,
     ];
 }
 
 /// Number of slots of `vx_stats` (`VX_STAT_MAX`).
-pub const STAT_MAX: u32 = 16;
+pub const STAT_MAX: u32 = 18;

@@ -2,6 +2,8 @@
 //! built with etherparse, and checksum checks by recomputation.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::{
     net::Ipv4Addr,
     path::PathBuf,
@@ -12,7 +14,7 @@ use etherparse::{
     EtherType, Ethernet2Header, IpFragOffset, IpNumber, Ipv4Header, Ipv4Options, TcpHeader,
     UdpHeader,
 };
-use vxmesh_ebpf::{teardown, Datapath, DatapathConfig};
+use vxmesh_ebpf::{teardown, Datapath, DatapathConfig, Maps, Svc, SvcKey, SVC_F_PUBLISHED};
 
 /// A name no other test (in this or another process) uses: prefix-pid-counter.
 pub fn unique(prefix: &str) -> String {
@@ -63,6 +65,19 @@ impl Drop for Node {
             eprintln!("teardown of {}: {e}", self.name);
         }
     }
+}
+
+/// Publishes `host:port/proto` as a routing-mesh frontend of service `svc_id` (no affinity).
+pub fn publish(m: &mut Maps, host: Ipv4Addr, port: u16, proto: u8, svc_id: u32) {
+    m.upsert_service(
+        SvcKey::new(host, port, proto),
+        Svc {
+            id: svc_id,
+            flags: SVC_F_PUBLISHED,
+            affinity_timeout_s: 0,
+        },
+    )
+    .unwrap();
 }
 
 pub const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa];

@@ -10,13 +10,20 @@
 //!     ONE TCP connection (prints `peer=IP:PORT` as getpeername() reports it), then COUNT
 //!     HTTP/1.1 keep-alive GETs, one every INTERVAL_MS, or fewer if STOP_FILE appears;
 //!     prints `ok MS BODY` per answer, or `err MS WHY` and exits 2 when the connection fails.
+//! svc_client bulk-serve PORT NAME
+//!     a TCP bulk server: per connection, a request line `down N` (it sends `NAME\n` and N
+//!     bytes, then closes) or `up N` (it reads N bytes, then answers `NAME GOT\n`).
+//! svc_client bulk ADDR:PORT down|up N
+//!     one connection to a bulk server, N bytes down or up; prints `NAME BYTES` (the bytes
+//!     it received, or the bytes the server says it received), or `err WHY` and exits 1.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: svc_client udp ADDR:PORT PAYLOAD | udp-serve PORT NAME | \
-                     keepalive ADDR:PORT COUNT INTERVAL_MS [STOP_FILE]";
+                     keepalive ADDR:PORT COUNT INTERVAL_MS [STOP_FILE] | \
+                     bulk-serve PORT NAME | bulk ADDR:PORT down|up N";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +36,10 @@ fn main() {
             Duration::from_millis(interval.parse().expect("INTERVAL_MS")),
             stop.first().map(std::path::Path::new),
         ),
+        ["bulk-serve", port, name] => bulk::serve(port.parse().expect("PORT"), name),
+        ["bulk", addr, dir @ ("down" | "up"), n] => {
+            bulk::transfer(addr.parse().expect("ADDR:PORT"), dir, n.parse().expect("N"))
+        }
         _ => {
             eprintln!("{USAGE}");
             64
@@ -143,4 +154,93 @@ fn keepalive(
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     0
+}
+
+/// TCP bulk transfers (`bulk-serve`, `bulk`): whole-size segments both ways, bytes counted.
+mod bulk {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+    use std::time::Duration;
+
+    const CHUNK: usize = 64 * 1024;
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    pub fn serve(port: u16, name: &str) -> i32 {
+        let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { continue };
+            let name = name.to_string();
+            std::thread::spawn(move || {
+                if let Err(e) = serve_one(conn, &name) {
+                    eprintln!("bulk: {e}");
+                }
+            });
+        }
+        1
+    }
+
+    fn serve_one(conn: TcpStream, name: &str) -> std::io::Result<()> {
+        conn.set_read_timeout(Some(TIMEOUT))?;
+        let mut w = conn.try_clone()?;
+        let mut r = BufReader::new(conn);
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let bad = || std::io::Error::other(format!("bad request {line:?}"));
+        let (dir, n) = line.trim().split_once(' ').ok_or_else(bad)?;
+        let n: u64 = n.parse().map_err(|_| bad())?;
+        match dir {
+            "down" => {
+                w.write_all(format!("{name}\n").as_bytes())?;
+                send(&mut w, n)?;
+                w.shutdown(Shutdown::Write)
+            }
+            "up" => {
+                let got = std::io::copy(&mut r.take(n), &mut std::io::sink())?;
+                w.write_all(format!("{name} {got}\n").as_bytes())
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    /// Writes n bytes (a repeated pattern).
+    fn send(w: &mut impl Write, mut n: u64) -> std::io::Result<()> {
+        let chunk: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8).collect();
+        while n > 0 {
+            let k = n.min(CHUNK as u64) as usize;
+            w.write_all(&chunk[..k])?;
+            n -= k as u64;
+        }
+        Ok(())
+    }
+
+    pub fn transfer(addr: SocketAddr, dir: &str, n: u64) -> i32 {
+        match run(addr, dir, n) {
+            Ok(line) => {
+                println!("{line}");
+                0
+            }
+            Err(e) => {
+                println!("err {e}");
+                1
+            }
+        }
+    }
+
+    fn run(addr: SocketAddr, dir: &str, n: u64) -> std::io::Result<String> {
+        let conn = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+        conn.set_read_timeout(Some(TIMEOUT))?;
+        let mut w = conn.try_clone()?;
+        let mut r = BufReader::new(conn);
+        w.write_all(format!("{dir} {n}\n").as_bytes())?;
+        let mut line = String::new();
+        if dir == "up" {
+            send(&mut w, n)?;
+            w.shutdown(Shutdown::Write)?;
+            r.read_line(&mut line)?;
+            return Ok(line.trim().to_string());
+        }
+        r.read_line(&mut line)?;
+        let got = std::io::copy(&mut r, &mut std::io::sink())?;
+        Ok(format!("{} {got}", line.trim()))
+    }
 }
