@@ -329,3 +329,23 @@ fn a_subnet_and_an_underlay_inside_it_never_both_win() {
         );
     }
 }
+
+#[test]
+fn a_heartbeat_whose_lease_went_announces_the_agent_again() {
+    let (_d, c) = catalog();
+    let ttl = std::time::Duration::from_secs(60);
+    let h1 = c.announce_agent("h1", ttl).unwrap();
+    // h1's lease goes (an outage longer than its TTL), and h2's agent is announced meanwhile:
+    // a store may give h2 the id h1 had.
+    c.store().lease_revoke(h1).unwrap();
+    assert!(!c.agent_alive("h1").unwrap());
+    let h2 = c.announce_agent("h2", ttl).unwrap();
+    eprintln!("h1's lease {h1:?}, h2's {h2:?}");
+    let again = c.keep_agent_alive("h1", h1, ttl).unwrap();
+    assert!(c.agent_alive("h1").unwrap(), "h1 announced again");
+    assert_ne!(again, h2, "h1 has a lease of its own");
+    assert!(c.agent_alive("h2").unwrap());
+    // A clean stop of h1 leaves h2 alone.
+    c.retire_agent("h1", again).unwrap();
+    assert!(!c.agent_alive("h1").unwrap() && c.agent_alive("h2").unwrap());
+}

@@ -26,7 +26,8 @@ impl Catalog {
     }
 
     /// Keeps the agent's key alive; re-announces it when the lease was lost (e.g. the agent was
-    /// stopped longer than the lease). Returns the lease now in use.
+    /// stopped longer than the lease) or the key is no longer on it. Returns the lease now in
+    /// use.
     pub fn keep_agent_alive(
         &self,
         node: &str,
@@ -34,7 +35,13 @@ impl Catalog {
         ttl: Duration,
     ) -> Result<LeaseId, CatalogError> {
         match self.store.lease_keepalive(lease) {
-            Ok(()) => Ok(lease),
+            // The lease lives, but is it still ours? After an outage longer than the TTL the
+            // lease expired with our key on it, and a store that reuses lease ids may have
+            // granted the same id to another agent since: the key is checked every time.
+            Ok(()) => match self.store.get(&keys::agent(node))? {
+                Some(kv) if kv.lease == Some(lease) => Ok(lease),
+                _ => self.announce_agent(node, ttl),
+            },
             Err(StoreError::LeaseNotFound(_)) => self.announce_agent(node, ttl),
             Err(e) => Err(e.into()),
         }
