@@ -57,7 +57,12 @@ pub enum AgentError {
 pub fn run(catalog: Catalog, config: AgentConfig) -> Result<(), AgentError> {
     // Fail early and clearly on a node the store does not know.
     catalog.node(&config.node)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // The passes run on this thread (block_on); the heartbeat, the health reports and the
+    // checks are tasks on two workers of their own, so a long pass (loading the datapath took
+    // 14 s on a loaded machine) cannot starve the heartbeat past its lease. Every thread is
+    // made from this one and starts in its network namespace.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(run_loop(catalog, config))
