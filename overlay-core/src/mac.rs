@@ -26,6 +26,16 @@ impl MacAddr {
         MacAddr([0x0a, 0x58, o[0], o[1], o[2], o[3]])
     }
 
+    /// The MAC naming the node with underlay address `underlay` in the overlay: `0a:5e`
+    /// followed by the IPv4 octets (locally administered, unicast, outside the endpoints'
+    /// `0a:58`/`0a:5a` spaces). The routing mesh sends a flow's replies back to its ingress
+    /// node with this MAC as their destination; every VXLAN device has a static FDB entry for
+    /// each other node's, so they are never flooded.
+    pub fn for_node(underlay: Ipv4Addr) -> MacAddr {
+        let o = underlay.octets();
+        MacAddr([0x0a, 0x5e, o[0], o[1], o[2], o[3]])
+    }
+
     /// The MAC for an endpoint with this address when earlier choices are taken: attempt 0 is
     /// [`MacAddr::for_endpoint`]; attempt n > 0 is `0a:5a` followed by 32 bits of a stable
     /// hash (FNV-1a) of the address and n, outside the `0a:58` space that addresses derive
