@@ -3,7 +3,7 @@
 //! client address it saw; a small UDP request/reply server), clients run with `vxmesh lab exec` in a container's
 //! cgroup or outside it, and the kernel's BPF objects as bpftool lists them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -76,7 +76,9 @@ pub fn lab_exec_output(lab: &Lab, member: &str, outside_cgroup: bool, args: &[&s
 }
 
 /// An HTTP server in a lab container: nginx (single process, config in a temp directory)
-/// answering every request on `port` with `NAME CLIENT_ADDR CLIENT_PORT\n`. Stopped on drop.
+/// answering every request on `port` with `NAME CLIENT_ADDR CLIENT_PORT\n`, and
+/// `/files/NAME` with the files put there by [`Nginx::put_file`]; every answer has the header
+/// `X-Replica: NAME`. Stopped on drop.
 pub struct Nginx {
     pub name: String,
     netns: String,
@@ -96,8 +98,10 @@ impl Nginx {
              http {{\n  access_log off;\n  keepalive_requests 100000;\n  keepalive_timeout 300s;\n\
              client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-             server {{ listen {port} reuseport; location / {{ default_type text/plain; \
-             return 200 \"{container} $remote_addr $remote_port\\n\"; }} }}\n}}\n"
+             server {{ listen {port} reuseport; add_header X-Replica {container} always;\n\
+             location / {{ default_type text/plain; \
+             return 200 \"{container} $remote_addr $remote_port\\n\"; }}\n\
+             location /files/ {{ alias {d}/files/; }} }}\n}}\n"
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).expect("write nginx.conf");
         let mut n = Nginx {
@@ -109,6 +113,14 @@ impl Nginx {
         };
         n.restart();
         n
+    }
+
+    /// Serves `bytes` bytes (a repeating pattern) as `/files/NAME`.
+    pub fn put_file(&self, name: &str, bytes: usize) {
+        let dir = self.dir.path().join("files");
+        std::fs::create_dir_all(&dir).expect("files dir");
+        let data: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.join(name), data).expect("write the file");
     }
 
     /// Starts it again after [`Nginx::stop`] (or at first).
@@ -199,6 +211,19 @@ impl Drop for UdpEcho {
 /// `vxmesh service create NAME --network net1 --port PORT --publish PUBLISH` over `backends`
 /// (CLI, the lab's store), then waits until every host's datapath holds them all.
 pub fn create_published(lab: &Lab, name: &str, port: &str, publish: &str, backends: &[&str]) {
+    create_published_with(lab, name, port, publish, backends, &[]);
+}
+
+/// [`create_published`] with more options for `service create` (`--mode dsr`, a second
+/// `--publish`, health checks, ...).
+pub fn create_published_with(
+    lab: &Lab,
+    name: &str,
+    port: &str,
+    publish: &str,
+    backends: &[&str],
+    options: &[&str],
+) {
     let mut args = vec![
         "service",
         "create",
@@ -213,6 +238,7 @@ pub fn create_published(lab: &Lab, name: &str, port: &str, publish: &str, backen
     for b in backends {
         args.extend(["--backend", b]);
     }
+    args.extend_from_slice(options);
     let out = lab.vxmesh(&args);
     assert!(
         out.status.success(),
@@ -325,6 +351,58 @@ pub fn vx_objects() -> BTreeMap<&'static str, Vec<String>> {
     ])
 }
 
+/// A kernel object: (kind, id).
+pub type Obj = (&'static str, u64);
+
+/// `bpftool -j ARGS`, parsed (Null when it printed nothing parsable).
+pub fn bpftool_json(args: &[&str]) -> serde_json::Value {
+    let out = run("bpftool", &[&["-j"], args].concat());
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Every object pinned under a node's pin directory `dir` (programs, maps, links), and the
+/// Maglev tables inside `vx_maglev`, as (kind, id).
+pub fn pinned_objects(dir: &Path) -> BTreeSet<Obj> {
+    let mut out = BTreeSet::new();
+    for (sub, kind) in [("progs", "prog"), ("maps", "map"), ("links", "link")] {
+        for pin in tree(&dir.join(sub)) {
+            let v = bpftool_json(&[kind, "show", "pinned", pin.to_str().unwrap()]);
+            let id = v["id"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{kind} {}", pin.display()));
+            out.insert((kind, id));
+        }
+    }
+    let tables = bpftool_json(&[
+        "map",
+        "dump",
+        "pinned",
+        dir.join("maps/vx_maglev").to_str().unwrap(),
+    ]);
+    for e in tables.as_array().into_iter().flatten() {
+        let b: Vec<u8> = e["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| u8::from_str_radix(x.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+            .collect();
+        out.insert(("map", u32::from_le_bytes(b[..4].try_into().unwrap()) as u64));
+    }
+    out
+}
+
+/// The objects of `objs` the kernel still holds (`bpftool KIND show id ID` succeeds).
+pub fn still_there(objs: &BTreeSet<Obj>) -> Vec<Obj> {
+    objs.iter()
+        .filter(|(kind, id)| {
+            run("bpftool", &[kind, "show", "id", &id.to_string()])
+                .status
+                .success()
+        })
+        .copied()
+        .collect()
+}
+
 /// Entries of the pinned `vx_backend` map of `host` in `lab` whose flags are 0 (up: in the
 /// tables), read with bpftool (`map dump pinned … -j`, raw bytes: flags at offset 6).
 pub fn up_backends(lab: &Lab, host: &str) -> usize {
@@ -395,6 +473,11 @@ impl Lines {
             lines,
             reader: Some(reader),
         }
+    }
+
+    /// Whether the command has ended.
+    pub fn ended(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_some()
     }
 
     /// The lines so far.
