@@ -75,6 +75,17 @@ pub fn lab_exec_output(lab: &Lab, member: &str, outside_cgroup: bool, args: &[&s
         .expect("run vxmesh lab exec")
 }
 
+/// `curl -sS -m 5 -H 'Connection: close' URL` run by `lab_exec` in `member`: one new
+/// connection per request (`URL` may be a curl glob such as `http://a:8080/[1-600]`).
+pub fn curl_close(lab: &Lab, member: &str, outside_cgroup: bool, url: &str) -> Output {
+    lab_exec_output(
+        lab,
+        member,
+        outside_cgroup,
+        &["curl", "-sS", "-m", "5", "-H", "Connection: close", url],
+    )
+}
+
 /// An HTTP server in a lab container: nginx (single process, config in a temp directory)
 /// answering every request on `port` with `NAME CLIENT_ADDR CLIENT_PORT\n`, and
 /// `/files/NAME` with the files put there by [`Nginx::put_file`]; every answer has the header

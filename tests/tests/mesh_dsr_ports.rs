@@ -43,20 +43,7 @@ fn one_target_port_published_twice_answers_from_each_published_port_in_dsr() {
     assert!(ready, "agent log h2:\n{}", lab.agent_log("h2"));
 
     for url in &urls {
-        let out = lab_exec_output(
-            &lab,
-            "client",
-            true,
-            &[
-                "curl",
-                "-sS",
-                "-m",
-                "3",
-                "-H",
-                "Connection: close",
-                &format!("{url}[1-{CONNECTIONS}]"),
-            ],
-        );
+        let out = services::curl_close(&lab, "client", true, &format!("{url}[1-{CONNECTIONS}]"));
         let (count, _): (BTreeMap<String, usize>, _) = tally(&String::from_utf8_lossy(&out.stdout));
         eprintln!("{url}: {count:?}");
         assert_eq!(

@@ -70,20 +70,7 @@ fn replies_reach_their_ingress_node_only_through_static_node_mac_entries() {
     let h1_mac = node_mac(h1);
     let mut at_h1 = Capture::start(&lab.namespace("h1"), "eth0", "udp port 4789");
     let mut at_h3 = Capture::start(&lab.namespace("h3"), "eth0", "udp port 4789");
-    let out = lab_exec_output(
-        &lab,
-        "client",
-        true,
-        &[
-            "curl",
-            "-sS",
-            "-m",
-            "5",
-            "-H",
-            "Connection: close",
-            &format!("{url}[1-{REQUESTS}]"),
-        ],
-    );
+    let out = services::curl_close(&lab, "client", true, &format!("{url}[1-{REQUESTS}]"));
     let (count, _) = tally(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(count.get("h2-c1"), Some(&REQUESTS), "{out:?}");
     let (to_h1, to_h3) = (
