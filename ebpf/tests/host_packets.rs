@@ -460,10 +460,11 @@ fn synack(ip: Ipv4Addr, port: u16, cport: u16) -> Spec {
 /// Runs `prog` on `frame` inside the underlay namespace and asserts that `reply` leaves
 /// with source HOST:PUB, redirected, with the MACs the FIB gives for the client.
 fn assert_out_of_underlay(u: &Underlay, n: &mut Node, prog: &str, frame: &[u8], reply: &Spec) {
-    assert_out_as(u, n, prog, frame, reply, PUB);
+    assert_out_as(u, n, prog, frame, reply, PUB, None);
 }
 
-/// [`assert_out_of_underlay`] with source HOST:`published`.
+/// [`assert_out_of_underlay`] with source HOST:`published`, and the skb a GSO packet of
+/// `gso` = (segment size, segments) when given.
 fn assert_out_as(
     u: &Underlay,
     n: &mut Node,
@@ -471,8 +472,12 @@ fn assert_out_as(
     frame: &[u8],
     reply: &Spec,
     published: u16,
+    gso: Option<(u32, u32)>,
 ) {
-    let out = u.run(|| n.dp().run_tc(prog, frame).unwrap());
+    let out = u.run(|| match gso {
+        Some((size, segs)) => n.dp().run_tc_gso(prog, frame, size, segs).unwrap(),
+        None => n.dp().run_tc(prog, frame).unwrap(),
+    });
     assert_eq!(out.verdict, TC_ACT_REDIRECT);
     assert_checksums(&out.packet);
     assert_eq!(
@@ -702,7 +707,7 @@ fn dsr_one_target_port_published_twice_answers_each_flow_from_its_own_port() {
         // The reply comes from HOST:published, the port this flow's client addressed.
         let reply = synack(ip, port, cport);
         let frame = framed(&reply, GATEWAY_MAC, mac);
-        assert_out_as(&u, &mut b, PROG_FROM_LXC, &frame, &reply, published);
+        assert_out_as(&u, &mut b, PROG_FROM_LXC, &frame, &reply, published, None);
     }
 }
 
@@ -803,4 +808,44 @@ fn fragments_of_a_dsr_reply_leave_as_host_pub() {
         want[6..12].copy_from_slice(&UNDERLAY_MAC);
         assert_eq!(out.packet, want);
     }
+}
+
+#[test]
+fn a_gso_reply_larger_than_the_underlay_mtu_leaves_whole() {
+    // A TSO reply of the backend's TCP, or one that GRO merged on its way over the overlay, is
+    // one skb standing for several segments: the FIB lookup must check its segments against
+    // the underlay's MTU (1500 here), not its whole length, or every such reply is dropped.
+    const MSS: u32 = 1398;
+    let data = |src: (Ipv4Addr, u16), cport: u16| {
+        let mut s = Spec::tcp_syn(src.0, src.1, CLIENT, cport);
+        s.l4 = L4::Tcp {
+            syn: false,
+            ack: true,
+        };
+        s.payload = vec![0x5a; 2 * MSS as usize];
+        s
+    };
+    let u = Underlay::new();
+    let (ip, port, mac) = be(2);
+
+    // Default mode, the ingress host: the reply back from the overlay.
+    let mut n = Node::load();
+    ingress(&mut n, IPPROTO_TCP, u.ifindex, &[2]);
+    assert_delivered(&mut n, &Spec::tcp_syn(CLIENT, 46000, HOST, PUB), 2);
+    let reply = data((ip, port), 46000);
+    let back = framed(&reply, NODE_MAC, mac);
+    assert!(back.len() > 1514);
+    let gso = Some((MSS, 2));
+    assert_out_as(&u, &mut n, PROG_FROM_OVERLAY, &back, &reply, PUB, gso);
+    assert_eq!(stat(&mut n, Stat::NatError), 0);
+
+    // DSR, the backend host: the reply from the backend's veth.
+    let mut b = Node::load();
+    backend_host(&mut b, u.ifindex, MESH_F_DSR);
+    let (fwd, _, _) = forward_and_reply(MESH_F_DSR);
+    assert_eq!(run(&mut b, PROG_FROM_OVERLAY, &fwd).verdict, TC_ACT_OK);
+    let reply = data((ip, port), 41000);
+    let frame = framed(&reply, GATEWAY_MAC, mac);
+    assert_out_as(&u, &mut b, PROG_FROM_LXC, &frame, &reply, PUB, gso);
+    assert_eq!(stat(&mut b, Stat::NatError), 0);
 }

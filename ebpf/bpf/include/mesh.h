@@ -63,7 +63,8 @@ static __always_inline int vx_set_macs(struct __sk_buff *skb, const __u8 *dst, c
 
 /* Sends the (already translated) packet p out of the host's underlay device towards its
  * destination: a TC_ACT_* verdict. Dropped (and counted as a NAT error) when the host is
- * not configured or the FIB has no route out (rc other than SUCCESS / NO_NEIGH). */
+ * not configured, the FIB has no route out, or the packet (a GSO packet: its segments) does
+ * not fit the device's MTU (rc other than SUCCESS / NO_NEIGH). */
 static __always_inline int vx_mesh_out_underlay(struct __sk_buff *skb, const struct vx_pkt *p)
 {
 	struct bpf_fib_lookup fib;
@@ -77,7 +78,11 @@ static __always_inline int vx_mesh_out_underlay(struct __sk_buff *skb, const str
 	fib.l4_protocol = p->proto;
 	fib.sport = p->sport;
 	fib.dport = p->dport;
-	fib.tot_len = skb->len - sizeof(struct ethhdr);
+	/* tot_len 0: the helper checks the skb against the egress device's MTU itself
+	 * (is_skb_forwardable), which lets a GSO packet (TSO from the backend, GRO over the
+	 * overlay) through when its segments fit; tot_len = skb->len would call every packet
+	 * larger than the MTU FRAG_NEEDED and drop the bulk of a download. */
+	fib.tot_len = 0;
 	fib.ipv4_src = p->saddr;
 	fib.ipv4_dst = p->daddr;
 	fib.ifindex = host->ifindex;
