@@ -86,10 +86,41 @@ pub fn curl_close(lab: &Lab, member: &str, outside_cgroup: bool, url: &str) -> O
     )
 }
 
+/// A loop of new connections (`curl -sS -m 2 -H 'Connection: close' --rate RATE -w WRITE
+/// URL`, `URL` a curl glob) run by `lab_exec` in `member`, its lines read as they come.
+pub fn curl_loop(
+    lab: &Lab,
+    member: &str,
+    outside_cgroup: bool,
+    rate: &str,
+    write: &str,
+    url: &str,
+) -> Lines {
+    Lines::spawn(lab_exec(
+        lab,
+        member,
+        outside_cgroup,
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "2",
+            "-H",
+            "Connection: close",
+            "--rate",
+            rate,
+            "-w",
+            write,
+            url,
+        ],
+    ))
+}
+
 /// An HTTP server in a lab container: nginx (single process, config in a temp directory)
 /// answering every request on `port` with `NAME CLIENT_ADDR CLIENT_PORT\n`, and
-/// `/files/NAME` with the files put there by [`Nginx::put_file`]; every answer has the header
-/// `X-Replica: NAME`. Stopped on drop.
+/// `/files/NAME` with the files put there by [`Nginx::put_file`] at 256 KiB/s per connection
+/// (nginx's `limit_rate`: long downloads); every answer has the header `X-Replica: NAME`.
+/// Stopped on drop.
 pub struct Nginx {
     pub name: String,
     netns: String,
@@ -112,7 +143,7 @@ impl Nginx {
              server {{ listen {port} reuseport; add_header X-Replica {container} always;\n\
              location / {{ default_type text/plain; \
              return 200 \"{container} $remote_addr $remote_port\\n\"; }}\n\
-             location /files/ {{ alias {d}/files/; }} }}\n}}\n"
+             location /files/ {{ alias {d}/files/; limit_rate 256k; }} }}\n}}\n"
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).expect("write nginx.conf");
         let mut n = Nginx {
@@ -400,6 +431,13 @@ pub fn pinned_objects(dir: &Path) -> BTreeSet<Obj> {
         out.insert(("map", u32::from_le_bytes(b[..4].try_into().unwrap()) as u64));
     }
     out
+}
+
+/// Waits up to 5 s for the kernel to drop every object of `objs` (it frees a pinned object
+/// an RCU grace period after its pin is unlinked); returns those it still holds.
+pub fn wait_gone(objs: &BTreeSet<Obj>) -> Vec<Obj> {
+    wait_until(Duration::from_secs(5), || still_there(objs).is_empty());
+    still_there(objs)
 }
 
 /// The objects of `objs` the kernel still holds (`bpftool KIND show id ID` succeeds).

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ingress_lb::service::{HealthCheck, Proto};
-use vxmesh_tests::services::{self, pinned_objects, still_there, tree, vx_objects, Obj};
+use vxmesh_tests::services::{self, pinned_objects, tree, vx_objects, wait_gone, Obj};
 use vxmesh_tests::{run, wait_until, Lab};
 
 const HOSTS: [&str; 2] = ["h1", "h2"];
@@ -114,11 +114,8 @@ fn removing_the_last_service_and_lab_down_leave_nothing_behind() {
         "pins left: {:?}",
         tree(&root)
     );
-    assert!(
-        wait_until(Duration::from_secs(5), || still_there(&objs).is_empty()),
-        "objects left after service rm: {:?}",
-        still_there(&objs)
-    );
+    let left = wait_gone(&objs);
+    assert!(left.is_empty(), "objects left after service rm: {left:?}");
     assert!(
         !cgroup_programs(&cg).contains("vx_"),
         "{}",
@@ -132,11 +129,8 @@ fn removing_the_last_service_and_lab_down_leave_nothing_behind() {
     assert!(!root.exists(), "pins left by lab down: {:?}", tree(&root));
     // The kernel drops a pinned object's reference an RCU grace period after its pin is
     // unlinked (bpffs frees inodes through RCU): give it a moment.
-    assert!(
-        wait_until(Duration::from_secs(5), || still_there(&objs).is_empty()),
-        "objects left by lab down: {:?}",
-        still_there(&objs)
-    );
+    let left = wait_gone(&objs);
+    assert!(left.is_empty(), "objects left by lab down: {left:?}");
     assert!(!cg.exists(), "cgroups left by lab down: {:?}", tree(&cg));
     let mounts_after = mounts(&prefix);
     assert_eq!(mounts_after, mounts_before, "mounts of the lab or bpffs");
