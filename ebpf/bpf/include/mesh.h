@@ -8,11 +8,11 @@
  *                           is redirected to the egress of vx_be_loc.ifindex: a local
  *                           backend's host-side veth, or a remote one's network bridge,
  *                           whose static FDB carries it over the network's VXLAN device.
+ *                           DSR to a remote backend: the published port stays the
+ *                           destination port and the source MAC is the node's DSR MAC.
  *   vx_mesh_reverse_out()   a reply of a flow it translated (a vx_ct reply entry with
  *                           VX_CT_F_MESH, from the overlay or from a local backend's veth):
  *                           source back to HOST:PUB, then out of the underlay device.
- *                           DSR to a remote backend: the published port stays the
- *                           destination port and the source MAC is the node's DSR MAC.
  * Backend host (the flow came over the overlay from another ingress node):
  *   vx_mesh_record()        at the VXLAN device's ingress: a frame whose source MAC is an
  *                           ingress node's (vx_mesh_node) to a backend of a published port
