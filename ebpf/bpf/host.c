@@ -14,7 +14,8 @@
  *                     flow this host translated, addressed to this node's MAC, is
  *                     reverse-NATed and sent out of the
  *                     underlay device; a frame from another ingress node to a local backend
- *                     of a published port is remembered (vx_mesh_flow) and passes on.
+ *                     of a published port is remembered (vx_mesh_flow) and passes on (a
+ *                     DSR frame with the backend's target port written in).
  *
  * Verdicts: TC_ACT_REDIRECT for a delivered or turned-back packet; TC_ACT_SHOT for a packet
  * to a published port whose service has no backend, and for one a rewrite, the backend's
@@ -50,7 +51,7 @@ int vx_from_underlay(struct __sk_buff *skb)
 {
 	struct vx_svc *svc;
 	struct vx_pkt p;
-	__u32 backend_id = 0, svc_id;
+	__u32 backend_id = 0, svc_id, svc_flags;
 	__be32 front_addr;
 	__be16 front_port;
 	int verdict;
@@ -61,6 +62,7 @@ int vx_from_underlay(struct __sk_buff *skb)
 	if (!svc || !(svc->flags & VX_SVC_F_PUBLISHED))
 		return VX_TC_NEXT;
 	svc_id = svc->id;
+	svc_flags = svc->flags;
 	front_addr = p.daddr;
 	front_port = p.dport;
 	switch (vx_lb_dnat_ex(skb, &p, VX_CT_F_MESH, &backend_id)) {
@@ -69,7 +71,7 @@ int vx_from_underlay(struct __sk_buff *skb)
 		verdict = vx_mesh_fit(skb, &p, backend_id, front_addr, front_port);
 		if (verdict != VX_FIT_OK)
 			return verdict;
-		return vx_mesh_deliver(skb, backend_id);
+		return vx_mesh_deliver(skb, &p, backend_id, svc_flags, front_port);
 	case VX_LB_DROP:
 		return TC_ACT_SHOT;
 	default:
@@ -90,8 +92,7 @@ int vx_from_overlay(struct __sk_buff *skb)
 		if (verdict >= 0)
 			return verdict;
 	}
-	vx_mesh_record(skb, &p);
-	return VX_TC_NEXT;
+	return vx_mesh_record(skb, &p) ? TC_ACT_SHOT : VX_TC_NEXT;
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -65,8 +65,8 @@
 //! | `vx_vip` | hash | VIP (network order) → [`Vip`] (the MAC ARP replies give) |
 //! | `vx_host` | array (1) | 0 → [`Host`] (underlay address, device, node MAC) |
 //! | `vx_be_loc` | hash | backend id → [`BeLoc`] (where the routing mesh delivers it) |
-//! | `vx_mesh_node` | hash | [`MacKey`] (an ingress node's MAC) → [`MeshNode`] |
-//! | `vx_mesh_be` | hash | [`SvcKey`] (backend addr:port/proto) → [`MeshBe`] |
+//! | `vx_mesh_node` | hash | [`MacKey`] (an ingress node's MAC or DSR MAC) → [`MeshNode`] |
+//! | `vx_mesh_be` | hash | [`MeshBeKey`] (backend addr:port/proto as frames carry it) → [`MeshBe`] |
 //! | `vx_mesh_flow` | LRU hash | [`CtKey`] (reply tuple) → [`MeshFlow`] (flows from ingress nodes) |
 //!
 //! # Pin layout

@@ -21,6 +21,12 @@ pub const TC_ACT_REDIRECT: u32 = 7;
 /// packet, untouched; the next tcx program and then the device's tc filters decide.
 pub const TCX_NEXT: u32 = u32::MAX;
 
+/// `sizeof(struct __sk_buff)` and the offsets of its `gso_segs` and `gso_size`
+/// (include/uapi/linux/bpf.h; the same in the kernel's BTF of this machine).
+const SK_BUFF_SIZE: usize = 192;
+const SK_BUFF_GSO_SEGS: usize = 164;
+const SK_BUFF_GSO_SIZE: usize = 176;
+
 /// What one test run returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TcRun {
@@ -65,12 +71,38 @@ impl Datapath {
     /// Errors: [`Error::Invalid`] for another program name; [`Error::Program`] when the
     /// kernel refuses the run (a frame shorter than 14 bytes gets EINVAL).
     pub fn run_tc(&self, prog: &str, packet: &[u8]) -> Result<TcRun> {
+        self.run_tc_ctx(prog, packet, None)
+    }
+
+    /// [`Datapath::run_tc`] on a GSO packet: the skb says it stands for `gso_segs` segments
+    /// of `gso_size` bytes of payload each, as a TSO packet from a container's TCP or one
+    /// that GRO merged does (`skb_is_gso()`).
+    ///
+    /// Errors: as [`Datapath::run_tc`]; the kernel refuses more than 65,535 segments.
+    pub fn run_tc_gso(
+        &self,
+        prog: &str,
+        packet: &[u8],
+        gso_size: u32,
+        gso_segs: u32,
+    ) -> Result<TcRun> {
+        // struct __sk_buff (include/uapi/linux/bpf.h): 192 bytes, gso_segs at 164, gso_size
+        // at 176. BPF_PROG_TEST_RUN takes only a few of its fields from user space
+        // (convert___skb_to_skb in net/bpf/test_run.c); every other byte must be 0.
+        let mut ctx = [0u8; SK_BUFF_SIZE];
+        ctx[SK_BUFF_GSO_SEGS..SK_BUFF_GSO_SEGS + 4].copy_from_slice(&gso_segs.to_ne_bytes());
+        ctx[SK_BUFF_GSO_SIZE..SK_BUFF_GSO_SIZE + 4].copy_from_slice(&gso_size.to_ne_bytes());
+        self.run_tc_ctx(prog, packet, Some(&ctx))
+    }
+
+    fn run_tc_ctx(&self, prog: &str, packet: &[u8], ctx: Option<&[u8]>) -> Result<TcRun> {
         let (name, p) = self.classifier(prog)?;
         let mut out = vec![0u8; packet.len() + 256];
         let r = p
             .test_run(TestRunOptions {
                 data_in: Some(packet),
                 data_out: Some(&mut out),
+                ctx_in: ctx,
                 ..TestRunOptions::default()
             })
             .map_err(|e| Error::program(name, "test run", e))?;

@@ -302,7 +302,9 @@ fn a_backend_reported_down_leaves_the_map_without_a_purge_and_unchecked_ones_wai
 fn published_ports_program_the_mesh_maps_and_go_with_the_unpublish() {
     use ingress_lb::reconcile::{apply_mesh, node_mac};
     use ingress_lb::service::{Mode, PublishedPort};
-    use vxmesh_ebpf::{SvcKey, BE_LOC_F_LOCAL, IPPROTO_TCP, MESH_F_DSR, SVC_F_PUBLISHED};
+    use vxmesh_ebpf::{
+        dsr_mac, SvcKey, BE_LOC_F_LOCAL, IPPROTO_TCP, MESH_F_DSR, SVC_F_DSR, SVC_F_PUBLISHED,
+    };
 
     let mut f = Fixture::new();
     let created = f
@@ -346,7 +348,10 @@ fn published_ports_program_the_mesh_maps_and_go_with_the_unpublish() {
         .service(&SvcKey::new(h1, 9080, IPPROTO_TCP))
         .unwrap()
         .expect("HOST:PUB frontend");
-    assert_eq!((published.id, published.flags), (sid, SVC_F_PUBLISHED));
+    assert_eq!(
+        (published.id, published.flags),
+        (sid, SVC_F_PUBLISHED | SVC_F_DSR)
+    );
     let host = maps.host().unwrap();
     assert_eq!(
         (host.addr, host.ifindex, host.mac),
@@ -355,14 +360,16 @@ fn published_ports_program_the_mesh_maps_and_go_with_the_unpublish() {
     assert_eq!(node_mac(h1), [0x0a, 0x5e, 192, 0, 2, 1]);
     let mut nodes = maps.mesh_nodes().unwrap();
     nodes.sort();
+    let h2 = Ipv4Addr::new(192, 0, 2, 2);
+    // Each node by its node MAC and by its DSR MAC (0a:5f:…).
+    assert_eq!(dsr_mac(node_mac(h1)), [0x0a, 0x5f, 192, 0, 2, 1]);
     assert_eq!(
         nodes,
         vec![
-            (node_mac(h1), h1),
-            (
-                node_mac(Ipv4Addr::new(192, 0, 2, 2)),
-                Ipv4Addr::new(192, 0, 2, 2)
-            )
+            (node_mac(h1), h1, 0),
+            (node_mac(h2), h2, 0),
+            (dsr_mac(node_mac(h1)), h1, MESH_F_DSR),
+            (dsr_mac(node_mac(h2)), h2, MESH_F_DSR),
         ]
     );
     // e3 (on h2) is reached through the bridge with its MAC; e1 (local, no veth) is not placed.
@@ -372,19 +379,82 @@ fn published_ports_program_the_mesh_maps_and_go_with_the_unpublish() {
         .expect("remote backend placed");
     assert_eq!((e3.ifindex, e3.flags & BE_LOC_F_LOCAL), (40, 0));
     assert_eq!(maps.be_loc(bid("e1")).unwrap(), None);
-    // e1 is this node's backend of the published port (DSR: its replies leave from here).
+    // e1 is this node's backend of the published port (DSR: its replies leave from here;
+    // keyed by the published port, which DSR frames still carry).
     let bes = maps.mesh_bes().unwrap();
     assert_eq!(bes.len(), 1, "{bes:?}");
     let (key, be) = bes[0];
-    assert_eq!((key.port(), key.proto), (8080, IPPROTO_TCP));
     assert_eq!(
-        (u16::from_be(be.pub_port), be.flags, be.overlay_ifindex),
-        (9080, MESH_F_DSR, 50)
+        (key.port(), key.proto, key.flags),
+        (9080, IPPROTO_TCP, MESH_F_DSR)
+    );
+    assert_eq!(
+        (
+            u16::from_be(be.pub_port),
+            u16::from_be(be.target_port),
+            be.flags,
+            be.overlay_ifindex
+        ),
+        (9080, 8080, MESH_F_DSR, 50)
     );
     assert!(
         actions(&mesh_pass(&mut f).1).is_empty(),
         "a second pass changes nothing"
     );
+
+    // The same port published a second time: DSR needs one entry per published port (the
+    // replies of each flow leave from the port its client addressed); default mode one per
+    // target port (the ingress node turns the replies back per flow).
+    f.svc
+        .update(
+            "mesh",
+            &[ServiceUpdate::Publish(
+                "9081:80".parse::<PublishedPort>().unwrap(),
+            )],
+        )
+        .unwrap();
+    mesh_pass(&mut f);
+    let mut ports: Vec<(u16, u16, u16)> = f
+        .dp()
+        .maps()
+        .mesh_bes()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.port(),
+                u16::from_be(v.pub_port),
+                u16::from_be(v.target_port),
+            )
+        })
+        .collect();
+    ports.sort();
+    assert_eq!(ports, [(9080, 9080, 8080), (9081, 9081, 8080)]);
+    f.svc
+        .update("mesh", &[ServiceUpdate::SetMode(Mode::Default)])
+        .unwrap();
+    mesh_pass(&mut f);
+    let bes = f.dp().maps().mesh_bes().unwrap();
+    assert_eq!(bes.len(), 1, "{bes:?}");
+    assert_eq!((bes[0].0.port(), bes[0].0.flags), (8080, 0));
+    let published = f
+        .dp()
+        .maps()
+        .service(&SvcKey::new(h1, 9081, IPPROTO_TCP))
+        .unwrap()
+        .expect("second frontend");
+    assert_eq!(
+        published.flags, SVC_F_PUBLISHED,
+        "default mode: no DSR flag"
+    );
+    f.svc
+        .update(
+            "mesh",
+            &[ServiceUpdate::Unpublish(
+                "9081:80".parse::<PublishedPort>().unwrap(),
+            )],
+        )
+        .unwrap();
 
     // Unpublished: the frontend and every mesh entry go; the VIP frontend stays.
     f.svc

@@ -26,6 +26,23 @@ impl MacAddr {
         MacAddr([0x0a, 0x58, o[0], o[1], o[2], o[3]])
     }
 
+    /// The MAC naming the node with underlay address `underlay` in the overlay: `0a:5e`
+    /// followed by the IPv4 octets (locally administered, unicast, outside the endpoints'
+    /// `0a:58`/`0a:5a` spaces). The routing mesh sends a flow's replies back to its ingress
+    /// node with this MAC as their destination; every VXLAN device has a static FDB entry for
+    /// each other node's, so they are never flooded.
+    pub fn for_node(underlay: Ipv4Addr) -> MacAddr {
+        let o = underlay.octets();
+        MacAddr([0x0a, 0x5e, o[0], o[1], o[2], o[3]])
+    }
+
+    /// Whether the MAC lies in the node-MAC space (`0a:5e:…`, and `0a:5f:…`, which the
+    /// routing mesh's DSR frames carry): no endpoint may have one, or the FDB would hold two
+    /// entries for one MAC.
+    pub fn is_node_space(&self) -> bool {
+        self.0[0] == 0x0a && self.0[1] & !1 == 0x5e
+    }
+
     /// The MAC for an endpoint with this address when earlier choices are taken: attempt 0 is
     /// [`MacAddr::for_endpoint`]; attempt n > 0 is `0a:5a` followed by 32 bits of a stable
     /// hash (FNV-1a) of the address and n, outside the `0a:58` space that addresses derive

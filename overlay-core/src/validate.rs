@@ -172,6 +172,13 @@ pub fn endpoint_mac(mac: MacAddr) -> Result<(), ValidationError> {
             "must be a unicast, non-zero address",
         ));
     }
+    if mac.is_node_space() {
+        return Err(ValidationError::new(
+            "mac",
+            mac,
+            "is reserved for the nodes' MACs (0a:5e:… and 0a:5f:…, the routing mesh's)",
+        ));
+    }
     Ok(())
 }
 
@@ -364,5 +371,10 @@ mod tests {
         assert!(endpoint_ip(&n, "10.0.1.2".parse().unwrap()).is_err());
         assert!(endpoint_mac(MacAddr::ZERO).is_err());
         assert!(endpoint_mac("01:00:5e:00:00:01".parse().unwrap()).is_err());
+        let node = MacAddr::for_node("10.99.0.1".parse().unwrap());
+        assert!(endpoint_mac(node).is_err());
+        assert!(endpoint_mac("0a:5f:0a:63:00:01".parse().unwrap()).is_err());
+        assert!(endpoint_mac("0a:5d:0a:63:00:01".parse().unwrap()).is_ok());
+        assert!(endpoint_mac(MacAddr::for_endpoint("10.0.0.2".parse().unwrap())).is_ok());
     }
 }

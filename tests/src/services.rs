@@ -3,7 +3,7 @@
 //! client address it saw; a small UDP request/reply server), clients run with `vxmesh lab exec` in a container's
 //! cgroup or outside it, and the kernel's BPF objects as bpftool lists them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -75,8 +75,52 @@ pub fn lab_exec_output(lab: &Lab, member: &str, outside_cgroup: bool, args: &[&s
         .expect("run vxmesh lab exec")
 }
 
+/// `curl -sS -m 5 -H 'Connection: close' URL` run by `lab_exec` in `member`: one new
+/// connection per request (`URL` may be a curl glob such as `http://a:8080/[1-600]`).
+pub fn curl_close(lab: &Lab, member: &str, outside_cgroup: bool, url: &str) -> Output {
+    lab_exec_output(
+        lab,
+        member,
+        outside_cgroup,
+        &["curl", "-sS", "-m", "5", "-H", "Connection: close", url],
+    )
+}
+
+/// A loop of new connections (`curl -sS -m 2 -H 'Connection: close' --rate RATE -w WRITE
+/// URL`, `URL` a curl glob) run by `lab_exec` in `member`, its lines read as they come.
+pub fn curl_loop(
+    lab: &Lab,
+    member: &str,
+    outside_cgroup: bool,
+    rate: &str,
+    write: &str,
+    url: &str,
+) -> Lines {
+    Lines::spawn(lab_exec(
+        lab,
+        member,
+        outside_cgroup,
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "2",
+            "-H",
+            "Connection: close",
+            "--rate",
+            rate,
+            "-w",
+            write,
+            url,
+        ],
+    ))
+}
+
 /// An HTTP server in a lab container: nginx (single process, config in a temp directory)
-/// answering every request on `port` with `NAME CLIENT_ADDR CLIENT_PORT\n`. Stopped on drop.
+/// answering every request on `port` with `NAME CLIENT_ADDR CLIENT_PORT\n`, and
+/// `/files/NAME` with the files put there by [`Nginx::put_file`] at 256 KiB/s per connection
+/// (nginx's `limit_rate`: long downloads); every answer has the header `X-Replica: NAME`.
+/// Stopped on drop.
 pub struct Nginx {
     pub name: String,
     netns: String,
@@ -96,8 +140,10 @@ impl Nginx {
              http {{\n  access_log off;\n  keepalive_requests 100000;\n  keepalive_timeout 300s;\n\
              client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-             server {{ listen {port} reuseport; location / {{ default_type text/plain; \
-             return 200 \"{container} $remote_addr $remote_port\\n\"; }} }}\n}}\n"
+             server {{ listen {port} reuseport; add_header X-Replica {container} always;\n\
+             location / {{ default_type text/plain; \
+             return 200 \"{container} $remote_addr $remote_port\\n\"; }}\n\
+             location /files/ {{ alias {d}/files/; limit_rate 256k; }} }}\n}}\n"
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).expect("write nginx.conf");
         let mut n = Nginx {
@@ -109,6 +155,14 @@ impl Nginx {
         };
         n.restart();
         n
+    }
+
+    /// Serves `bytes` bytes (a repeating pattern) as `/files/NAME`.
+    pub fn put_file(&self, name: &str, bytes: usize) {
+        let dir = self.dir.path().join("files");
+        std::fs::create_dir_all(&dir).expect("files dir");
+        let data: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.join(name), data).expect("write the file");
     }
 
     /// Starts it again after [`Nginx::stop`] (or at first).
@@ -222,11 +276,24 @@ impl UdpEcho {
 /// `vxmesh service create NAME --network net1 --port PORT --publish PUBLISH` over `backends`
 /// (CLI, the lab's store), then waits until every host's datapath holds them all.
 pub fn create_published(lab: &Lab, name: &str, port: &str, publish: &str, backends: &[&str]) {
-    create_published_on(lab, "net1", name, port, publish, backends);
+    create_published_on(lab, "net1", name, port, publish, backends, &[]);
 }
 
-/// [`create_published`] on network `network`; waits until every host's datapath holds at
-/// least `backends` up (other services' backends count too).
+/// [`create_published`] with more options for `service create` (`--mode dsr`, a second
+/// `--publish`, health checks, ...).
+pub fn create_published_with(
+    lab: &Lab,
+    name: &str,
+    port: &str,
+    publish: &str,
+    backends: &[&str],
+    options: &[&str],
+) {
+    create_published_on(lab, "net1", name, port, publish, backends, options);
+}
+
+/// [`create_published_with`] on network `network`; waits until every host's datapath holds
+/// `backends` more up than before (other services' backends count too).
 pub fn create_published_on(
     lab: &Lab,
     network: &str,
@@ -234,6 +301,7 @@ pub fn create_published_on(
     port: &str,
     publish: &str,
     backends: &[&str],
+    options: &[&str],
 ) {
     let before: Vec<usize> = lab
         .state
@@ -255,6 +323,7 @@ pub fn create_published_on(
     for b in backends {
         args.extend(["--backend", b]);
     }
+    args.extend_from_slice(options);
     let out = lab.vxmesh(&args);
     assert!(
         out.status.success(),
@@ -380,6 +449,65 @@ pub fn vx_objects() -> BTreeMap<&'static str, Vec<String>> {
     ])
 }
 
+/// A kernel object: (kind, id).
+pub type Obj = (&'static str, u64);
+
+/// `bpftool -j ARGS`, parsed (Null when it printed nothing parsable).
+pub fn bpftool_json(args: &[&str]) -> serde_json::Value {
+    let out = run("bpftool", &[&["-j"], args].concat());
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Every object pinned under a node's pin directory `dir` (programs, maps, links), and the
+/// Maglev tables inside `vx_maglev`, as (kind, id).
+pub fn pinned_objects(dir: &Path) -> BTreeSet<Obj> {
+    let mut out = BTreeSet::new();
+    for (sub, kind) in [("progs", "prog"), ("maps", "map"), ("links", "link")] {
+        for pin in tree(&dir.join(sub)) {
+            let v = bpftool_json(&[kind, "show", "pinned", pin.to_str().unwrap()]);
+            let id = v["id"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{kind} {}", pin.display()));
+            out.insert((kind, id));
+        }
+    }
+    let tables = bpftool_json(&[
+        "map",
+        "dump",
+        "pinned",
+        dir.join("maps/vx_maglev").to_str().unwrap(),
+    ]);
+    for e in tables.as_array().into_iter().flatten() {
+        let b: Vec<u8> = e["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| u8::from_str_radix(x.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+            .collect();
+        out.insert(("map", u32::from_le_bytes(b[..4].try_into().unwrap()) as u64));
+    }
+    out
+}
+
+/// Waits up to 5 s for the kernel to drop every object of `objs` (it frees a pinned object
+/// an RCU grace period after its pin is unlinked); returns those it still holds.
+pub fn wait_gone(objs: &BTreeSet<Obj>) -> Vec<Obj> {
+    wait_until(Duration::from_secs(5), || still_there(objs).is_empty());
+    still_there(objs)
+}
+
+/// The objects of `objs` the kernel still holds (`bpftool KIND show id ID` succeeds).
+pub fn still_there(objs: &BTreeSet<Obj>) -> Vec<Obj> {
+    objs.iter()
+        .filter(|(kind, id)| {
+            run("bpftool", &[kind, "show", "id", &id.to_string()])
+                .status
+                .success()
+        })
+        .copied()
+        .collect()
+}
+
 /// Entries of the pinned `vx_backend` map of `host` in `lab` whose flags are 0 (up: in the
 /// tables), read with bpftool (`map dump pinned … -j`, raw bytes: flags at offset 6).
 pub fn up_backends(lab: &Lab, host: &str) -> usize {
@@ -450,6 +578,11 @@ impl Lines {
             lines,
             reader: Some(reader),
         }
+    }
+
+    /// Whether the command has ended.
+    pub fn ended(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_some()
     }
 
     /// The lines so far.

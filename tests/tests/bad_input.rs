@@ -781,6 +781,13 @@ fn store_cases() -> Vec<Case> {
                 "is already used by endpoint e1",
             ],
         ),
+        c(
+            ep(&["--mac", "0a:5e:0a:63:00:01"]),
+            &[
+                "invalid mac '0a:5e:0a:63:00:01'",
+                "is reserved for the nodes' MACs",
+            ],
+        ),
         // endpoint add --name: too long, bad characters, empty, bad first character, taken.
         c(
             ep(&["--name", &"e".repeat(65)]),

@@ -145,6 +145,7 @@ fn full_size_packets_through_every_host_fit_plain_and_encrypted_networks() {
             "9000",
             &format!("{}:9000", s.port),
             &s.backends,
+            &[],
         );
         let ready = wait_until(std::time::Duration::from_secs(30), || {
             ["h1", "h2", "h3"]
@@ -198,7 +199,15 @@ fn full_size_packets_through_every_host_fit_plain_and_encrypted_networks() {
     for s in SERVICES.iter().rev() {
         let name = format!("{}-udp", s.name);
         let publish = format!("{}:5353/udp", s.port + 100);
-        services::create_published_on(&lab, s.network, &name, "5353/udp", &publish, &s.backends);
+        services::create_published_on(
+            &lab,
+            s.network,
+            &name,
+            "5353/udp",
+            &publish,
+            &s.backends,
+            &[],
+        );
     }
     std::thread::sleep(std::time::Duration::from_secs(1));
     for s in SERVICES.iter().rev() {

@@ -13,6 +13,10 @@ use vxmesh_tests::witness::{kernel_state, links, settled_state, vxlan_fdb};
 use vxmesh_tests::{run_ok, vxmesh_bin, wait_until, Host, Lab};
 
 const HEAL: Duration = Duration::from_secs(10);
+/// Static FDB entries of vx-net1 on h1 of a 2-host lab with one container per host: h2's
+/// all-zero (BUM) entry, its container's MAC, and h2's node MAC (`0a:5e` + its underlay
+/// address, where routing-mesh replies go back to h2), each toward h2.
+const FDB_ENTRIES: usize = 3;
 
 fn stop(pid: u32) {
     unsafe {
@@ -110,9 +114,17 @@ fn what_is_deleted_by_hand_comes_back() {
     let peer = lab.container("h2-c1").address;
     assert!(lab.ping_within("h1-c1", peer, HEAL));
     let ns = h1.namespace.as_str();
-    // Traffic flows as soon as the BUM entry exists; wait for the unicast entry and the
-    // neighbour too before taking the reference picture.
-    assert!(wait_until(HEAL, || vxlan_fdb(ns, "vx-net1").len() == 2
+    // Traffic flows as soon as the BUM entry exists; wait for the unicast entry, h2's node-MAC
+    // entry and the neighbour too before taking the reference picture.
+    let h2_node_mac = {
+        let o = h2.address.octets();
+        format!("0a:5e:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+    };
+    let fdb_complete = || {
+        let fdb = vxlan_fdb(ns, "vx-net1");
+        fdb.len() == FDB_ENTRIES && fdb.iter().any(|l| l.starts_with(&h2_node_mac))
+    };
+    assert!(wait_until(HEAL, || fdb_complete()
         && run_ok(
             "ip",
             &["-n", ns, "neigh", "show", "nud", "permanent"]
@@ -149,8 +161,9 @@ fn what_is_deleted_by_hand_comes_back() {
     // The VXLAN device.
     run_ok("ip", &["-n", ns, "link", "del", "vx-net1"]);
     assert!(
-        wait_until(HEAL, || vxlan_fdb(ns, "vx-net1").len() == 2),
-        "vx-net1 and its FDB did not come back"
+        wait_until(HEAL, fdb_complete),
+        "vx-net1 and its FDB did not come back: {:?}",
+        vxlan_fdb(ns, "vx-net1")
     );
     let detail = run_ok("ip", &["-n", ns, "-d", "link", "show", "vx-net1"]);
     assert!(

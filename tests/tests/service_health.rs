@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ingress_lb::catalog::HealthStatus;
 use ingress_lb::service::{HealthCheck, Proto};
-use vxmesh_tests::services::{self, lab_exec, Lines, Nginx};
+use vxmesh_tests::services::{self, Nginx};
 use vxmesh_tests::{wait_until, Lab};
 
 const BACKENDS: [&str; 3] = ["h1-c1", "h2-c1", "h3-c1"];
@@ -47,24 +47,7 @@ fn a_stopped_backend_leaves_the_tables_and_serves_again_once_healthy() {
 
     // New connections, 20 a second, for up to 25 s.
     let url = format!("http://{}/[1-500]", svc.vip);
-    let lp = Lines::spawn(lab_exec(
-        &lab,
-        CLIENT,
-        false,
-        &[
-            "curl",
-            "-sS",
-            "-m",
-            "2",
-            "-H",
-            "Connection: close",
-            "--rate",
-            "20/s",
-            "-w",
-            "code=%{http_code}\n",
-            &url,
-        ],
-    ));
+    let lp = services::curl_loop(&lab, CLIENT, false, "20/s", "code=%{http_code}\n", &url);
     let answered = |after: Instant, what: &str| {
         lp.so_far()
             .iter()

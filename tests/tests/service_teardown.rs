@@ -9,60 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ingress_lb::service::{HealthCheck, Proto};
-use vxmesh_tests::services::{self, tree, vx_objects};
+use vxmesh_tests::services::{self, pinned_objects, tree, vx_objects, wait_gone, Obj};
 use vxmesh_tests::{run, wait_until, Lab};
 
 const HOSTS: [&str; 2] = ["h1", "h2"];
-
-/// A kernel object: (kind, id).
-type Obj = (&'static str, u64);
-
-fn json(args: &[&str]) -> serde_json::Value {
-    let out = run("bpftool", &[&["-j"], args].concat());
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-}
-
-/// Every object pinned under `dir` (programs, maps, links), and the Maglev tables inside
-/// `vx_maglev`.
-fn pinned_objects(dir: &Path) -> BTreeSet<Obj> {
-    let mut out = BTreeSet::new();
-    for (sub, kind) in [("progs", "prog"), ("maps", "map"), ("links", "link")] {
-        for pin in tree(&dir.join(sub)) {
-            let v = json(&[kind, "show", "pinned", pin.to_str().unwrap()]);
-            let id = v["id"]
-                .as_u64()
-                .unwrap_or_else(|| panic!("{kind} {}", pin.display()));
-            out.insert((kind, id));
-        }
-    }
-    let tables = json(&[
-        "map",
-        "dump",
-        "pinned",
-        dir.join("maps/vx_maglev").to_str().unwrap(),
-    ]);
-    for e in tables.as_array().into_iter().flatten() {
-        let b: Vec<u8> = e["value"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| u8::from_str_radix(x.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
-            .collect();
-        out.insert(("map", u32::from_le_bytes(b[..4].try_into().unwrap()) as u64));
-    }
-    out
-}
-
-fn still_there(objs: &BTreeSet<Obj>) -> Vec<Obj> {
-    objs.iter()
-        .filter(|(kind, id)| {
-            run("bpftool", &[kind, "show", "id", &id.to_string()])
-                .status
-                .success()
-        })
-        .copied()
-        .collect()
-}
 
 /// Mount lines that are the lab's (its prefix) or bpffs.
 fn mounts(prefix: &str) -> BTreeSet<String> {
@@ -164,11 +114,8 @@ fn removing_the_last_service_and_lab_down_leave_nothing_behind() {
         "pins left: {:?}",
         tree(&root)
     );
-    assert!(
-        wait_until(Duration::from_secs(5), || still_there(&objs).is_empty()),
-        "objects left after service rm: {:?}",
-        still_there(&objs)
-    );
+    let left = wait_gone(&objs);
+    assert!(left.is_empty(), "objects left after service rm: {left:?}");
     assert!(
         !cgroup_programs(&cg).contains("vx_"),
         "{}",
@@ -182,11 +129,8 @@ fn removing_the_last_service_and_lab_down_leave_nothing_behind() {
     assert!(!root.exists(), "pins left by lab down: {:?}", tree(&root));
     // The kernel drops a pinned object's reference an RCU grace period after its pin is
     // unlinked (bpffs frees inodes through RCU): give it a moment.
-    assert!(
-        wait_until(Duration::from_secs(5), || still_there(&objs).is_empty()),
-        "objects left by lab down: {:?}",
-        still_there(&objs)
-    );
+    let left = wait_gone(&objs);
+    assert!(left.is_empty(), "objects left by lab down: {left:?}");
     assert!(!cg.exists(), "cgroups left by lab down: {:?}", tree(&cg));
     let mounts_after = mounts(&prefix);
     assert_eq!(mounts_after, mounts_before, "mounts of the lab or bpffs");

@@ -8,13 +8,16 @@
  *                           is redirected to the egress of vx_be_loc.ifindex: a local
  *                           backend's host-side veth, or a remote one's network bridge,
  *                           whose static FDB carries it over the network's VXLAN device.
+ *                           DSR to a remote backend: the published port stays the
+ *                           destination port and the source MAC is the node's DSR MAC.
  *   vx_mesh_reverse_out()   a reply of a flow it translated (a vx_ct reply entry with
  *                           VX_CT_F_MESH, from the overlay or from a local backend's veth):
  *                           source back to HOST:PUB, then out of the underlay device.
  * Backend host (the flow came over the overlay from another ingress node):
  *   vx_mesh_record()        at the VXLAN device's ingress: a frame whose source MAC is an
  *                           ingress node's (vx_mesh_node) to a backend of a published port
- *                           (vx_mesh_be) leaves the flow's reply tuple in vx_mesh_flow.
+ *                           (vx_mesh_be) leaves the flow's reply tuple in vx_mesh_flow; a
+ *                           DSR frame gets the backend's target port as destination here.
  *   vx_mesh_turn_back()     at the backend's host-side veth ingress: a reply of such a flow
  *                           goes back to the ingress node over the overlay (destination MAC
  *                           = the node's MAC, redirected to the VXLAN device, whose static
@@ -60,7 +63,8 @@ static __always_inline int vx_set_macs(struct __sk_buff *skb, const __u8 *dst, c
 
 /* Sends the (already translated) packet p out of the host's underlay device towards its
  * destination: a TC_ACT_* verdict. Dropped (and counted as a NAT error) when the host is
- * not configured or the FIB has no route out (rc other than SUCCESS / NO_NEIGH). */
+ * not configured, the FIB has no route out, or the packet (a GSO packet: its segments) does
+ * not fit the device's MTU (rc other than SUCCESS / NO_NEIGH). */
 static __always_inline int vx_mesh_out_underlay(struct __sk_buff *skb, const struct vx_pkt *p)
 {
 	struct bpf_fib_lookup fib;
@@ -74,9 +78,10 @@ static __always_inline int vx_mesh_out_underlay(struct __sk_buff *skb, const str
 	fib.l4_protocol = p->proto;
 	fib.sport = p->sport;
 	fib.dport = p->dport;
-	/* tot_len 0: the kernel checks the skb against the device's MTU itself, and lets a
-	 * GSO skb (a backend's TCP send of many segments) pass; a tot_len of its whole length
-	 * made every such reply FRAG_NEEDED, and big downloads stalled. */
+	/* tot_len 0: the helper checks the skb against the egress device's MTU itself
+	 * (is_skb_forwardable), which lets a GSO packet (TSO from the backend, GRO over the
+	 * overlay) through when its segments fit; tot_len = skb->len would call every packet
+	 * larger than the MTU FRAG_NEEDED and drop the bulk of a download. */
 	fib.tot_len = 0;
 	fib.ipv4_src = p->saddr;
 	fib.ipv4_dst = p->daddr;
@@ -145,18 +150,33 @@ static __always_inline void vx_mesh_claim(const struct vx_pkt *p, __be32 front_a
 		vx_stat_inc(VX_STAT_CT_FULL);
 }
 
-/* Forward direction on the ingress host, after vx_lb_dnat_ex picked backend_id: a verdict. */
-static __always_inline int vx_mesh_deliver(struct __sk_buff *skb, __u32 backend_id)
+/* Forward direction on the ingress host, after vx_lb_dnat_ex translated p to backend_id for
+ * the frontend port front_port of a service with flags svc_flags: a verdict. A DSR flow to a
+ * backend on another host keeps front_port as its destination port and gets the node's DSR
+ * MAC as its source (VX_SVC_F_DSR): the backend's host translates the port itself and so
+ * knows, per flow, which published port to answer from. */
+static __always_inline int vx_mesh_deliver(struct __sk_buff *skb, struct vx_pkt *p,
+					   __u32 backend_id, __u32 svc_flags, __be16 front_port)
 {
 	struct vx_be_loc *loc = bpf_map_lookup_elem(&vx_be_loc, &backend_id);
 	struct vx_host *host = vx_host_get();
+	__u8 src[6];
 
-	if (!loc || !host || vx_set_macs(skb, loc->mac, host->mac)) {
-		vx_stat_inc(VX_STAT_NAT_ERROR);
-		return TC_ACT_SHOT;
+	if (!loc || !host)
+		goto fail;
+	__builtin_memcpy(src, host->mac, 6);
+	if ((svc_flags & VX_SVC_F_DSR) && !(loc->flags & VX_BE_LOC_F_LOCAL)) {
+		src[1] ^= VX_MESH_DSR_MAC_BIT;
+		if (vx_nat_rewrite(skb, p, VX_NAT_DST, p->daddr, front_port))
+			goto fail;
 	}
+	if (vx_set_macs(skb, loc->mac, src))
+		goto fail;
 	vx_stat_inc(VX_STAT_MESH_FWD);
 	return bpf_redirect(loc->ifindex, 0);
+fail:
+	vx_stat_inc(VX_STAT_NAT_ERROR);
+	return TC_ACT_SHOT;
 }
 
 /* A reply of a routing-mesh flow this host translated: source back to HOST:PUB and out of
@@ -187,11 +207,13 @@ static __always_inline int vx_mesh_to_me(struct __sk_buff *skb)
 }
 
 /* Backend host, at the VXLAN device's ingress: remembers which ingress node a
- * routing-mesh flow to a local backend came from. Never changes the packet. */
-static __always_inline void vx_mesh_record(struct __sk_buff *skb, const struct vx_pkt *p)
+ * routing-mesh flow to a local backend came from. A DSR frame (from a node's DSR MAC) still
+ * carries the published port: its destination port becomes the backend's target port here.
+ * Returns 0, or -1 when that rewrite failed (drop the packet; counted). */
+static __always_inline int vx_mesh_record(struct __sk_buff *skb, struct vx_pkt *p)
 {
+	struct vx_mesh_be_key bk;
 	struct vx_mac_key mk;
-	struct vx_svc_key bk;
 	struct vx_ct_key fk;
 	struct vx_mesh_flow f, *old;
 	struct vx_ct_entry *ct;
@@ -200,23 +222,32 @@ static __always_inline void vx_mesh_record(struct __sk_buff *skb, const struct v
 
 	__builtin_memset(&mk, 0, sizeof(mk));
 	if (bpf_skb_load_bytes(skb, 6, mk.mac, 6))
-		return;
+		return 0;
 	node = bpf_map_lookup_elem(&vx_mesh_node, &mk);
 	if (!node)
-		return;
+		return 0;
 	__builtin_memset(&bk, 0, sizeof(bk));
 	bk.addr = p->daddr;
 	bk.port = p->dport;
 	bk.proto = p->proto;
+	bk.flags = node->flags & VX_MESH_F_DSR;
 	be = bpf_map_lookup_elem(&vx_mesh_be, &bk);
 	if (!be)
-		return;
+		return 0;
+	/* Before any rewrite: later fragments find these ports and so the same entry. */
+	if (p->frag == VX_FRAG_FIRST)
+		vx_frag_record(p);
+	if ((bk.flags & VX_MESH_F_DSR) &&
+	    vx_nat_rewrite(skb, p, VX_NAT_DST, p->daddr, be->target_port)) {
+		vx_stat_inc(VX_STAT_NAT_ERROR);
+		return -1;
+	}
 
 	vx_mesh_reply_key(&fk, p);
 	old = bpf_map_lookup_elem(&vx_mesh_flow, &fk);
 	if (old && old->ingress_addr == node->addr && old->pub_port == be->pub_port &&
 	    old->flags == be->flags)
-		return;
+		return 0;
 	__builtin_memset(&f, 0, sizeof(f));
 	__builtin_memcpy(f.node_mac, mk.mac, 6);
 	f.pub_port = be->pub_port;
@@ -230,8 +261,7 @@ static __always_inline void vx_mesh_record(struct __sk_buff *skb, const struct v
 	ct = bpf_map_lookup_elem(&vx_ct, &fk);
 	if (ct && (ct->flags & VX_CT_F_MESH))
 		bpf_map_delete_elem(&vx_ct, &fk);
-	if (p->frag == VX_FRAG_FIRST)
-		vx_frag_record(p);
+	return 0;
 }
 
 /* Backend host, at a backend's host-side veth ingress: a reply of a routing-mesh flow that

@@ -38,6 +38,11 @@ struct vx_svc_key {
 /* vx_svc.flags: the key is a published port (HOST:PUB/proto, the host's underlay address):
  * the underlay program (host.c) balances it; it never answers for a frontend without it. */
 #define VX_SVC_F_PUBLISHED (1U << 1)
+/* vx_svc.flags, with VX_SVC_F_PUBLISHED: the service answers in DSR mode. A flow to a backend
+ * on another host leaves the ingress node with the published port still as its destination
+ * port and the node's DSR MAC as its source (see vx_mesh_be_key): the backend's host writes
+ * the target port itself and answers with HOST:PUB as the source, per flow. */
+#define VX_SVC_F_DSR (1U << 2)
 
 /* Value of vx_svc. The Maglev table of the service is vx_maglev[id]. */
 struct vx_svc {
@@ -204,21 +209,39 @@ struct vx_mac_key {
 	__u16 pad; /* must be 0 */
 };
 
+/* vx_mesh_node.flags, vx_mesh_be_key.flags, vx_mesh_be.flags, vx_mesh_flow.flags: direct
+ * server return. */
+#define VX_MESH_F_DSR (1U << 0)
+
+/* A node's DSR MAC is its node MAC with this bit of the second octet flipped (0a:5e:… ->
+ * 0a:5f:…): the source MAC of the DSR frames it forwards into the overlay. Default-mode
+ * frames carry the node MAC itself, so the backend's host tells the two apart per frame. */
+#define VX_MESH_DSR_MAC_BIT 0x01
+
 /* Value of vx_mesh_node: the ingress node a node-naming source MAC stands for. */
 struct vx_mesh_node {
 	__be32 addr;  /* its underlay address (DSR replies take it as their source) */
-	__u32 flags;  /* reserved, 0 */
+	__u32 flags;  /* VX_MESH_F_DSR: the MAC is the node's DSR MAC */
 };
 
-/* vx_mesh_be.flags / vx_mesh_flow.flags: direct server return. */
-#define VX_MESH_F_DSR (1U << 0)
+/* Key of vx_mesh_be: a local backend of a published port, as the forward frames from an
+ * ingress node address it. Default mode (flags 0): backend addr:target port, the frames are
+ * already translated. DSR (flags VX_MESH_F_DSR): backend addr:published port, so that the
+ * published port the client addressed is known per flow even when one target port is
+ * published under several ports. */
+struct vx_mesh_be_key {
+	__be32 addr;
+	__be16 port;
+	__u8 proto;  /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 flags;  /* VX_MESH_F_*: which frames the key matches */
+};
 
-/* Value of vx_mesh_be (key: struct vx_svc_key of a backend, addr:target port/proto): that
- * backend serves a published port; what its host needs to answer routing-mesh flows. */
+/* Value of vx_mesh_be: what the backend's host needs to answer routing-mesh flows. */
 struct vx_mesh_be {
 	__be16 pub_port;         /* the published port (DSR: the replies' source port) */
+	__be16 target_port;      /* the backend's port (DSR: the frames' destination becomes it) */
 	__u8 flags;              /* VX_MESH_F_* */
-	__u8 pad;                /* must be 0 */
+	__u8 pad[3];             /* must be 0 */
 	__u32 overlay_ifindex;   /* the backend's network's VXLAN device (default mode) */
 };
 
@@ -383,7 +406,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 262144);
-	__type(key, struct vx_svc_key);
+	__type(key, struct vx_mesh_be_key);
 	__type(value, struct vx_mesh_be);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vx_mesh_be SEC(".maps");

@@ -89,17 +89,22 @@ impl Maps {
         get("vx_be_loc", self.be_loc.get(&id, 0))
     }
 
-    /// Names ingress node `addr` by `mac` (the source MAC its forwarded frames carry).
+    /// Names ingress node `addr` by `mac` (the source MAC its forwarded frames carry):
+    /// `flags` 0 for its node MAC, [`MESH_F_DSR`] for its DSR MAC ([`dsr_mac`]).
     ///
-    /// Errors: [`Error::Invalid`] for 0.0.0.0 or a MAC that is not unicast; [`Error::Map`].
-    pub fn upsert_mesh_node(&mut self, mac: [u8; 6], addr: Ipv4Addr) -> Result<()> {
+    /// Errors: [`Error::Invalid`] for 0.0.0.0, a MAC that is not unicast or unknown flags;
+    /// [`Error::Map`].
+    pub fn upsert_mesh_node(&mut self, mac: [u8; 6], addr: Ipv4Addr, flags: u8) -> Result<()> {
         unicast("node mac", mac)?;
         if addr.is_unspecified() {
             return Err(Error::invalid("node addr", "0.0.0.0 is not an address"));
         }
+        if flags & !MESH_F_DSR != 0 {
+            return Err(Error::invalid("node flags", "unknown bits set"));
+        }
         let node = MeshNode {
             addr: u32::from_ne_bytes(addr.octets()),
-            flags: 0,
+            flags: u32::from(flags),
         };
         self.mesh_node
             .insert(MacKey { mac, pad: 0 }, node, 0)
@@ -112,25 +117,44 @@ impl Maps {
             .map_err(|e| Error::map("vx_mesh_node", "remove", e))
     }
 
-    /// Marks backend `key` (its addr:target port/proto) as serving a published port.
+    /// Marks backend `key` as serving a published port: default mode, its addr:target
+    /// port; DSR, its addr:published port (`key.flags` = [`MESH_F_DSR`] = `be.flags`).
     ///
-    /// Errors: [`Error::Invalid`] for a bad protocol, port 0, pub port 0, unknown flags;
-    /// [`Error::Map`] when the map is full.
-    pub fn upsert_mesh_be(&mut self, key: SvcKey, be: MeshBe) -> Result<()> {
+    /// Errors: [`Error::Invalid`] for a bad protocol, port 0, pub or target port 0, unknown
+    /// flags or key flags other than the value's, a DSR key whose port is not the published
+    /// one; [`Error::Map`] when the map is full.
+    pub fn upsert_mesh_be(&mut self, key: MeshBeKey, be: MeshBe) -> Result<()> {
         if key.proto != IPPROTO_TCP && key.proto != IPPROTO_UDP {
             return Err(Error::invalid(
                 "backend proto",
                 "must be TCP (6) or UDP (17)",
             ));
         }
-        if key.port == 0 || key.pad != 0 {
+        if key.port == 0 {
             return Err(Error::invalid("backend port", "must be 1-65535"));
         }
         if be.pub_port == 0 {
             return Err(Error::invalid("published port", "must be 1-65535"));
         }
-        if be.flags & !MESH_F_DSR != 0 || be.pad != 0 {
-            return Err(Error::invalid("mesh flags", "unknown bits set"));
+        if be.target_port == 0 {
+            return Err(Error::invalid("target port", "must be 1-65535"));
+        }
+        if be.flags & !MESH_F_DSR != 0 || be.pad != [0; 3] || key.flags != be.flags {
+            return Err(Error::invalid(
+                "mesh flags",
+                "unknown bits set, or the key's differ from the value's",
+            ));
+        }
+        let keyed_by = if be.flags & MESH_F_DSR != 0 {
+            be.pub_port
+        } else {
+            be.target_port
+        };
+        if key.port != keyed_by {
+            return Err(Error::invalid(
+                "backend port",
+                "must be the published port (DSR) or the target port (default mode)",
+            ));
         }
         self.mesh_be
             .insert(key, be, 0)
@@ -138,7 +162,7 @@ impl Maps {
     }
 
     /// Forgets backend `key`'s published port. Returns whether it was there.
-    pub fn delete_mesh_be(&mut self, key: SvcKey) -> Result<bool> {
+    pub fn delete_mesh_be(&mut self, key: MeshBeKey) -> Result<bool> {
         ignore_missing(self.mesh_be.remove(&key)).map_err(|e| Error::map("vx_mesh_be", "remove", e))
     }
 
@@ -163,16 +187,17 @@ impl Maps {
         all("vx_be_loc", &self.be_loc)
     }
 
-    /// Every ingress node known by its MAC (`vx_mesh_node`): (MAC, underlay address).
-    pub fn mesh_nodes(&self) -> Result<Vec<([u8; 6], Ipv4Addr)>> {
+    /// Every ingress node known by its MAC (`vx_mesh_node`): (MAC, underlay address,
+    /// `MESH_F_*` flags).
+    pub fn mesh_nodes(&self) -> Result<Vec<([u8; 6], Ipv4Addr, u8)>> {
         Ok(all("vx_mesh_node", &self.mesh_node)?
             .into_iter()
-            .map(|(k, v)| (k.mac, Ipv4Addr::from(v.addr.to_ne_bytes())))
+            .map(|(k, v)| (k.mac, Ipv4Addr::from(v.addr.to_ne_bytes()), v.flags as u8))
             .collect())
     }
 
     /// Every backend of a published port (`vx_mesh_be`).
-    pub fn mesh_bes(&self) -> Result<Vec<(SvcKey, MeshBe)>> {
+    pub fn mesh_bes(&self) -> Result<Vec<(MeshBeKey, MeshBe)>> {
         all("vx_mesh_be", &self.mesh_be)
     }
 }

@@ -101,7 +101,7 @@ pub struct Maps {
     host: Array<MapData, Host>,
     be_loc: HashMap<MapData, u32, BeLoc>,
     mesh_node: HashMap<MapData, MacKey, MeshNode>,
-    mesh_be: HashMap<MapData, SvcKey, MeshBe>,
+    mesh_be: HashMap<MapData, MeshBeKey, MeshBe>,
     mesh_flow: HashMap<MapData, CtKey, MeshFlow>,
 }
 
@@ -181,7 +181,7 @@ impl Maps {
         if key.pad != 0 {
             return Err(Error::invalid("service key pad", "must be 0"));
         }
-        let known = SVC_F_AFFINITY | SVC_F_PUBLISHED;
+        let known = SVC_F_AFFINITY | SVC_F_PUBLISHED | SVC_F_DSR;
         if svc.flags & !known != 0 {
             return Err(Error::invalid(
                 "service flags",

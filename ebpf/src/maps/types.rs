@@ -18,12 +18,27 @@ pub const SVC_F_AFFINITY: u32 = 1 << 0;
 /// `vx_svc.flags`: the key is a published port HOST:PUB of this host's underlay address,
 /// balanced by `vx_from_underlay` (`VX_SVC_F_PUBLISHED`).
 pub const SVC_F_PUBLISHED: u32 = 1 << 1;
+/// `vx_svc.flags`, with [`SVC_F_PUBLISHED`]: the service answers in DSR mode; a flow to a
+/// remote backend crosses the overlay with the published port as its destination port and
+/// the node's DSR MAC ([`dsr_mac`]) as its source (`VX_SVC_F_DSR`).
+pub const SVC_F_DSR: u32 = 1 << 2;
 /// `vx_ct_entry.flags`: a routing-mesh flow of this ingress host (`VX_CT_F_MESH`).
 pub const CT_F_MESH: u8 = 1 << 0;
 /// `vx_be_loc.flags`: the backend runs on this host (`VX_BE_LOC_F_LOCAL`).
 pub const BE_LOC_F_LOCAL: u8 = 1 << 0;
-/// `vx_mesh_be.flags` / `vx_mesh_flow.flags`: direct server return (`VX_MESH_F_DSR`).
+/// `vx_mesh_node.flags`, [`MeshBeKey::flags`], `vx_mesh_be.flags`, `vx_mesh_flow.flags`:
+/// direct server return (`VX_MESH_F_DSR`).
 pub const MESH_F_DSR: u8 = 1 << 0;
+/// The bit of a node MAC's second octet that its DSR MAC has flipped (`VX_MESH_DSR_MAC_BIT`).
+pub const MESH_DSR_MAC_BIT: u8 = 0x01;
+
+/// The DSR MAC of the node named `node_mac`: the source MAC of the DSR frames it forwards
+/// into the overlay (`0a:5e:…` → `0a:5f:…`), as `vx_from_underlay` derives it.
+pub fn dsr_mac(node_mac: [u8; 6]) -> [u8; 6] {
+    let mut m = node_mac;
+    m[1] ^= MESH_DSR_MAC_BIT;
+    m
+}
 /// `vx_backend.flags`: draining (`VX_BE_F_DRAINING`): existing flows stay, a remembered
 /// affinity pick is ignored.
 pub const BE_F_DRAINING: u8 = 1 << 0;
@@ -122,7 +137,7 @@ macro_rules! addr_port {
         }
     )*};
 }
-addr_port!(SvcKey, Backend);
+addr_port!(SvcKey, Backend, MeshBeKey);
 
 /// `struct vx_be_stats`: per-CPU counters of one backend (`vx_be_stats`).
 #[repr(C)]
@@ -363,17 +378,47 @@ pub struct MeshNode {
     pub flags: u32,
 }
 
-/// `struct vx_mesh_be`: a backend of a published port (`vx_mesh_be`, key: the backend's
-/// [`SvcKey`] addr:target port/proto).
+/// `struct vx_mesh_be_key`: a local backend of a published port as the forward frames from
+/// an ingress node address it, the key of `vx_mesh_be`: default mode (`flags` 0) the
+/// backend's addr:target port, DSR ([`MESH_F_DSR`]) its addr:published port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MeshBeKey {
+    /// IPv4 address, network byte order.
+    pub addr: u32,
+    /// Port, network byte order.
+    pub port: u16,
+    /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
+    pub proto: u8,
+    /// `MESH_F_*`: which frames the key matches.
+    pub flags: u8,
+}
+
+impl MeshBeKey {
+    /// The key of backend `addr` for frames to `port` (host order) of `proto`, `flags`
+    /// `MESH_F_*`.
+    pub fn new(addr: Ipv4Addr, port: u16, proto: u8, flags: u8) -> Self {
+        Self {
+            addr: be32(addr),
+            port: port.to_be(),
+            proto,
+            flags,
+        }
+    }
+}
+
+/// `struct vx_mesh_be`: a backend of a published port (`vx_mesh_be`, key: [`MeshBeKey`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MeshBe {
     /// The published port, network order.
     pub pub_port: u16,
+    /// The backend's target port, network order.
+    pub target_port: u16,
     /// `MESH_F_*`.
     pub flags: u8,
     /// Must be 0.
-    pub pad: u8,
+    pub pad: [u8; 3],
     /// The backend's network's VXLAN device.
     pub overlay_ifindex: u32,
 }
@@ -415,6 +460,7 @@ unsafe impl aya::Pod for Host {}
 unsafe impl aya::Pod for BeLoc {}
 unsafe impl aya::Pod for MacKey {}
 unsafe impl aya::Pod for MeshNode {}
+unsafe impl aya::Pod for MeshBeKey {}
 unsafe impl aya::Pod for MeshBe {}
 unsafe impl aya::Pod for MeshFlow {}
 
@@ -456,7 +502,10 @@ pub const LAYOUTS: &[Layout] = &[
     layout!("vx_be_loc", BeLoc, 12, { ifindex: 0, mac: 4, flags: 10, pad: 11 }),
     layout!("vx_mac_key", MacKey, 8, { mac: 0, pad: 6 }),
     layout!("vx_mesh_node", MeshNode, 8, { addr: 0, flags: 4 }),
-    layout!("vx_mesh_be", MeshBe, 8, { pub_port: 0, flags: 2, pad: 3, overlay_ifindex: 4 }),
+    layout!("vx_mesh_be_key", MeshBeKey, 8, { addr: 0, port: 4, proto: 6, flags: 7 }),
+    layout!("vx_mesh_be", MeshBe, 12, {
+        pub_port: 0, target_port: 2, flags: 4, pad: 5, overlay_ifindex: 8,
+    }),
     layout!("vx_mesh_flow", MeshFlow, 20, {
         node_mac: 0, pub_port: 6, ingress_addr: 8, overlay_ifindex: 12, flags: 16,
     }),

@@ -4,15 +4,20 @@
 //! written by [`apply_mesh`] (differences only; a second pass changes nothing).
 //!
 //! Node MACs: every node names itself in the overlay with `0a:5e` + its underlay IPv4 octets
-//! ([`node_mac`]): locally administered and unicast (IEEE 802 bits of the first octet),
-//! different from the `0a:58` endpoint MACs and from the bridges' shared gateway MAC, and
-//! computed alike by every node without coordination.
+//! ([`node_mac`], overlay-core's `MacAddr::for_node`, which also gives every VXLAN device a
+//! static FDB entry for it): locally administered and unicast (IEEE 802 bits of the first
+//! octet), different from the `0a:58` endpoint MACs and from the bridges' shared gateway MAC,
+//! and computed alike by every node without coordination. Its DSR frames carry its DSR MAC
+//! (`0a:5f` + the octets, [`vxmesh_ebpf::dsr_mac`]) instead, so a backend's host knows that
+//! their destination port is still the published one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+use overlay_core::mac::MacAddr;
 use vxmesh_ebpf::{
-    BeLoc, Host, Maps, MeshBe, Svc, SvcKey, BE_LOC_F_LOCAL, MESH_F_DSR, SVC_F_PUBLISHED,
+    dsr_mac, BeLoc, Host, Maps, MeshBe, MeshBeKey, Svc, SvcKey, BE_LOC_F_LOCAL, MESH_F_DSR,
+    SVC_F_DSR, SVC_F_PUBLISHED,
 };
 
 use super::desired::{proto_number, DesiredFrontend};
@@ -24,8 +29,7 @@ use crate::service::Mode;
 
 /// The MAC naming the node with underlay address `underlay` (`0a:5e:a:b:c:d`).
 pub fn node_mac(underlay: Ipv4Addr) -> [u8; 6] {
-    let o = underlay.octets();
-    [0x0a, 0x5e, o[0], o[1], o[2], o[3]]
+    MacAddr::for_node(underlay).octets()
 }
 
 /// Where the underlay program delivers one kernel backend on this node.
@@ -40,10 +44,13 @@ pub struct BackendPlace {
 /// A local backend of a published port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServedPort {
-    /// The backend (address, target port, protocol).
-    pub key: SvcKey,
+    /// The backend as the forward frames address it: (address, target port, protocol) in
+    /// default mode, (address, published port, protocol) with DSR.
+    pub key: MeshBeKey,
     /// The published port (host order).
     pub published: u16,
+    /// The backend's target port (host order).
+    pub target: u16,
     pub dsr: bool,
     /// Its network's VXLAN device.
     pub overlay_ifname: String,
@@ -57,12 +64,13 @@ pub struct DesiredMesh {
     pub underlay: Option<Ipv4Addr>,
     /// HOST:PUB/proto frontends of this node (the kernel service of the published port).
     pub published: Vec<DesiredFrontend>,
-    /// Every node's MAC → its underlay address.
-    pub nodes: BTreeMap<[u8; 6], Ipv4Addr>,
+    /// Every node's MAC and DSR MAC → its underlay address and `MESH_F_*` flags (DSR for
+    /// the DSR MAC).
+    pub nodes: BTreeMap<[u8; 6], (Ipv4Addr, u8)>,
     /// Kernel backend id → where it is delivered.
     pub places: BTreeMap<u32, BackendPlace>,
-    /// Local backends of published ports, by (address, port, protocol) in network order.
-    pub served: BTreeMap<(u32, u16, u8), ServedPort>,
+    /// Local backends of published ports, by their key.
+    pub served: BTreeMap<MeshBeKey, ServedPort>,
     /// VXLAN devices of the networks with published ports (`vx_from_overlay` goes there).
     pub overlay_ifnames: BTreeSet<String>,
 }
@@ -99,10 +107,12 @@ impl DesiredMesh {
                     continue;
                 };
                 let proto = proto_number(p.proto);
+                let dsr = svc.mode == Mode::Dsr;
+                let mode_flag = if dsr { SVC_F_DSR } else { 0 };
                 out.published.push(DesiredFrontend {
                     key: SvcKey::new(me.underlay, p.published, proto),
                     svc: Svc {
-                        flags: front.svc.flags | SVC_F_PUBLISHED,
+                        flags: front.svc.flags | SVC_F_PUBLISHED | mode_flag,
                         ..front.svc
                     },
                     label: format!(
@@ -135,13 +145,20 @@ impl DesiredMesh {
                         );
                     }
                     if local {
-                        let key = SvcKey::new(ep.ip, target, proto);
+                        // Default mode: one entry per target port (the ingress node turns
+                        // the replies back per flow); DSR: one per published port.
+                        let key = if dsr {
+                            MeshBeKey::new(ep.ip, p.published, proto, MESH_F_DSR)
+                        } else {
+                            MeshBeKey::new(ep.ip, target, proto, 0)
+                        };
                         out.served.insert(
-                            (key.addr, key.port, key.proto),
+                            key,
                             ServedPort {
                                 key,
                                 published: p.published,
-                                dsr: svc.mode == Mode::Dsr,
+                                target,
+                                dsr,
                                 overlay_ifname: network.vxlan_name(),
                             },
                         );
@@ -156,7 +173,13 @@ impl DesiredMesh {
         out.nodes = snap
             .nodes
             .values()
-            .map(|n| (node_mac(n.underlay), n.underlay))
+            .flat_map(|n| {
+                let mac = node_mac(n.underlay);
+                [
+                    (mac, (n.underlay, 0)),
+                    (dsr_mac(mac), (n.underlay, MESH_F_DSR)),
+                ]
+            })
             .collect();
         out
     }
@@ -188,16 +211,16 @@ pub fn apply_mesh(
     // Ingress nodes by MAC.
     match maps.mesh_nodes() {
         Ok(have) => {
-            let have: BTreeMap<_, _> = have.into_iter().collect();
-            for (mac, addr) in &want.nodes {
-                if have.get(mac) != Some(addr) {
-                    match maps.upsert_mesh_node(*mac, *addr) {
+            let have: BTreeMap<_, _> = have.into_iter().map(|(m, a, f)| (m, (a, f))).collect();
+            for (mac, (addr, flags)) in &want.nodes {
+                if have.get(mac) != Some(&(*addr, *flags)) {
+                    match maps.upsert_mesh_node(*mac, *addr, *flags) {
                         Ok(()) => r.changes.push(change("add mesh node", format!("{addr}"))),
                         Err(e) => r.errors.push(err(format!("writing mesh node {addr}"), e)),
                     }
                 }
             }
-            for (mac, addr) in have.iter().filter(|(m, _)| !want.nodes.contains_key(*m)) {
+            for (mac, (addr, _)) in have.iter().filter(|(m, _)| !want.nodes.contains_key(*m)) {
                 match maps.delete_mesh_node(*mac) {
                     Ok(_) => r
                         .changes
@@ -249,29 +272,33 @@ pub fn apply_mesh(
     // Local backends of published ports.
     match maps.mesh_bes() {
         Ok(have) => {
-            let have: BTreeMap<_, _> = have
-                .into_iter()
-                .map(|(k, v)| ((k.addr, k.port, k.proto), (k, v)))
-                .collect();
+            let have: BTreeMap<_, _> = have.into_iter().collect();
             for (t, s) in &want.served {
                 let Some(idx) = ifindex(&s.overlay_ifname) else {
                     continue;
                 };
                 let be = MeshBe {
                     pub_port: s.published.to_be(),
+                    target_port: s.target.to_be(),
                     flags: if s.dsr { MESH_F_DSR } else { 0 },
-                    pad: 0,
+                    pad: [0; 3],
                     overlay_ifindex: idx,
                 };
-                let label = format!("{}:{} as {}", s.key.ip(), s.key.port(), s.published);
-                if have.get(t).map(|h| h.1) != Some(be) {
+                let label = format!(
+                    "{}:{} as {}{}",
+                    s.key.ip(),
+                    s.target,
+                    s.published,
+                    if s.dsr { " (dsr)" } else { "" }
+                );
+                if have.get(t) != Some(&be) {
                     match maps.upsert_mesh_be(s.key, be) {
                         Ok(()) => r.changes.push(change("serve published port", label)),
                         Err(e) => r.errors.push(err(format!("writing {label}"), e)),
                     }
                 }
             }
-            for (_, (k, _)) in have.iter().filter(|(t, _)| !want.served.contains_key(*t)) {
+            for k in have.keys().filter(|t| !want.served.contains_key(*t)) {
                 match maps.delete_mesh_be(*k) {
                     Ok(_) => r.changes.push(change(
                         "unserve published port",

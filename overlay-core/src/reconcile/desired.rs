@@ -13,8 +13,9 @@ use crate::reserved::Reserved;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredNetwork {
     pub network: Network,
-    /// Static FDB entries on the VXLAN device: one all-zero (BUM) entry per other node, and
-    /// one unicast entry per remote endpoint toward its node.
+    /// Static FDB entries on the VXLAN device: per other node one all-zero (BUM) entry and
+    /// one for its node MAC ([`MacAddr::for_node`], where the routing mesh sends replies back
+    /// to their ingress node), and one unicast entry per remote endpoint toward its node.
     pub fdb: BTreeSet<FdbEntry>,
     /// Permanent ARP entries (on the bridge) and static bridge FDB entries (on the VXLAN port)
     /// for every remote endpoint.
@@ -150,10 +151,12 @@ impl Desired {
                 let mut local_attached = Vec::new();
                 for other in snapshot.nodes.values().filter(|n| n.name != me.name) {
                     if let Some(ip) = dst(network, other) {
-                        fdb.insert(FdbEntry {
-                            mac: MacAddr::ZERO,
-                            dst: IpAddr::V4(ip),
-                        });
+                        for mac in [MacAddr::ZERO, MacAddr::for_node(other.underlay)] {
+                            fdb.insert(FdbEntry {
+                                mac,
+                                dst: IpAddr::V4(ip),
+                            });
+                        }
                     }
                 }
                 for e in snapshot
@@ -264,7 +267,7 @@ mod tests {
     }
 
     #[test]
-    fn bum_to_every_other_node_unicast_only_to_the_owner() {
+    fn bum_and_node_macs_to_every_other_node_unicast_only_to_the_owner() {
         let d = Desired::compute(&snapshot(), "h1");
         let a = &d.networks["a"];
         let text: Vec<String> = a
@@ -277,7 +280,9 @@ mod tests {
             [
                 "00:00:00:00:00:00 192.0.2.2",
                 "00:00:00:00:00:00 192.0.2.3",
-                "0a:58:0a:01:00:03 192.0.2.2"
+                "0a:58:0a:01:00:03 192.0.2.2",
+                "0a:5e:c0:00:02:02 192.0.2.2",
+                "0a:5e:c0:00:02:03 192.0.2.3"
             ]
         );
         assert_eq!(a.neighbours.len(), 1);
