@@ -307,6 +307,21 @@ impl Vxmesh {
         Ok(guard)
     }
 
+    /// `up(args)`, then `f`; the lab is taken down afterwards, whether `f` succeeded or not.
+    pub fn with_lab<T>(&self, args: &[&str], f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let guard = self.up(args)?;
+        match f() {
+            Ok(v) => {
+                guard.finish()?;
+                Ok(v)
+            }
+            Err(e) => {
+                drop(guard);
+                Err(e)
+            }
+        }
+    }
+
     /// Ping `to` from container `from` until it answers (the agents
     /// reconcile asynchronously), at most `limit`.
     pub fn wait_reachable(&self, from: &str, to: &str, limit: Duration) -> Result<Duration> {

@@ -63,6 +63,9 @@ pub const PACKAGES: &[&str] = &[
     // with, inside a lab host's namespace.
     "wrk",
     "nftables",
+    // `cargo xtask bench mesh`: haproxy (TCP mode) in front of the lab's replicas, one of the
+    // baselines of the routing mesh (wrk and nftables above are the others' tools).
+    "haproxy",
 ];
 
 pub fn setup() -> Result<()> {
