@@ -411,6 +411,30 @@ mod tests {
     }
 
     #[test]
+    fn places_replicas_round_robin_over_the_hosts() {
+        let c = |name: &str, host: &str, net: &str| {
+            serde_json::json!({"name": name, "host": host, "namespace": name, "network": net,
+                "interface": "eth0", "address": "10.10.1.2", "mac": "0a:58:0a:0a:01:02"})
+        };
+        let h = |name: &str| {
+            serde_json::json!({"name": name, "namespace": name, "interface": "eth0",
+                "address": "10.99.0.1", "agent_pid": null})
+        };
+        let state: LabState = serde_json::from_value(serde_json::json!({
+            "prefix": "p", "store": "/x", "switch_namespace": "p-sw",
+            "underlay_subnet": "10.99.0.0/24", "hosts": [h("h1"), h("h2")], "networks": [],
+            "containers": [c("h1-c1", "h1", "net1"), c("h1-c2", "h1", "net2"),
+                c("h1-c3", "h1", "net1"), c("h2-c1", "h2", "net1"), c("h2-c2", "h2", "net2")]
+        }))
+        .unwrap();
+        let names: Vec<&str> = placement(&state, "net1")
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["h1-c1", "h2-c1", "h1-c3"]);
+    }
+
+    #[test]
     fn reads_listening_sockets_of_proc_net_tcp() {
         let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt\n\
                  \x20  0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000\n\
