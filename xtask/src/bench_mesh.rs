@@ -21,11 +21,11 @@ use anyhow::{bail, Context, Result};
 
 use crate::bench::Options;
 use crate::bench_lb::nginx::{wrk, WrkRun};
+use crate::bench_lb::row;
 use crate::bench_lb::web::{
     schedule, set_port_range, syn_retrans, wrk_args, Measured, Mode, NftTable, RunsByTarget,
-    TempDir,
+    Summary, TempDir,
 };
-use crate::bench_lb::{at_least, row};
 use crate::demo::mesh::answers;
 use crate::lab::{bare_ip, LabStatus, Vxmesh};
 use crate::util::{self, heading, say};
@@ -112,8 +112,8 @@ struct Run {
 }
 
 impl Measured for Run {
-    fn rps(&self) -> f64 {
-        self.wrk.rps
+    fn measured(&self) -> (&WrkRun, u64) {
+        (&self.wrk, self.syn_retrans)
     }
 }
 
@@ -406,17 +406,18 @@ fn report(f: &Figures) {
     for mode in [Mode::KeepAlive, Mode::Close] {
         say(&format!("{}:", mode.label()));
         for t in Target::ALL {
-            let Some(runs) = f.runs.get(mode, t) else {
+            let (Some(runs), Some(sum)) = (f.runs.get(mode, t), f.runs.summary(mode, t)) else {
                 continue;
             };
-            let rps: Vec<f64> = runs.iter().map(|r| r.wrk.rps).collect();
             let cpu: Vec<f64> = runs.iter().map(|r| r.cpu_us).collect();
-            let (Some((mid, lo, hi)), Some(cpu)) = (util::median_range(&rps), util::median(&cpu))
-            else {
-                continue;
-            };
-            let errors: u64 = runs.iter().map(|r| r.wrk.errors + r.wrk.bad_status).sum();
-            let syn: u64 = runs.iter().map(|r| r.syn_retrans).sum();
+            let cpu = util::median(&cpu).unwrap_or_default();
+            let Summary {
+                mid,
+                lo,
+                hi,
+                errors,
+                syn,
+            } = sum;
             row(
                 &format!("  {}", t.label()),
                 format!(
@@ -448,27 +449,9 @@ fn report(f: &Figures) {
             (Target::Mesh, Target::Direct, None, "mesh default / direct"),
             (Target::MeshDsr, Target::Nft, None, "mesh DSR / nftables"),
         ] {
-            let (Some(x), Some(y)) = (f.runs.median(mode, a), f.runs.median(mode, b)) else {
-                continue;
-            };
-            let r = x / y;
-            let verdict = match goal {
-                Some(g) => format!("goal >= {g:.2}: {}", at_least(r, g)),
-                None => "(no goal)".to_string(),
-            };
-            let rounds: Vec<String> = f
-                .runs
-                .per_round(mode, a, b)
-                .iter()
-                .map(|r| format!("{r:.2}"))
-                .collect();
-            row(
-                &format!("  {name}"),
-                format!(
-                    "{r:9.2}  {verdict}   (round by round: {})",
-                    rounds.join(", ")
-                ),
-            );
+            if let Some(line) = f.runs.ratio_line(mode, a, b, goal) {
+                row(&format!("  {name}"), line);
+            }
         }
     }
 }

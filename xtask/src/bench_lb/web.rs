@@ -100,14 +100,30 @@ pub struct WebFigures {
 
 /// A run measured by wrk.
 pub(crate) trait Measured {
+    /// wrk's summary of the run and the SYNs the client sent again meanwhile.
+    fn measured(&self) -> (&WrkRun, u64);
+
     /// Requests per second.
-    fn rps(&self) -> f64;
+    fn rps(&self) -> f64 {
+        self.measured().0.rps
+    }
 }
 
 impl Measured for Run {
-    fn rps(&self) -> f64 {
-        self.wrk.rps
+    fn measured(&self) -> (&WrkRun, u64) {
+        (&self.wrk, self.syn_retrans)
     }
+}
+
+/// One target's runs in one mode, as a report shows them.
+pub(crate) struct Summary {
+    /// Median, lowest and highest requests/s.
+    pub mid: f64,
+    pub lo: f64,
+    pub hi: f64,
+    /// Errors and SYN retransmits over the runs.
+    pub errors: u64,
+    pub syn: u64,
 }
 
 /// Every run of an HTTP bench by (mode, target), in round order.
@@ -130,6 +146,42 @@ impl<T: Ord + Copy, R: Measured> RunsByTarget<T, R> {
     pub(crate) fn median(&self, mode: Mode, target: T) -> Option<f64> {
         let v: Vec<f64> = self.get(mode, target)?.iter().map(R::rps).collect();
         util::median(&v)
+    }
+
+    /// The summary of `target`'s runs in `mode`.
+    pub(crate) fn summary(&self, mode: Mode, target: T) -> Option<Summary> {
+        let runs = self.get(mode, target)?;
+        let v: Vec<f64> = runs.iter().map(R::rps).collect();
+        let (mid, lo, hi) = util::median_range(&v)?;
+        Some(Summary {
+            mid,
+            lo,
+            hi,
+            errors: runs
+                .iter()
+                .map(|r| r.measured().0.errors + r.measured().0.bad_status)
+                .sum(),
+            syn: runs.iter().map(|r| r.measured().1).sum(),
+        })
+    }
+
+    /// The ratio of the medians `a` / `b` in `mode`, its verdict against `goal` (at least),
+    /// and the ratio round by round, as one report line (None when either has no runs).
+    pub(crate) fn ratio_line(&self, mode: Mode, a: T, b: T, goal: Option<f64>) -> Option<String> {
+        let r = self.median(mode, a)? / self.median(mode, b)?;
+        let verdict = match goal {
+            Some(g) => format!("goal >= {g:.2}: {}", at_least(r, g)),
+            None => "(no goal)".to_string(),
+        };
+        let rounds: Vec<String> = self
+            .per_round(mode, a, b)
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect();
+        Some(format!(
+            "{r:9.2}  {verdict}   (round by round: {})",
+            rounds.join(", ")
+        ))
     }
 
     /// `a` / `b` in each round (the two runs of a round are minutes apart at most, so these
@@ -575,15 +627,16 @@ pub fn report(opts: &Options, f: &WebFigures) {
     for mode in [Mode::KeepAlive, Mode::Close] {
         say(&format!("{}:", mode.label()));
         for t in Target::ALL {
-            let Some(runs) = f.runs.get(mode, t) else {
+            let Some(Summary {
+                mid,
+                lo,
+                hi,
+                errors,
+                syn,
+            }) = f.runs.summary(mode, t)
+            else {
                 continue;
             };
-            let v: Vec<f64> = runs.iter().map(|r| r.wrk.rps).collect();
-            let Some((mid, lo, hi)) = util::median_range(&v) else {
-                continue;
-            };
-            let errors: u64 = runs.iter().map(|r| r.wrk.errors + r.wrk.bad_status).sum();
-            let syn: u64 = runs.iter().map(|r| r.syn_retrans).sum();
             row(
                 &format!("  {}", t.label()),
                 format!(
@@ -592,27 +645,12 @@ pub fn report(opts: &Options, f: &WebFigures) {
                 ),
             );
         }
-        let vip = f.runs.median(mode, Target::Vip);
         for (other, goal, name) in [
             (Target::Direct, GOAL_OF_DIRECT, "VIP / direct"),
             (Target::Nft, GOAL_OF_NFT, "VIP / nftables"),
         ] {
-            if let (Some(v), Some(o)) = (vip, f.runs.median(mode, other)) {
-                let r = v / o;
-                let rounds: Vec<String> = f
-                    .runs
-                    .per_round(mode, Target::Vip, other)
-                    .iter()
-                    .map(|r| format!("{r:.2}"))
-                    .collect();
-                row(
-                    &format!("  {name}"),
-                    format!(
-                        "{r:9.2}  goal >= {goal:.2}: {}   (round by round: {})",
-                        at_least(r, goal),
-                        rounds.join(", ")
-                    ),
-                );
+            if let Some(line) = f.runs.ratio_line(mode, Target::Vip, other, Some(goal)) {
+                row(&format!("  {name}"), line);
             }
         }
     }
@@ -656,6 +694,36 @@ mod tests {
                 (1, false, K, 'a'),
             ]
         );
+    }
+
+    #[test]
+    fn summaries_and_ratios_of_runs() {
+        let run = |rps: f64, errors: u64| Run {
+            wrk: WrkRun {
+                rps,
+                requests: 1,
+                errors,
+                bad_status: 1,
+            },
+            syn_retrans: 2,
+        };
+        let mut runs = RunsByTarget::new();
+        for (a, b) in [(100.0, 50.0), (300.0, 100.0), (200.0, 200.0)] {
+            runs.push(Mode::KeepAlive, 'a', run(a, 0));
+            runs.push(Mode::KeepAlive, 'b', run(b, 1));
+        }
+        let s = runs.summary(Mode::KeepAlive, 'b').unwrap();
+        assert_eq!(
+            (s.mid, s.lo, s.hi, s.errors, s.syn),
+            (100.0, 50.0, 200.0, 6, 6)
+        );
+        assert_eq!(runs.per_round(Mode::KeepAlive, 'a', 'b'), [2.0, 3.0, 1.0]);
+        assert_eq!(
+            runs.ratio_line(Mode::KeepAlive, 'a', 'b', Some(2.5))
+                .unwrap(),
+            "     2.00  goal >= 2.50: NOT met   (round by round: 2.00, 3.00, 1.00)"
+        );
+        assert!(runs.ratio_line(Mode::Close, 'a', 'b', None).is_none());
     }
 
     #[test]
