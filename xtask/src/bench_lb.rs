@@ -16,10 +16,10 @@
 //!   an empty datapath when the agent starts with them in the store.
 
 mod delay;
-mod nginx;
+pub(crate) mod nginx;
 mod scale;
 mod tc;
-mod web;
+pub(crate) mod web;
 
 use anyhow::{bail, Result};
 

@@ -10,6 +10,8 @@ use anyhow::{bail, Context, Result};
 use crate::lab::{bare_ip, Vxmesh};
 use crate::util::{self, heading, say};
 
+pub(crate) mod mesh;
+
 const PREFIX: &str = "vxdemo";
 
 pub fn demo() -> Result<()> {
@@ -20,13 +22,17 @@ pub fn demo() -> Result<()> {
     say("The lab simulates machines with network namespaces: one namespace is the");
     say("underlay switch, each \"host\" is a namespace on it running a vxmesh agent,");
     say("and each \"container\" is a namespace wired into one host.");
+    say("Three containers per host on two networks (c1 and c3 on net1, c2 on net2); the six");
+    say("on net1 run the replicas of a service published on port 8080 of every host.");
     let lab = vx.up(&[
         "--hosts",
         "3",
         "--containers-per-host",
-        "2",
+        "3",
         "--networks",
         "2",
+        "--replicas",
+        "6",
     ])?;
     let result = walk_through(&vx);
     match result {
@@ -113,7 +119,13 @@ fn walk_through(vx: &Vxmesh) -> Result<()> {
         "on the wire: tcpdump on {}'s underlay interface while {} pings {}",
         host_a.name, a.name, b.name
     ));
-    let captured = capture_vxlan(vx, &host_a.namespace, &host_a.interface, &a.name, b_ip)?;
+    let captured = capture(
+        &host_a.namespace,
+        &host_a.interface,
+        &["udp", "port", "4789"],
+        4,
+        || util::run(&mut vx.exec(&a.name, &["ping", "-c", "4", "-i", "0.2", "-W", "1", b_ip])),
+    )?;
     if captured.is_empty() {
         bail!("tcpdump saw no VXLAN packet on {}", host_a.name);
     }
@@ -132,23 +144,23 @@ fn walk_through(vx: &Vxmesh) -> Result<()> {
         "watch it yourself during a lab: ip netns exec {} tcpdump -ni {} udp port 4789",
         host_a.namespace, host_a.interface
     ));
-    Ok(())
+    mesh::walk_through(vx, &status)
 }
 
-/// Start tcpdump in the host namespace, wait until it listens, ping, and
-/// return the decoded lines.
-fn capture_vxlan(
-    vx: &Vxmesh,
+/// Starts tcpdump (`filter`, at most `count` packets) on `iface` in namespace `host_ns`,
+/// waits until it listens, runs `during`, and returns the decoded lines (waiting at most 5 s
+/// for `count` packets).
+pub(crate) fn capture(
     host_ns: &str,
     iface: &str,
-    from: &str,
-    to: &str,
+    filter: &[&str],
+    count: u32,
+    during: impl FnOnce() -> Result<()>,
 ) -> Result<Vec<String>> {
-    let mut tcpdump = util::in_netns(
-        host_ns,
-        "tcpdump",
-        ["-l", "-n", "-i", iface, "-c", "4", "udp", "port", "4789"],
-    );
+    let count_s = count.to_string();
+    let mut args = vec!["-l", "-n", "-i", iface, "-c", &count_s];
+    args.extend_from_slice(filter);
+    let mut tcpdump = util::in_netns(host_ns, "tcpdump", args);
     tcpdump
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -184,9 +196,11 @@ fn capture_vxlan(
             .collect::<Vec<_>>()
     });
 
-    util::run(&mut vx.exec(from, &["ping", "-c", "4", "-i", "0.2", "-W", "1", to]))?;
+    during()?;
     if util::wait_timeout(&mut td.child, Duration::from_secs(5))?.is_none() {
-        say("(tcpdump saw fewer than 4 packets in 5 s; showing what it saw)");
+        say(&format!(
+            "(tcpdump saw fewer than {count} packets in 5 s; showing what it saw)"
+        ));
     }
     Ok(reader.join().unwrap_or_default())
 }

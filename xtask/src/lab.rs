@@ -27,6 +27,37 @@ pub struct LabStatus {
     /// services datapath).
     #[serde(default)]
     pub bpf_pin_root: Option<PathBuf>,
+    /// The outside client on the underlay switch (`lab exec client`).
+    #[serde(default)]
+    pub client: Option<LabClient>,
+    /// The routing mesh's demo service (`lab up --replicas N`).
+    #[serde(default)]
+    pub demo: Option<LabDemo>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LabClient {
+    pub namespace: String,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LabDemo {
+    pub service: String,
+    pub network: String,
+    pub port: u16,
+    pub published: u16,
+    pub replicas: Vec<LabReplica>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LabReplica {
+    pub name: String,
+    pub host: String,
+    pub address: String,
+    pub port: u16,
+    #[serde(default)]
+    pub running: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,6 +186,28 @@ impl LabStatus {
         }
     }
 
+    /// The demo service and the outside client of a lab made with `--replicas`.
+    pub fn mesh(&self) -> Result<(&LabDemo, &LabClient)> {
+        let demo = self
+            .demo
+            .as_ref()
+            .context("lab status shows no demo service (lab up --replicas N)")?;
+        let client = self
+            .client
+            .as_ref()
+            .context("lab status shows no outside client")?;
+        let stopped: Vec<&str> = demo
+            .replicas
+            .iter()
+            .filter(|r| !r.running)
+            .map(|r| r.name.as_str())
+            .collect();
+        if !stopped.is_empty() {
+            bail!("replica(s) not running: {}", stopped.join(", "));
+        }
+        Ok((demo, client))
+    }
+
     pub fn check_agents(&self) -> Result<()> {
         let dead: Vec<&str> = self
             .hosts
@@ -252,6 +305,21 @@ impl Vxmesh {
         heading(&format!("starting the lab (prefix {})", self.prefix));
         util::run(&mut self.lab("up", args))?;
         Ok(guard)
+    }
+
+    /// `up(args)`, then `f`; the lab is taken down afterwards, whether `f` succeeded or not.
+    pub fn with_lab<T>(&self, args: &[&str], f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let guard = self.up(args)?;
+        match f() {
+            Ok(v) => {
+                guard.finish()?;
+                Ok(v)
+            }
+            Err(e) => {
+                drop(guard);
+                Err(e)
+            }
+        }
     }
 
     /// Ping `to` from container `from` until it answers (the agents

@@ -1,9 +1,10 @@
-//! vxmesh's task runner: `cargo xtask setup | test | demo | bench overlay|crypto|cni|lb`.
+//! vxmesh's task runner: `cargo xtask setup | test | demo | bench overlay|crypto|cni|lb|mesh`.
 
 mod bench;
 mod bench_cni;
 mod bench_crypto;
 mod bench_lb;
+mod bench_mesh;
 mod demo;
 mod lab;
 mod setup;
@@ -33,6 +34,10 @@ commands:
                          BPF_PROG_TEST_RUN with 1/1,000/10,000 services, HTTP via a VIP
                          vs direct vs nftables DNAT (wrk, N s per run), add-backend
                          delay, programming 10,000 services; --no-lab: the first only
+  bench mesh [--seconds N] [--rounds R]
+                         the routing mesh: wrk from the lab's outside client through
+                         the mesh (default mode, DSR), nftables DNAT, haproxy, and one
+                         server directly; keep-alive and Connection: close; CPU/request
   help                   this text
 
 demo and bench build target/release/vxmesh; VXMESH_BIN=PATH uses another binary.

@@ -66,6 +66,9 @@ pub const PACKAGES: &[&str] = &[
     // DNS for service names (tests/tests/dns.rs): dig is the second witness beside getent
     // (TCP queries, the truncated UDP answer, the response codes).
     "bind9-dnsutils",
+    // `cargo xtask bench mesh`: haproxy (TCP mode) in front of the lab's replicas, one of the
+    // baselines of the routing mesh (wrk and nftables above are the others' tools).
+    "haproxy",
 ];
 
 pub fn setup() -> Result<()> {

@@ -271,3 +271,13 @@ mod tests {
         }
     }
 }
+
+/// `default` or `dsr`: the words [`Mode::from_str`] takes.
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Default => "default",
+            Mode::Dsr => "dsr",
+        })
+    }
+}

@@ -18,9 +18,26 @@ pub enum LabCmd {
     Exec(ExecArgs),
     /// Start a host's agent again (after it was stopped or killed), as `lab up` started it.
     StartAgent(StartAgentArgs),
-    /// Remove everything the lab made (agents, namespaces, cgroups, BPF pins, state).
-    /// Idempotent.
+    /// Remove everything the lab made (agents, replicas, namespaces, cgroups, BPF pins,
+    /// state). Idempotent.
     Down(PrefixArg),
+    /// The demo service's HTTP server (`lab up --replicas` runs one in each replica's
+    /// container): answers every request with `NAME CLIENT_ADDR CLIENT_PORT`.
+    #[command(hide = true)]
+    Replica(ReplicaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplicaArgs {
+    /// The name every answer starts with.
+    #[arg(long)]
+    pub name: String,
+    /// TCP port to listen on (every IPv4 address of the current network namespace).
+    #[arg(long, default_value_t = lab::demo::DEMO_PORT)]
+    pub port: u16,
+    /// Runtime threads (1: a single-threaded server, like one nginx worker).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +74,14 @@ pub struct UpArgs {
     /// MTU of the underlay links.
     #[arg(long, default_value_t = 1500)]
     pub mtu: u32,
+    /// Also run the routing mesh's demo: service `demo`, published on port 8080 of every
+    /// host, with N replicas (HTTP servers answering with their name and the client address
+    /// they saw) in the first N containers of net1, spread round robin over the hosts. Try
+    /// `lab exec client -- curl http://10.99.0.1:8080/`. 1 to 64, and at most net1's
+    /// containers: hosts × ⌈containers-per-host / networks⌉ (e.g. `--hosts 3
+    /// --containers-per-host 2 --networks 1 --replicas 6`).
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +98,15 @@ pub struct ExecArgs {
     /// The command, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
+}
+
+/// A lab process as `lab status` shows it.
+fn process_word(pid: Option<u32>, running: bool) -> String {
+    match (pid, running) {
+        (Some(p), true) => format!("running (pid {p})"),
+        (Some(p), false) => format!("NOT RUNNING (was pid {p})"),
+        (None, _) => "not started".into(),
+    }
 }
 
 fn print_state(s: &LabState) {
@@ -103,11 +137,7 @@ fn print_state(s: &LabState) {
                 h.name.clone(),
                 h.namespace.clone(),
                 format!("{} {}", h.interface, h.address),
-                match (h.agent_pid, h.agent_running) {
-                    (Some(p), true) => format!("running (pid {p})"),
-                    (Some(p), false) => format!("NOT RUNNING (was pid {p})"),
-                    (None, _) => "not started".into(),
-                },
+                process_word(h.agent_pid, h.agent_running),
             ]
         })
         .collect();
@@ -153,6 +183,40 @@ fn print_state(s: &LabState) {
         ],
         &cs,
     );
+    if let Some(d) = &s.demo {
+        print_demo(s, d);
+    }
+}
+
+fn print_demo(s: &LabState, d: &lab::LabDemo) {
+    println!();
+    println!(
+        "service {} on {}: port {} published on port {} of every host ({} replicas)",
+        d.service,
+        d.network,
+        d.port,
+        d.published,
+        d.replicas.len()
+    );
+    let rows: Vec<_> = d
+        .replicas
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.host.clone(),
+                format!("{}:{}", r.address, r.port),
+                process_word(r.pid, r.running),
+            ]
+        })
+        .collect();
+    output::table(&["REPLICA", "HOST", "ADDRESS", "PROCESS"], &rows);
+    if let Some(h) = s.hosts.first() {
+        println!(
+            "try: vxmesh lab exec --prefix {} client -- curl http://{}:{}/",
+            s.prefix, h.address, d.published
+        );
+    }
 }
 
 pub fn run(cmd: LabCmd, json: bool) -> Result<i32> {
@@ -166,6 +230,7 @@ pub fn run(cmd: LabCmd, json: bool) -> Result<i32> {
                 encrypted_networks: a.encrypted_networks,
                 underlay_mtu: a.mtu,
                 agent_bin: std::env::current_exe().context("finding the vxmesh binary")?,
+                replicas: a.replicas,
             };
             let quiet = json;
             let state = lab::up(&spec, &|line| {
@@ -229,6 +294,13 @@ pub fn run(cmd: LabCmd, json: bool) -> Result<i32> {
                     h.agent_pid.unwrap_or_default()
                 );
             }
+        }
+        LabCmd::Replica(a) => {
+            lab::replica::serve(&lab::replica::ReplicaSpec {
+                name: a.name,
+                port: a.port,
+                threads: a.threads,
+            })?;
         }
         LabCmd::Down(p) => {
             let done = lab::down(&p.prefix)?;

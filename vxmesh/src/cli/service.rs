@@ -169,7 +169,7 @@ fn print_changed(verb: &str, svc: &ServiceView, json: bool) {
         let mesh = if published.is_empty() {
             String::new()
         } else {
-            format!(", published {} ({:?} mode)", published.join(", "), svc.mode)
+            format!(", published {} ({} mode)", published.join(", "), svc.mode)
         };
         println!(
             "{verb} service {} (vip {}, ports {}{mesh}, {} backend(s))",

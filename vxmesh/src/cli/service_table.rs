@@ -145,7 +145,7 @@ pub fn print_inspection(i: &ServiceInspection) {
     if !s.publish.is_empty() {
         let published: Vec<String> = s.publish.iter().map(|p| p.to_string()).collect();
         println!(
-            "published {} on every host's underlay address ({:?} mode)",
+            "published {} on every host's underlay address ({} mode)",
             published.join(", "),
             s.mode
         );

@@ -79,7 +79,23 @@ pub fn down(prefix: &str) -> Result<Vec<String>, LabError> {
     for p in &agents {
         done.push(format!("stopped agent {}", p.pid()));
     }
-    let mounted_bpffs = LabState::load(prefix).is_ok_and(|s| s.mounted_bpffs);
+    let state = LabState::load(prefix).ok();
+    let mounted_bpffs = state.as_ref().is_some_and(|s| s.mounted_bpffs);
+
+    // The demo's replicas, each proven to be the process `lab up` started; anything else
+    // left in the containers' cgroups goes with `cgroup.kill` below.
+    let (names, replicas): (Vec<String>, Vec<Pidfd>) = state
+        .iter()
+        .flat_map(|s| s.demo.iter())
+        .flat_map(|d| d.replicas.iter())
+        .filter_map(|r| Some((r.name.clone(), r.process()?)))
+        .unzip();
+    for e in process::terminate_all(&replicas, Duration::from_secs(5)) {
+        errors.push(format!("stopping a replica: {e}"));
+    }
+    for (name, p) in names.iter().zip(&replicas) {
+        done.push(format!("stopped replica {name} (pid {})", p.pid()));
+    }
 
     // Processes left in the containers' cgroups (servers started with `lab exec`) and the
     // cgroups; the agents' BPF pins (every program, map and link goes with them).

@@ -5,7 +5,6 @@
 //! and sees the container's resolv.conf (its network's gateway: the agent's DNS) as
 //! /etc/resolv.conf, in a mount namespace of its own.
 
-use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -22,9 +21,6 @@ pub fn exec(
     outside_cgroup: bool,
 ) -> Result<i32, LabError> {
     let state = super::status(prefix)?;
-    let ns = state
-        .namespace_of(member)
-        .ok_or_else(|| LabError::UnknownMember(member.to_string()))?;
     let Some((program, args)) = argv.split_first() else {
         return Err(LabError::Invalid {
             field: "command",
@@ -32,12 +28,34 @@ pub fn exec(
             reason: "give the command after `--`".into(),
         });
     };
+    let mut cmd = command_in(&state, member, program, outside_cgroup)?;
+    cmd.args(args);
+    let status = cmd.status().map_err(|source| LabError::Io {
+        context: format!("running {program} in {member}"),
+        source,
+    })?;
+    Ok(status.code().unwrap_or(128 + 9))
+}
+
+/// A command that runs `program` in lab member `member`'s network namespace and, for a
+/// container unless `outside_cgroup`, in the container's cgroup (both entered between fork
+/// and exec; the command holds the open namespace and `cgroup.procs` until it is dropped).
+/// Errors: an unknown member, a namespace or cgroup that cannot be opened.
+pub(super) fn command_in(
+    state: &super::LabState,
+    member: &str,
+    program: &str,
+    outside_cgroup: bool,
+) -> Result<Command, LabError> {
+    let prefix = state.prefix.as_str();
+    let ns = state
+        .namespace_of(member)
+        .ok_or_else(|| LabError::UnknownMember(member.to_string()))?;
     let path = overlay_core::netns::path(ns);
     let file = std::fs::File::open(&path).map_err(|source| LabError::Io {
         context: format!("opening {}", path.display()),
         source,
     })?;
-    let fd = file.as_raw_fd();
     // The container's cgroup, opened here; the child joins it before exec.
     let procs = match state.container(member) {
         Some(c) if !outside_cgroup => {
@@ -60,7 +78,6 @@ pub fn exec(
         .container(member)
         .and_then(|c| super::resolv::Bind::for_namespace(&c.namespace));
     let mut cmd = Command::new(program);
-    cmd.args(args);
     // SAFETY: between fork and exec only system calls run (write(2), setns(2), and for a
     // container unshare(2) and mount(2)), on memory made before the fork.
     unsafe {
@@ -68,19 +85,12 @@ pub fn exec(
             if let Some(p) = &procs {
                 super::cgroup::join_self(p)?;
             }
-            let f = std::os::fd::BorrowedFd::borrow_raw(fd);
-            nix::sched::setns(f, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
             if let Some(b) = &resolv {
                 b.apply()?;
             }
             Ok(())
         });
     }
-    let status = cmd.status().map_err(|source| LabError::Io {
-        context: format!("running {program} in {ns}"),
-        source,
-    })?;
-    drop(state);
-    drop(file);
-    Ok(status.code().unwrap_or(128 + 9))
+    Ok(cmd)
 }

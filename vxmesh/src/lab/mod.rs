@@ -14,12 +14,15 @@ use serde::{Deserialize, Serialize};
 
 pub mod bpf;
 pub mod cgroup;
+pub mod demo;
 mod down;
 mod exec;
+pub mod replica;
 pub mod resolv;
 mod status;
 mod up;
 
+pub use demo::{LabDemo, LabReplica};
 pub use down::down;
 pub use exec::exec;
 pub use status::{start_agent, status};
@@ -170,6 +173,9 @@ pub struct LabState {
     /// is not a vxmesh host, to reach published ports from outside.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<LabClient>,
+    /// The routing mesh's demo service and its replicas (`lab up --replicas N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demo: Option<LabDemo>,
 }
 
 /// The lab's outside client.

@@ -8,6 +8,9 @@ pub fn status(prefix: &str) -> Result<LabState, LabError> {
     for h in state.hosts.iter_mut() {
         h.agent_running = h.agent().is_some();
     }
+    for r in state.demo.iter_mut().flat_map(|d| d.replicas.iter_mut()) {
+        r.running = r.process().is_some();
+    }
     Ok(state)
 }
 

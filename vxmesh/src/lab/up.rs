@@ -30,8 +30,11 @@ pub struct LabSpec {
     pub encrypted_networks: u32,
     /// MTU of the underlay links (the overlay gets 50 less).
     pub underlay_mtu: u32,
-    /// The `vxmesh` binary each host's agent runs.
+    /// The `vxmesh` binary each host's agent (and each demo replica) runs.
     pub agent_bin: PathBuf,
+    /// `--replicas N`: the demo service published on port 8080 of every host, with N
+    /// replicas in the first network's containers ([`super::demo`]); `None`: no service.
+    pub replicas: Option<u32>,
 }
 
 /// The underlay: host N gets 10.99.0.N/24.
@@ -77,6 +80,9 @@ fn check(spec: &LabSpec) -> Result<(), LabError> {
             spec.underlay_mtu,
             "must be between 1280 and 9000",
         ));
+    }
+    if let Some(n) = spec.replicas {
+        super::demo::check_replicas(n, spec.hosts, spec.containers_per_host, spec.networks)?;
     }
     Ok(())
 }
@@ -137,6 +143,7 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
         bpf_pin_root: Some(super::bpf::pin_root(&spec.prefix)),
         mounted_bpffs: false,
         client: None,
+        demo: None,
     };
     state.save()?;
 
@@ -314,6 +321,9 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
         }
     }
     wait_for_attachment_reports(&catalog, &state)?;
+    if let Some(n) = spec.replicas {
+        super::demo::start(&mut state, &spec.agent_bin, n, progress)?;
+    }
     Ok(state)
 }
 
@@ -401,19 +411,7 @@ pub(super) fn spawn_agent(
     store: &Path,
     h: &LabHost,
 ) -> Result<(u32, Option<u64>), LabError> {
-    let log_path = state_dir(prefix).join(format!("agent-{}.log", h.name));
-    let log = File::options()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|source| LabError::Io {
-            context: format!("creating {}", log_path.display()),
-            source,
-        })?;
-    let err = log.try_clone().map_err(|source| LabError::Io {
-        context: format!("opening {}", log_path.display()),
-        source,
-    })?;
+    let (log, err) = log_files(&state_dir(prefix).join(format!("agent-{}.log", h.name)))?;
     let child = Command::new(agent_bin)
         .arg("--store")
         .arg(store)
@@ -440,6 +438,22 @@ pub(super) fn spawn_agent(
         })?;
     let start_time = ProcessIdentity::of(child.id()).ok().map(|i| i.start_time);
     Ok((child.id(), start_time))
+}
+
+/// A lab process's log `path`, opened for appending (made when missing), twice: for its
+/// stdout and its stderr.
+pub(super) fn log_files(path: &Path) -> Result<(File, File), LabError> {
+    let io = |what: &str| {
+        let context = format!("{what} {}", path.display());
+        move |source| LabError::Io { context, source }
+    };
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io("creating"))?;
+    let err = log.try_clone().map_err(io("opening"))?;
+    Ok((log, err))
 }
 
 /// Containers can be attached once the agents have made the networks' bridges.

@@ -106,7 +106,7 @@ impl Drop for Nginx {
 }
 
 /// Whether something in network namespace `ns` listens on TCP `port`.
-fn listens(ns: &str, port: u16) -> Result<bool> {
+pub(crate) fn listens(ns: &str, port: u16) -> Result<bool> {
     let out = util::output(&mut util::cmd(
         "ss",
         ["-N", ns, "-H", "-ltn", "sport", "=", &format!(":{port}")],

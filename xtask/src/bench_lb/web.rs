@@ -52,7 +52,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Mode::KeepAlive => "keep-alive requests/s",
             Mode::Close => "new connections/s (Connection: close)",
@@ -94,35 +94,103 @@ impl Target {
 }
 
 pub struct WebFigures {
-    runs: BTreeMap<(Mode, Target), Vec<Run>>,
+    runs: RunsByTarget<Target, Run>,
     seconds: u32,
 }
 
-impl WebFigures {
-    /// VIP / `other` in each round (the two runs of a round are minutes apart at most, so
-    /// these see the machine's load drift less than the ratio of medians).
-    fn per_round_ratios(&self, mode: Mode, other: Target) -> Vec<f64> {
-        match (
-            self.runs.get(&(mode, Target::Vip)),
-            self.runs.get(&(mode, other)),
-        ) {
-            (Some(v), Some(o)) => v
-                .iter()
-                .zip(o)
-                .map(|(v, o)| v.wrk.rps / o.wrk.rps)
-                .collect(),
-            _ => Vec::new(),
-        }
+/// A run measured by wrk.
+pub(crate) trait Measured {
+    /// wrk's summary of the run and the SYNs the client sent again meanwhile.
+    fn measured(&self) -> (&WrkRun, u64);
+
+    /// Requests per second.
+    fn rps(&self) -> f64 {
+        self.measured().0.rps
+    }
+}
+
+impl Measured for Run {
+    fn measured(&self) -> (&WrkRun, u64) {
+        (&self.wrk, self.syn_retrans)
+    }
+}
+
+/// One target's runs in one mode, as a report shows them.
+pub(crate) struct Summary {
+    /// Median, lowest and highest requests/s.
+    pub mid: f64,
+    pub lo: f64,
+    pub hi: f64,
+    /// Errors and SYN retransmits over the runs.
+    pub errors: u64,
+    pub syn: u64,
+}
+
+/// Every run of an HTTP bench by (mode, target), in round order.
+pub(crate) struct RunsByTarget<T, R>(pub BTreeMap<(Mode, T), Vec<R>>);
+
+impl<T: Ord + Copy, R: Measured> RunsByTarget<T, R> {
+    pub(crate) fn new() -> Self {
+        RunsByTarget(BTreeMap::new())
     }
 
-    fn median(&self, mode: Mode, target: Target) -> Option<f64> {
-        let v: Vec<f64> = self
-            .runs
-            .get(&(mode, target))?
-            .iter()
-            .map(|r| r.wrk.rps)
-            .collect();
+    pub(crate) fn get(&self, mode: Mode, target: T) -> Option<&Vec<R>> {
+        self.0.get(&(mode, target))
+    }
+
+    pub(crate) fn push(&mut self, mode: Mode, target: T, run: R) {
+        self.0.entry((mode, target)).or_default().push(run);
+    }
+
+    /// The median requests/s of `target`'s runs in `mode`.
+    pub(crate) fn median(&self, mode: Mode, target: T) -> Option<f64> {
+        let v: Vec<f64> = self.get(mode, target)?.iter().map(R::rps).collect();
         util::median(&v)
+    }
+
+    /// The summary of `target`'s runs in `mode`.
+    pub(crate) fn summary(&self, mode: Mode, target: T) -> Option<Summary> {
+        let runs = self.get(mode, target)?;
+        let v: Vec<f64> = runs.iter().map(R::rps).collect();
+        let (mid, lo, hi) = util::median_range(&v)?;
+        Some(Summary {
+            mid,
+            lo,
+            hi,
+            errors: runs
+                .iter()
+                .map(|r| r.measured().0.errors + r.measured().0.bad_status)
+                .sum(),
+            syn: runs.iter().map(|r| r.measured().1).sum(),
+        })
+    }
+
+    /// The ratio of the medians `a` / `b` in `mode`, its verdict against `goal` (at least),
+    /// and the ratio round by round, as one report line (None when either has no runs).
+    pub(crate) fn ratio_line(&self, mode: Mode, a: T, b: T, goal: Option<f64>) -> Option<String> {
+        let r = self.median(mode, a)? / self.median(mode, b)?;
+        let verdict = match goal {
+            Some(g) => format!("goal >= {g:.2}: {}", at_least(r, g)),
+            None => "(no goal)".to_string(),
+        };
+        let rounds: Vec<String> = self
+            .per_round(mode, a, b)
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect();
+        Some(format!(
+            "{r:9.2}  {verdict}   (round by round: {})",
+            rounds.join(", ")
+        ))
+    }
+
+    /// `a` / `b` in each round (the two runs of a round are minutes apart at most, so these
+    /// see the machine's load drift less than the ratio of medians).
+    pub(crate) fn per_round(&self, mode: Mode, a: T, b: T) -> Vec<f64> {
+        match (self.get(mode, a), self.get(mode, b)) {
+            (Some(x), Some(y)) => x.iter().zip(y).map(|(x, y)| x.rps() / y.rps()).collect(),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -131,7 +199,12 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     fn new() -> Result<Self> {
-        let p = std::env::temp_dir().join(format!("vxbench-lb-{}", std::process::id()));
+        Self::tagged("lb")
+    }
+
+    /// `$TMPDIR/vxbench-TAG-PID`, emptied first.
+    pub(crate) fn tagged(tag: &str) -> Result<Self> {
+        let p = std::env::temp_dir().join(format!("vxbench-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p)?;
         Ok(TempDir(p))
@@ -187,45 +260,91 @@ pub fn wait_answers(vx: &Vxmesh, client: &str, url: &str, want: &[&str]) -> Resu
     }
 }
 
-/// The nftables DNAT VIP in h1, removed on drop.
-struct NftVip<'a> {
+/// An nftables table loaded into a lab namespace from a ruleset file, deleted on drop.
+pub(crate) struct NftTable<'a> {
     host_ns: &'a str,
+    table: &'static str,
 }
 
-impl<'a> NftVip<'a> {
-    fn create(host_ns: &'a str, dir: &Path, backends: &[String]) -> Result<Self> {
-        let map: Vec<String> = backends
-            .iter()
-            .enumerate()
-            .map(|(i, b)| format!("{i} : {b}"))
-            .collect();
-        let rules = format!(
-            "table ip {NFT_TABLE} {{\n  chain prerouting {{\n    \
-             type nat hook prerouting priority dstnat; policy accept;\n    \
-             ip daddr {NFT_VIP} tcp dport {WEB_PORT} dnat to numgen inc mod {} map {{ {} }}\n  \
-             }}\n}}\n",
-            backends.len(),
-            map.join(", ")
-        );
-        let file = dir.join("nft-vip.nft");
+impl<'a> NftTable<'a> {
+    /// Writes `rules` (which define `table ip TABLE`) to `dir/TABLE.nft` and loads them into
+    /// `host_ns` with `nft -f`.
+    pub(crate) fn load(
+        host_ns: &'a str,
+        dir: &Path,
+        table: &'static str,
+        rules: &str,
+    ) -> Result<Self> {
+        let file = dir.join(format!("{table}.nft"));
         std::fs::write(&file, rules)?;
         util::run_quiet(&mut util::in_netns(
             host_ns,
             "nft",
             ["-f", &file.to_string_lossy()],
         ))?;
-        Ok(NftVip { host_ns })
+        Ok(NftTable { host_ns, table })
     }
 }
 
-impl Drop for NftVip<'_> {
+impl Drop for NftTable<'_> {
     fn drop(&mut self) {
         let _ = util::capture(&mut util::in_netns(
             self.host_ns,
             "nft",
-            ["delete", "table", "ip", NFT_TABLE],
+            ["delete", "table", "ip", self.table],
         ));
     }
+}
+
+/// The nftables DNAT VIP in h1, removed on drop.
+fn nft_vip<'a>(host_ns: &'a str, dir: &Path, backends: &[String]) -> Result<NftTable<'a>> {
+    let map: Vec<String> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("{i} : {b}"))
+        .collect();
+    let rules = format!(
+        "table ip {NFT_TABLE} {{\n  chain prerouting {{\n    \
+         type nat hook prerouting priority dstnat; policy accept;\n    \
+         ip daddr {NFT_VIP} tcp dport {WEB_PORT} dnat to numgen inc mod {} map {{ {} }}\n  \
+         }}\n}}\n",
+        backends.len(),
+        map.join(", ")
+    );
+    NftTable::load(host_ns, dir, NFT_TABLE, &rules)
+}
+
+/// wrk's options for one run: `threads`, `connections`, `seconds`, a 5 s timeout, and
+/// `Connection: close` in that mode.
+pub(crate) fn wrk_args(
+    threads: usize,
+    connections: usize,
+    seconds: u32,
+    mode: Mode,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "-t".into(),
+        threads.to_string(),
+        "-c".into(),
+        connections.to_string(),
+        "-d".into(),
+        format!("{seconds}s"),
+        "--timeout".into(),
+        "5s".into(),
+    ];
+    if mode == Mode::Close {
+        args.extend(["-H".into(), "Connection: close".into()]);
+    }
+    args
+}
+
+/// Sets the ephemeral port range (`"LOW HIGH"`) of network namespace `ns`.
+pub(crate) fn set_port_range(ns: &str, range: &str) -> Result<()> {
+    util::run_quiet(&mut util::in_netns(
+        ns,
+        "sysctl",
+        ["-q", "-w", &format!("net.ipv4.ip_local_port_range={range}")],
+    ))
 }
 
 /// Part (b) when `http`, then the add-backend delay when `delay`, in one lab.
@@ -236,25 +355,17 @@ pub fn run(
     delay: bool,
 ) -> Result<(Option<WebFigures>, Option<DelayFigures>)> {
     heading("(b) HTTP through a VIP, directly, and through nftables, in a 3-host lab");
-    let guard = vx.up(&[
-        "--hosts",
-        "3",
-        "--containers-per-host",
-        "2",
-        "--networks",
-        "1",
-    ])?;
-    let result = in_lab(vx, opts, http, delay);
-    match result {
-        Ok(r) => {
-            guard.finish()?;
-            Ok(r)
-        }
-        Err(e) => {
-            drop(guard);
-            Err(e)
-        }
-    }
+    vx.with_lab(
+        &[
+            "--hosts",
+            "3",
+            "--containers-per-host",
+            "2",
+            "--networks",
+            "1",
+        ],
+        || in_lab(vx, opts, http, delay),
+    )
 }
 
 fn in_lab(
@@ -337,7 +448,7 @@ fn http_rounds(
         ],
     ))?;
     {
-        let _nft = NftVip::create(host_ns, &tmp.0, addrs)?;
+        let _nft = nft_vip(host_ns, &tmp.0, addrs)?;
         wait_answers(vx, CLIENT, &format!("http://{NFT_VIP}/"), &BACKENDS)?;
         say(&format!(
             "nftables VIP {NFT_VIP}:{WEB_PORT} in {host_ns} (numgen inc mod {}) answers from \
@@ -359,37 +470,67 @@ fn http_rounds(
         dir: &tmp.0,
     };
     let mut figures = WebFigures {
-        runs: BTreeMap::new(),
+        runs: RunsByTarget::new(),
         seconds: opts.seconds,
     };
-    for round in 0..opts.rounds {
-        say(&format!("(b) round {} of {}", round + 1, opts.rounds));
+    for slot in schedule(opts.rounds, &Target::ALL) {
+        let (mode, target) = (slot.mode, slot.target);
+        if slot.starts_round {
+            say(&format!("(b) round {} of {}", slot.round + 1, opts.rounds));
+        }
+        let r = setup.measure(mode, target)?;
+        say(&format!(
+            "  {:<32} {:<38} {:>8.0}  ({} requests, {} socket errors, {} non-2xx, \
+             {} SYN retransmits)",
+            target.label(),
+            mode.label(),
+            r.wrk.rps,
+            r.wrk.requests,
+            r.wrk.errors,
+            r.wrk.bad_status,
+            r.syn_retrans
+        ));
+        figures.runs.push(mode, target, r);
+    }
+
+    Ok(figures)
+}
+
+/// One run of [`schedule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot<T> {
+    /// From 0.
+    pub round: u32,
+    /// The first run of its round.
+    pub starts_round: bool,
+    pub mode: Mode,
+    pub target: T,
+}
+
+/// The interleaved order of the HTTP runs: in each round both modes (keep-alive first in
+/// even rounds, `Connection: close` first in odd ones), and in each mode every target once,
+/// the order rotated by one target each round, so no target always runs first or after the
+/// same one.
+pub(crate) fn schedule<T: Copy>(rounds: u32, targets: &[T]) -> Vec<Slot<T>> {
+    let mut out = Vec::new();
+    for round in 0..rounds {
         let modes = if round % 2 == 0 {
             [Mode::KeepAlive, Mode::Close]
         } else {
             [Mode::Close, Mode::KeepAlive]
         };
         for mode in modes {
-            for k in 0..Target::ALL.len() {
-                let target = Target::ALL[(k + round as usize) % Target::ALL.len()];
-                let r = setup.measure(mode, target)?;
-                say(&format!(
-                    "  {:<32} {:<38} {:>8.0}  ({} requests, {} socket errors, {} non-2xx, \
-                     {} SYN retransmits)",
-                    target.label(),
-                    mode.label(),
-                    r.wrk.rps,
-                    r.wrk.requests,
-                    r.wrk.errors,
-                    r.wrk.bad_status,
-                    r.syn_retrans
-                ));
-                figures.runs.entry((mode, target)).or_default().push(r);
+            for k in 0..targets.len() {
+                out.push(Slot {
+                    round,
+                    starts_round: out.len() % (2 * targets.len()) == 0,
+                    mode,
+                    target: targets[(k + round as usize) % targets.len()],
+                });
             }
         }
     }
-
-    Ok(figures)
+    out
 }
 
 /// Thread i of wrk connects to backend i (wrk 4's `thread.addr`).
@@ -429,22 +570,7 @@ struct Setup<'a> {
 
 impl Setup<'_> {
     fn measure(&self, mode: Mode, target: Target) -> Result<Run> {
-        let mut args: Vec<String> = [
-            "-t",
-            &self.addrs.len().to_string(),
-            "-c",
-            &CONNECTIONS.to_string(),
-            "-d",
-            &format!("{}s", self.seconds),
-            "--timeout",
-            "5s",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if mode == Mode::Close {
-            args.extend(["-H".into(), "Connection: close".into()]);
-        }
+        let mut args = wrk_args(self.addrs.len(), CONNECTIONS, self.seconds, mode);
         let _nft = match target {
             Target::Vip => {
                 args.push(format!("http://{}:{WEB_PORT}/", self.vip));
@@ -457,18 +583,10 @@ impl Setup<'_> {
             }
             Target::Nft => {
                 args.push(format!("http://{NFT_VIP}:{WEB_PORT}/"));
-                Some(NftVip::create(self.host_ns, self.dir, self.addrs)?)
+                Some(nft_vip(self.host_ns, self.dir, self.addrs)?)
             }
         };
-        util::run_quiet(&mut util::in_netns(
-            self.client_ns,
-            "sysctl",
-            [
-                "-q",
-                "-w",
-                &format!("net.ipv4.ip_local_port_range={}", target.ports()),
-            ],
-        ))?;
+        set_port_range(self.client_ns, target.ports())?;
         let before = syn_retrans(self.client_ns)?;
         let wrk = wrk(self.vx, CLIENT, &args)?;
         Ok(Run {
@@ -479,7 +597,7 @@ impl Setup<'_> {
 }
 
 /// `TcpExt: TCPSynRetrans` in network namespace `ns`.
-fn syn_retrans(ns: &str) -> Result<u64> {
+pub(crate) fn syn_retrans(ns: &str) -> Result<u64> {
     let text = util::output(&mut util::in_netns(ns, "cat", ["/proc/net/netstat"]))?;
     parse_netstat(&text, "TcpExt:", "TCPSynRetrans")
         .with_context(|| format!("no TcpExt TCPSynRetrans in {ns}'s /proc/net/netstat"))
@@ -509,15 +627,16 @@ pub fn report(opts: &Options, f: &WebFigures) {
     for mode in [Mode::KeepAlive, Mode::Close] {
         say(&format!("{}:", mode.label()));
         for t in Target::ALL {
-            let Some(runs) = f.runs.get(&(mode, t)) else {
+            let Some(Summary {
+                mid,
+                lo,
+                hi,
+                errors,
+                syn,
+            }) = f.runs.summary(mode, t)
+            else {
                 continue;
             };
-            let v: Vec<f64> = runs.iter().map(|r| r.wrk.rps).collect();
-            let Some((mid, lo, hi)) = util::median_range(&v) else {
-                continue;
-            };
-            let errors: u64 = runs.iter().map(|r| r.wrk.errors + r.wrk.bad_status).sum();
-            let syn: u64 = runs.iter().map(|r| r.syn_retrans).sum();
             row(
                 &format!("  {}", t.label()),
                 format!(
@@ -526,26 +645,12 @@ pub fn report(opts: &Options, f: &WebFigures) {
                 ),
             );
         }
-        let vip = f.median(mode, Target::Vip);
         for (other, goal, name) in [
             (Target::Direct, GOAL_OF_DIRECT, "VIP / direct"),
             (Target::Nft, GOAL_OF_NFT, "VIP / nftables"),
         ] {
-            if let (Some(v), Some(o)) = (vip, f.median(mode, other)) {
-                let r = v / o;
-                let rounds: Vec<String> = f
-                    .per_round_ratios(mode, other)
-                    .iter()
-                    .map(|r| format!("{r:.2}"))
-                    .collect();
-                row(
-                    &format!("  {name}"),
-                    format!(
-                        "{r:9.2}  goal >= {goal:.2}: {}   (round by round: {})",
-                        at_least(r, goal),
-                        rounds.join(", ")
-                    ),
-                );
+            if let Some(line) = f.runs.ratio_line(mode, Target::Vip, other, Some(goal)) {
+                row(&format!("  {name}"), line);
             }
         }
     }
@@ -562,6 +667,63 @@ mod tests {
         assert_eq!(parse_netstat(text, "TcpExt:", "TCPSynRetrans"), Some(818));
         assert_eq!(parse_netstat(text, "IpExt:", "InNoRoutes"), Some(5));
         assert_eq!(parse_netstat(text, "TcpExt:", "Nope"), None);
+    }
+
+    #[test]
+    fn the_schedule_interleaves_modes_and_rotates_targets() {
+        let s = schedule(2, &['a', 'b', 'c']);
+        let order: Vec<(u32, bool, Mode, char)> = s
+            .iter()
+            .map(|x| (x.round, x.starts_round, x.mode, x.target))
+            .collect();
+        use Mode::{Close as C, KeepAlive as K};
+        assert_eq!(
+            order,
+            [
+                (0, true, K, 'a'),
+                (0, false, K, 'b'),
+                (0, false, K, 'c'),
+                (0, false, C, 'a'),
+                (0, false, C, 'b'),
+                (0, false, C, 'c'),
+                (1, true, C, 'b'),
+                (1, false, C, 'c'),
+                (1, false, C, 'a'),
+                (1, false, K, 'b'),
+                (1, false, K, 'c'),
+                (1, false, K, 'a'),
+            ]
+        );
+    }
+
+    #[test]
+    fn summaries_and_ratios_of_runs() {
+        let run = |rps: f64, errors: u64| Run {
+            wrk: WrkRun {
+                rps,
+                requests: 1,
+                errors,
+                bad_status: 1,
+            },
+            syn_retrans: 2,
+        };
+        let mut runs = RunsByTarget::new();
+        for (a, b) in [(100.0, 50.0), (300.0, 100.0), (200.0, 200.0)] {
+            runs.push(Mode::KeepAlive, 'a', run(a, 0));
+            runs.push(Mode::KeepAlive, 'b', run(b, 1));
+        }
+        let s = runs.summary(Mode::KeepAlive, 'b').unwrap();
+        assert_eq!(
+            (s.mid, s.lo, s.hi, s.errors, s.syn),
+            (100.0, 50.0, 200.0, 6, 6)
+        );
+        assert_eq!(runs.per_round(Mode::KeepAlive, 'a', 'b'), [2.0, 3.0, 1.0]);
+        assert_eq!(
+            runs.ratio_line(Mode::KeepAlive, 'a', 'b', Some(2.5))
+                .unwrap(),
+            "     2.00  goal >= 2.50: NOT met   (round by round: 2.00, 3.00, 1.00)"
+        );
+        assert!(runs.ratio_line(Mode::Close, 'a', 'b', None).is_none());
     }
 
     #[test]
