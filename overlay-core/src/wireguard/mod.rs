@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
+pub mod batch;
 pub mod device;
 pub mod keys;
 pub mod uapi;
