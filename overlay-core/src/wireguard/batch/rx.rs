@@ -14,7 +14,7 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, TunnResult};
 
 use super::coalesce::Coalescer;
-use super::peers::Table;
+use super::peers::{Peer, Table};
 use super::udp;
 use super::{wait, EventFd, Shared, Wake};
 
@@ -73,11 +73,19 @@ pub(super) fn run(shared: Arc<Shared>, sock: Arc<UdpSocket>, queue: usize, rebin
         let s = &shared.stats;
         s.rx_recvs.fetch_add(1, Relaxed);
         let table = shared.table.read().unwrap_or_else(|e| e.into_inner());
+        let mut checked = None;
         for d in buf[..r.len].chunks(r.seg.max(1)) {
             s.rx_datagrams.fetch_add(1, Relaxed);
-            datagram(&table, &sock, d, r.from, &mut plain, &mut |pkt: &[u8]| {
-                coalescer.push(pkt, &mut sink)
-            });
+            let mut deliver = |pkt: &[u8]| coalescer.push(pkt, &mut sink);
+            datagram(
+                &table,
+                &sock,
+                d,
+                r.from,
+                &mut plain,
+                &mut checked,
+                &mut deliver,
+            );
             pending += 1;
         }
         drop(table);
@@ -98,6 +106,23 @@ fn count(shared: &Shared, c: &mut Coalescer) {
         .fetch_add(std::mem::take(&mut c.merged), Relaxed);
 }
 
+/// The last source address found allowed, and for which peer: a train of datagrams from one
+/// peer carries packets from one address, looked up once (valid while the table is).
+type Checked = Option<(IpAddr, *const Peer)>;
+
+/// Whether the table routes `ip` to `peer` (cryptokey routing: a peer may only send from
+/// its allowed IPs).
+fn allowed(table: &Table, peer: &Arc<Peer>, ip: IpAddr, checked: &mut Checked) -> bool {
+    if *checked == Some((ip, Arc::as_ptr(peer))) {
+        return true;
+    }
+    let ok = table.route(ip).is_some_and(|p| Arc::ptr_eq(p, peer));
+    if ok {
+        *checked = Some((ip, Arc::as_ptr(peer)));
+    }
+    ok
+}
+
 /// Handles one datagram from `from`; decrypted packets go to `deliver`.
 fn datagram(
     table: &Table,
@@ -105,6 +130,7 @@ fn datagram(
     d: &[u8],
     from: SocketAddrV4,
     plain: &mut [u8],
+    checked: &mut Checked,
     deliver: &mut impl FnMut(&[u8]),
 ) {
     let (Some((secret, public)), Some(limiter)) = (&table.key, &table.limiter) else {
@@ -145,18 +171,12 @@ fn datagram(
             answered = true;
         }
         TunnResult::WriteToTunnelV4(pkt, ip) => {
-            if table
-                .route(IpAddr::V4(ip))
-                .is_some_and(|p| Arc::ptr_eq(p, peer))
-            {
+            if allowed(table, peer, IpAddr::V4(ip), checked) {
                 deliver(pkt);
             }
         }
         TunnResult::WriteToTunnelV6(pkt, ip) => {
-            if table
-                .route(IpAddr::V6(ip))
-                .is_some_and(|p| Arc::ptr_eq(p, peer))
-            {
+            if allowed(table, peer, IpAddr::V6(ip), checked) {
                 deliver(pkt);
             }
         }
