@@ -111,26 +111,13 @@ pub fn crypto(opts: &Options) -> Result<()> {
     let vx = Vxmesh::build(PREFIX)?;
     let legacy = vx.with_env(LEGACY_PREFIX, &[("VXMESH_WG_DATAPATH", "legacy")]);
     let wg = WgGoPair::create()?;
-    let guard = vx.up(&[
-        "--hosts",
-        "2",
-        "--containers-per-host",
-        "2",
-        "--networks",
-        "2",
-        "--encrypted-networks",
-        "1",
-    ])?;
-    let legacy_guard = legacy.up(&[
-        "--hosts",
-        "2",
-        "--containers-per-host",
-        "1",
-        "--networks",
-        "1",
-        "--encrypted-networks",
-        "1",
-    ])?;
+    // net1 (h*-c1) encrypted, net2 (h*-c2) plain; the legacy lab: net1 encrypted only.
+    let args = |cph: u32, nets: u32| {
+        format!("--hosts 2 --containers-per-host {cph} --networks {nets} --encrypted-networks 1")
+    };
+    let (a, b) = (args(2, 2), args(1, 1));
+    let guard = vx.up(&a.split_whitespace().collect::<Vec<_>>())?;
+    let legacy_guard = legacy.up(&b.split_whitespace().collect::<Vec<_>>())?;
     let (mut batched, mut old, mut plain, mut wgo) = (
         Figure::default(),
         Figure::default(),
@@ -174,64 +161,43 @@ pub fn crypto(opts: &Options) -> Result<()> {
         }
         let (vx_agents, legacy_agents) = (agents(&status), agents(&lstatus));
         let wg_pids = wg.pids();
+        let secs = opts.seconds;
         for round in 1..=opts.rounds {
             say(&format!("round {round} of {}", opts.rounds));
             heading(&format!(
                 "encrypted network {}, batched datapath: {} -> {}",
                 e1.network, e1.name, e2.name
             ));
-            let before = thread_cpu(&vx_agents);
-            let mut r = iperf(
-                &e2.namespace,
-                &e1.namespace,
-                bare_ip(&e2.address),
-                opts.seconds,
-            )?;
-            let after = thread_cpu(&vx_agents);
-            let mut total = 0.0;
-            for (k, v) in &after {
-                let d = (v - before.get(k).copied().unwrap_or(0.0)) / f64::from(opts.seconds);
-                total += d;
-                *threads.entry(k.clone()).or_default() += d;
+            let (r, per_thread) =
+                measure(&e2.namespace, &e1.namespace, &e2.address, secs, &vx_agents)?;
+            for (k, v) in per_thread {
+                *threads.entry(k).or_default() += v;
             }
-            r.cores = Some(total);
-            say(&show(&r));
             batched.0.push(r);
-
             heading(&format!(
                 "encrypted network, legacy datapath (lab {LEGACY_PREFIX}): {} -> {}",
                 l1.name, l2.name
             ));
-            let before = cpu_total(&legacy_agents);
-            let mut r = iperf(
-                &l2.namespace,
-                &l1.namespace,
-                bare_ip(&l2.address),
-                opts.seconds,
-            )?;
-            r.cores = Some((cpu_total(&legacy_agents) - before) / f64::from(opts.seconds));
-            say(&show(&r));
-            old.0.push(r);
-
+            old.0.push(
+                measure(
+                    &l2.namespace,
+                    &l1.namespace,
+                    &l2.address,
+                    secs,
+                    &legacy_agents,
+                )?
+                .0,
+            );
             heading(&format!(
                 "plain network {}: {} -> {}",
                 p1.network, p1.name, p2.name
             ));
-            let r = iperf(
-                &p2.namespace,
-                &p1.namespace,
-                bare_ip(&p2.address),
-                opts.seconds,
-            )?;
-            say(&show(&r));
-            plain.0.push(r);
-
+            plain
+                .0
+                .push(measure(&p2.namespace, &p1.namespace, &p2.address, secs, &[])?.0);
             heading("wireguard-go <-> wireguard-go (same topology: namespaces over veth)");
-            let before = cpu_total(&wg_pids);
-            let mut r = iperf(&wg.ns[1], &wg.ns[0], WG_TUNNEL[1], opts.seconds)?;
-            r.cores = Some((cpu_total(&wg_pids) - before) / f64::from(opts.seconds));
-            say(&show(&r));
-            wgo.0.push(r);
+            wgo.0
+                .push(measure(&wg.ns[1], &wg.ns[0], WG_TUNNEL[1], secs, &wg_pids)?.0);
         }
         Ok(())
     })();
@@ -359,19 +325,32 @@ fn thread_cpu(procs: &[(String, u32)]) -> BTreeMap<String, f64> {
     out
 }
 
-/// CPU seconds used so far by all threads of the given processes.
-fn cpu_total(procs: &[(String, u32)]) -> f64 {
-    thread_cpu(procs).values().sum()
-}
-
-/// One iperf3 measurement (the overlay bench's runner): throughput and retransmits.
-fn iperf(server_ns: &str, client_ns: &str, server_ip: &str, seconds: u32) -> Result<Run> {
-    let m = crate::bench::iperf(server_ns, client_ns, server_ip, seconds)?;
-    Ok(Run {
+/// One iperf3 measurement (the overlay bench's runner) to `server` (an address, a prefix
+/// length allowed), with the CPU `procs` used meanwhile (cores: in all, and by thread) unless
+/// none are given.
+fn measure(
+    server_ns: &str,
+    client_ns: &str,
+    server: &str,
+    seconds: u32,
+    procs: &[(String, u32)],
+) -> Result<(Run, BTreeMap<String, f64>)> {
+    let before = thread_cpu(procs);
+    let m = crate::bench::iperf(server_ns, client_ns, bare_ip(server), seconds)?;
+    let per_thread: BTreeMap<String, f64> = thread_cpu(procs)
+        .into_iter()
+        .map(|(k, v)| {
+            let d = (v - before.get(&k).copied().unwrap_or(0.0)) / f64::from(seconds);
+            (k, d)
+        })
+        .collect();
+    let r = Run {
         bps: m.bps,
         retransmits: m.retransmits,
-        cores: None,
-    })
+        cores: (!procs.is_empty()).then(|| per_thread.values().sum()),
+    };
+    say(&show(&r));
+    Ok((r, per_thread))
 }
 
 const WG_UNDERLAY: [&str; 2] = ["10.202.0.1", "10.202.0.2"];
