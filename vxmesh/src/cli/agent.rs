@@ -32,7 +32,7 @@ pub struct AgentArgs {
     /// for the batched datapath, in all for the legacy one. One is the default: with two, the
     /// legacy workers contend on boringtun's device lock and throughput fell from ~570 to
     /// ~330 Mbit/s in the lab (2 cores, two agents).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "VXMESH_WG_THREADS", default_value_t = 1)]
     pub wg_threads: usize,
     /// The userspace WireGuard datapath: `batched` (a TAP with offloads, segmentation and
     /// coalescing around boringtun's protocol, UDP GSO/GRO) or `legacy` (boringtun's own
