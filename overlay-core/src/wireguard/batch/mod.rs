@@ -120,15 +120,8 @@ impl Shared {
 
     /// Binds new sockets on `port` and starts their receive workers, after stopping those of
     /// the old ones.
+    /// The new sockets are bound first: when that fails, the old ones keep working.
     fn listen(self: &Arc<Self>, port: u16) -> io::Result<()> {
-        let mut rx = self.receivers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(stop) = rx.stop.take() {
-            let _ = stop.write(1);
-        }
-        for t in rx.threads.drain(..) {
-            let _ = t.join();
-        }
-        *self.sockets.write().unwrap_or_else(|e| e.into_inner()) = None;
         let mut socks = Vec::new();
         for _ in 0..self.workers {
             socks.push(Arc::new(udp::bind(SocketAddrV4::new(
@@ -137,6 +130,13 @@ impl Shared {
             ))?));
         }
         let stop = Arc::new(new_eventfd()?);
+        let mut rx = self.receivers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = rx.stop.take() {
+            let _ = old.write(1);
+        }
+        for t in rx.threads.drain(..) {
+            let _ = t.join();
+        }
         for (i, s) in socks.iter().enumerate() {
             let (shared, s, stop) = (Arc::clone(self), Arc::clone(s), Arc::clone(&stop));
             rx.threads.push(
@@ -196,6 +196,17 @@ impl Handler for Arc<Shared> {
     }
 
     fn set(&self, req: SetRequest) -> Result<(), i32> {
+        // Refused before anything changes: a peer needs the device's key (wg(8) sets it first).
+        let keyed = req.private_key.is_some()
+            || self
+                .table
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .key
+                .is_some();
+        if !keyed && req.peers.iter().any(|p| !p.remove) {
+            return Err(peers::EINVAL);
+        }
         if let Some(port) = req.listen_port {
             let current = self.table.read().unwrap_or_else(|e| e.into_inner()).port;
             if port != current || self.sockets().is_none() {

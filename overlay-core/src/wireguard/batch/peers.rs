@@ -240,3 +240,66 @@ impl Table {
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(public: [u8; 32], allowed: &str) -> PeerUpdate {
+        let (ip, cidr) = allowed.split_once('/').unwrap();
+        PeerUpdate {
+            public,
+            endpoint: Some("10.99.0.2:51820".parse().unwrap()),
+            replace_allowed: true,
+            allowed: vec![(ip.parse().unwrap(), cidr.parse().unwrap())],
+            keepalive: Some(25),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn peers_are_added_routed_changed_and_removed() {
+        let mut t = Table::default();
+        let peer = PublicKey::from(&StaticSecret::from([7u8; 32])).to_bytes();
+        assert_eq!(
+            t.apply(update(peer, "100.88.0.2/32")),
+            Err(EINVAL),
+            "no key yet"
+        );
+        t.set_key(StaticSecret::from([1u8; 32]));
+        t.apply(update(peer, "100.88.0.2/32")).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let p = Arc::clone(t.route(ip("100.88.0.2")).expect("routed"));
+        assert!(t.route(ip("100.88.0.3")).is_none());
+        assert_eq!(
+            t.by_index.get(&p.index).map(Arc::as_ptr),
+            Some(Arc::as_ptr(&p))
+        );
+        let text = t.render();
+        assert!(text.starts_with("own_public_key="), "{text}");
+        for line in [
+            &format!("public_key={}", hex(&peer)),
+            "endpoint=10.99.0.2:51820",
+            "allowed_ip=100.88.0.2/32",
+            "persistent_keepalive_interval=25",
+            "rx_bytes=0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        // Allowed IPs replaced in place: same peer, same index, new route.
+        t.apply(update(peer, "100.88.0.9/32")).unwrap();
+        assert!(t.route(ip("100.88.0.2")).is_none());
+        let q = t.route(ip("100.88.0.9")).expect("re-routed");
+        assert!(Arc::ptr_eq(q, &p));
+        // Removed: no route, no index, not reported.
+        t.apply(PeerUpdate {
+            public: peer,
+            remove: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(t.route(ip("100.88.0.9")).is_none());
+        assert!(t.by_index.is_empty());
+        assert!(!t.render().lines().any(|l| l.starts_with("public_key=")));
+    }
+}

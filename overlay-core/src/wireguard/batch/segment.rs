@@ -170,6 +170,13 @@ pub fn segment(
     scratch: &mut [u8],
     mut emit: impl FnMut(&[u8]),
 ) -> Result<usize, SegmentError> {
+    // A frame cut short (by a read buffer smaller than the frame) is not sent in part.
+    if let Some(b) = pkt.get(..4) {
+        let total = usize::from(get16(b, 2));
+        if b[0] >> 4 == 4 && total > pkt.len() {
+            return Err(SegmentError::Truncated { len: pkt.len() });
+        }
+    }
     if !hdr.is_gso() {
         if hdr.flags & vnet::F_NEEDS_CSUM != 0 {
             complete_checksum(
@@ -557,6 +564,14 @@ pub(crate) mod tests {
         ));
         let h = tunnel_hdr(1000, true);
         assert!(collect(&h, &mut frame[..60].to_vec()).is_err());
+        // Cut short: its IPv4 total length says more.
+        let n = frame.len() - 100;
+        assert_eq!(
+            collect(&h, &mut frame[..n].to_vec()),
+            Err(SegmentError::Truncated { len: n })
+        );
+        let plain = VnetHdr::default();
+        assert!(collect(&plain, &mut frame[..n].to_vec()).is_err());
         let mut v6 = frame.clone();
         v6[0] = 0x60;
         assert_eq!(collect(&h, &mut v6), Err(SegmentError::NotIpv4));
