@@ -24,17 +24,21 @@ const MAX_DATAGRAMS: usize = 128;
 /// the kernel looks only at the destination, the TAP's own).
 const SOURCE_MAC: [u8; 6] = [0x02, 0x77, 0x67, 0, 0, 1];
 
-/// Writes one frame (an iovec) to the TAP queue `fd`.
+/// Writes one frame (an iovec of at most two parts: headers, packet) to the TAP queue `fd`.
 fn write_frame(shared: &Shared, fd: i32, iov: &[&[u8]]) {
-    let v: Vec<libc::iovec> = iov
-        .iter()
-        .map(|b| libc::iovec {
+    let mut v = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 2];
+    let n = iov.len().min(2);
+    for (d, b) in v.iter_mut().zip(iov) {
+        *d = libc::iovec {
             iov_base: b.as_ptr() as *mut libc::c_void,
             iov_len: b.len(),
-        })
-        .collect();
-    // SAFETY: the iovecs point into live slices of the given lengths.
-    let n = unsafe { libc::writev(fd, v.as_ptr(), v.len() as libc::c_int) };
+        };
+    }
+    // SAFETY: the first n iovecs point into live slices of the given lengths.
+    let n = unsafe { libc::writev(fd, v.as_ptr(), n as libc::c_int) };
     if n < 0 {
         shared.stats.rx_errors.fetch_add(1, Relaxed);
         tracing::debug!(error = %std::io::Error::last_os_error(), "writing to the WireGuard TAP failed");
