@@ -1009,6 +1009,18 @@ fn agent_for_an_unknown_node_fails_fast_naming_it() {
             ],
             vec!["invalid bpf-pin-root 'pins'"],
         ),
+        (
+            vec![
+                "--store",
+                store,
+                "agent",
+                "--node",
+                "h1",
+                "--wg-datapath",
+                "fast",
+            ],
+            vec!["invalid WireGuard datapath 'fast'", "batched or legacy"],
+        ),
     ] {
         let out = run_must_exit(&bin, &args, Duration::from_secs(30));
         let stderr = text(&out.stderr);

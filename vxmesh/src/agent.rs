@@ -8,7 +8,7 @@ use overlay_core::dataplane::Dataplane;
 use overlay_core::keys;
 use overlay_core::reconcile::{Desired, Reconciler, WireguardHandle};
 use overlay_core::store::StoreError;
-use overlay_core::wireguard::{self, PrivateKey, UserspaceDevice};
+use overlay_core::wireguard::{self, Datapath, PrivateKey, WireguardDevice};
 
 /// The node's WireGuard interface, for encrypted networks.
 #[derive(Debug, Clone)]
@@ -17,8 +17,10 @@ pub struct WireguardConfig {
     pub ifname: String,
     /// UDP port on the underlay.
     pub port: u16,
-    /// Worker threads of the userspace implementation.
+    /// Worker threads of the userspace implementation (per direction for the batched one).
     pub threads: usize,
+    /// Which userspace datapath runs the interface.
+    pub datapath: Datapath,
 }
 
 /// How the agent runs.
@@ -70,7 +72,7 @@ pub fn run(catalog: Catalog, config: AgentConfig) -> Result<(), AgentError> {
 
 /// The running WireGuard interface and the key it uses.
 struct Wireguard {
-    device: UserspaceDevice,
+    device: WireguardDevice,
     key: PrivateKey,
     config: WireguardConfig,
 }
@@ -91,14 +93,15 @@ impl Wireguard {
                  userspace implementation"
             );
         }
-        let device = UserspaceDevice::start(&wg.ifname, wg.threads).map_err(|e| werr(&e))?;
+        let device =
+            WireguardDevice::start(&wg.ifname, wg.threads, wg.datapath).map_err(|e| werr(&e))?;
         let uapi = device.uapi();
         uapi.set_private_key(&key).map_err(|e| werr(&e))?;
         uapi.set_listen_port(wg.port).map_err(|e| werr(&e))?;
         tracing::info!(
             interface = %wg.ifname,
             port = wg.port,
-            implementation = wireguard::IMPL_USERSPACE,
+            implementation = device.implementation(),
             "WireGuard interface up"
         );
         Ok(Wireguard {
@@ -134,7 +137,7 @@ impl Wireguard {
                 && w.port == self.config.port
                 && w.tunnel_ip.is_some()
                 && !w.rotate_requested
-                && w.implementation.as_deref() == Some(wireguard::IMPL_USERSPACE)
+                && w.implementation.as_deref() == Some(self.device.implementation())
         });
         if current {
             return Ok(false);
@@ -143,7 +146,7 @@ impl Wireguard {
             &node.name,
             &public,
             self.config.port,
-            wireguard::IMPL_USERSPACE,
+            self.device.implementation(),
         )?;
         tracing::info!(
             public_key = %public,

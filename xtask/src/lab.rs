@@ -226,6 +226,9 @@ impl LabStatus {
 pub struct Vxmesh {
     pub bin: PathBuf,
     pub prefix: String,
+    /// Added to the environment of every `vxmesh lab` command (and so of the agents that
+    /// `lab up` starts).
+    env: Vec<(String, String)>,
 }
 
 impl Vxmesh {
@@ -241,6 +244,7 @@ impl Vxmesh {
             return Ok(Self {
                 bin,
                 prefix: prefix.to_string(),
+                env: vec![],
             });
         }
         heading("building the vxmesh CLI (cargo build --release -p vxmesh)");
@@ -252,7 +256,21 @@ impl Vxmesh {
         Ok(Self {
             bin,
             prefix: prefix.to_string(),
+            env: vec![],
         })
+    }
+
+    /// Another lab (`prefix`) run by the same binary, whose `lab` commands get `env` on top
+    /// of this process's environment (e.g. an agent option such as `VXMESH_WG_DATAPATH`).
+    pub fn with_env(&self, prefix: &str, env: &[(&str, &str)]) -> Vxmesh {
+        Vxmesh {
+            bin: self.bin.clone(),
+            prefix: prefix.to_string(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
     }
 
     /// `vxmesh lab SUB ARGS... --prefix P`
@@ -262,7 +280,9 @@ impl Vxmesh {
         S: AsRef<std::ffi::OsStr>,
     {
         let mut c = Command::new(&self.bin);
-        c.args(["lab", sub, "--prefix", &self.prefix]).args(args);
+        c.args(["lab", sub, "--prefix", &self.prefix])
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

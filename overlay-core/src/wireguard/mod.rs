@@ -10,11 +10,13 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
+pub mod batch;
 pub mod device;
 pub mod keys;
 pub mod uapi;
 
-pub use device::UserspaceDevice;
+pub use batch::BatchedDevice;
+pub use device::{Datapath, UserspaceDevice, WireguardDevice};
 pub use keys::{KeyError, PrivateKey, PublicKey};
 pub use uapi::{Uapi, UapiDevice, UapiPeer};
 
@@ -28,8 +30,11 @@ pub const WIREGUARD_OVERHEAD: u32 = 60;
 /// Seconds between keepalives to every peer: a restarted peer, which lost its sessions, gets a
 /// fresh handshake within this time even when it has nothing to send.
 pub const PERSISTENT_KEEPALIVE: u16 = 25;
-/// What `vxmesh node ls` and the agent's log report for the userspace implementation.
+/// What `vxmesh node ls` and the agent's log report for boringtun's own device (the legacy
+/// datapath).
 pub const IMPL_USERSPACE: &str = "userspace (boringtun 0.7)";
+/// What they report for the batched datapath (boringtun's protocol, batched I/O).
+pub const IMPL_BATCHED: &str = "userspace (boringtun 0.7, batched)";
 
 /// The range tunnel addresses are taken from (one per node, allocated by the catalog).
 pub fn tunnel_net() -> Ipv4Net {

@@ -28,11 +28,17 @@ pub struct AgentArgs {
     /// UDP port WireGuard listens on (published to the other nodes).
     #[arg(long, default_value_t = overlay_core::wireguard::DEFAULT_PORT)]
     pub wg_port: u16,
-    /// Worker threads of the userspace WireGuard implementation. One is the default: with two,
-    /// the workers contend on boringtun's device lock and throughput fell from ~570 to ~330
-    /// Mbit/s in the lab (2 cores, two agents).
-    #[arg(long, default_value_t = 1)]
+    /// Worker threads of the userspace WireGuard implementation: per direction (send, receive)
+    /// for the batched datapath, in all for the legacy one. One is the default: with two, the
+    /// legacy workers contend on boringtun's device lock and throughput fell from ~570 to
+    /// ~330 Mbit/s in the lab (2 cores, two agents).
+    #[arg(long, env = "VXMESH_WG_THREADS", default_value_t = 1)]
     pub wg_threads: usize,
+    /// The userspace WireGuard datapath: `batched` (a TAP with offloads, segmentation and
+    /// coalescing around boringtun's protocol, UDP GSO/GRO) or `legacy` (boringtun's own
+    /// device, one packet per system call).
+    #[arg(long, env = "VXMESH_WG_DATAPATH", default_value = "batched")]
+    pub wg_datapath: overlay_core::wireguard::Datapath,
     /// Run without a WireGuard interface (encrypted networks are then not built here).
     #[arg(long)]
     pub no_wireguard: bool,
@@ -124,6 +130,7 @@ pub fn run(args: AgentArgs, catalog: Catalog) -> Result<()> {
                 ifname: args.wg_interface.clone(),
                 port: args.wg_port,
                 threads: args.wg_threads,
+                datapath: args.wg_datapath,
             }),
             services: vxmesh::service_plane::ServiceConfig {
                 cgroup: args.cgroup.clone(),
