@@ -63,6 +63,15 @@ pub const PACKAGES: &[&str] = &[
     // with, inside a lab host's namespace.
     "wrk",
     "nftables",
+    // The etcd store (overlay-core/src/store/etcd): the etcd-client crate's build script
+    // compiles etcd's .proto files with tonic/prost, which needs `protoc` (protobuf-compiler)
+    // and the well-known types' .proto files (libprotobuf-dev, google/protobuf/*.proto).
+    "protobuf-compiler",
+    "libprotobuf-dev",
+    // etcd itself for the store suite's 3-member cluster and `vxmesh lab up --store etcd`
+    // (etcd-server), etcdctl as the tests' witness of what is in etcd (etcd-client).
+    "etcd-server",
+    "etcd-client",
 ];
 
 pub fn setup() -> Result<()> {
