@@ -130,6 +130,21 @@ pub struct LabState {
     /// The agents' BPF pin root.
     #[serde(default)]
     pub bpf_pin_root: Option<PathBuf>,
+    /// The lab's etcd cluster, when it runs on etcd.
+    #[serde(default)]
+    pub etcd: Option<vxmesh::lab::etcd::LabEtcd>,
+}
+
+/// The store the lab tests run on: `VXMESH_TEST_STORE=etcd` runs every lab on a 3-member
+/// etcd cluster of its own (`lab up --store etcd`), unset or `sqlite` on SQLite. The same test
+/// bodies run on both (`cargo xtask test` runs the overlay, reconcile and CNI cross-host tests
+/// a second time with it set).
+pub fn test_store() -> &'static str {
+    match std::env::var("VXMESH_TEST_STORE").as_deref() {
+        Ok("etcd") => "etcd",
+        Ok("") | Ok("sqlite") | Err(_) => "sqlite",
+        Ok(other) => panic!("VXMESH_TEST_STORE={other}: expected etcd or sqlite"),
+    }
 }
 
 /// A lab built with `vxmesh lab up`, removed with `vxmesh lab down` on drop.
@@ -154,7 +169,15 @@ impl Lab {
         let prefix = unique("vt");
         let bin = vxmesh_bin();
         let out = Command::new(&bin)
-            .args(["--json", "lab", "up", "--prefix", &prefix])
+            .args([
+                "--json",
+                "--store",
+                test_store(),
+                "lab",
+                "up",
+                "--prefix",
+                &prefix,
+            ])
             .args(options)
             .stdin(Stdio::null())
             .output()
@@ -179,6 +202,7 @@ impl Lab {
                 containers: vec![],
                 cgroup: None,
                 bpf_pin_root: None,
+                etcd: None,
             },
         };
         // From here on, drop tears the lab down.
@@ -226,13 +250,15 @@ impl Lab {
 
     /// The log of a host's agent (for failure messages).
     pub fn agent_log(&self, host: &str) -> String {
-        let dir = self
-            .state
-            .store
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let dir = vxmesh::lab::state_dir(&self.state.prefix);
         std::fs::read_to_string(dir.join(format!("agent-{host}.log"))).unwrap_or_default()
+    }
+
+    /// A client of the lab's store (SQLite file or etcd cluster).
+    pub fn store(&self) -> std::sync::Arc<dyn overlay_core::Store> {
+        let spec = self.state.store.to_str().expect("a UTF-8 store");
+        overlay_core::store::open(&overlay_core::store::StoreSpec::parse(spec).unwrap())
+            .expect("open the lab's store")
     }
 
     /// Runs `vxmesh --store <lab store> ARGS`.

@@ -17,7 +17,7 @@ mod spec;
 pub mod sqlite;
 
 pub use etcd::{EtcdConfig, EtcdStore};
-pub use spec::{open, StoreSpec};
+pub use spec::{open, StoreOptions, StoreSpec};
 pub use sqlite::SqliteStore;
 
 /// A store revision: increases by one with every successful write transaction.

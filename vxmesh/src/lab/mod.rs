@@ -15,13 +15,14 @@ use serde::{Deserialize, Serialize};
 pub mod bpf;
 pub mod cgroup;
 mod down;
+pub mod etcd;
 mod exec;
 mod status;
 mod up;
 
 pub use down::down;
 pub use exec::exec;
-pub use status::{start_agent, status};
+pub use status::{start_agent, start_etcd_member, status};
 pub use up::{up, LabSpec};
 
 /// Where lab state lives: `/run/vxmesh/lab/PREFIX/`.
@@ -169,6 +170,9 @@ pub struct LabState {
     /// is not a vxmesh host, to reach published ports from outside.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<LabClient>,
+    /// The lab's etcd cluster (`lab up --store etcd`); `store` is then its URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<etcd::LabEtcd>,
 }
 
 /// The lab's outside client.

@@ -32,6 +32,8 @@ pub struct LabSpec {
     pub underlay_mtu: u32,
     /// The `vxmesh` binary each host's agent runs.
     pub agent_bin: PathBuf,
+    /// Keep the lab's state in a 3-member etcd cluster of its own instead of an SQLite file.
+    pub etcd: bool,
 }
 
 /// The underlay: host N gets 10.99.0.N/24.
@@ -122,7 +124,21 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
         context: format!("creating {}", dir.display()),
         source,
     })?;
-    let store = dir.join("store.db");
+    let etcd = if spec.etcd {
+        let e = super::etcd::start(&spec.prefix)?;
+        progress(&format!(
+            "etcd: 3 members in namespace {} ({})",
+            e.namespace,
+            e.store_url()
+        ));
+        Some(e)
+    } else {
+        None
+    };
+    let store = match &etcd {
+        Some(e) => PathBuf::from(e.store_url()),
+        None => dir.join("store.db"),
+    };
     let catalog =
         crate::open_catalog(&store).map_err(|e| LabError::step("opening the lab store", e))?;
     let mut state = LabState {
@@ -137,6 +153,7 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
         bpf_pin_root: Some(super::bpf::pin_root(&spec.prefix)),
         mounted_bpffs: false,
         client: None,
+        etcd,
     };
     state.save()?;
 
