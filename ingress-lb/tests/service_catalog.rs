@@ -188,6 +188,7 @@ fn create_list_update_remove() {
                 "/vxmesh/v1/hosts/",
                 "/vxmesh/v1/vnis/",
                 "/vxmesh/v1/agents/",
+                "/vxmesh/v1/alive/",
                 "/vxmesh/v1/guards/",
             ]
             .iter()
@@ -753,6 +754,18 @@ fn health_decides_the_table() {
     assert_eq!(statuses(&l)[2].1, BackendStatus::NodeDown);
     let snap = l.svc.snapshot().unwrap();
     assert_eq!(snap.table(&snap.services["api"]).unwrap(), None);
+    // Its lease expires as well (an agent ran on h2: it published a host report): e3 leaves
+    // the backend map; before that, a clean stop keeps it there, draining.
+    let report = overlay_core::model::HostReport {
+        underlay_mtu: 1500,
+        ..Default::default()
+    };
+    l.core.publish_host_report("h2", &report).unwrap();
+    assert_eq!(statuses(&l)[2].1, BackendStatus::NodeDown);
+    l.core.store().lease_revoke(lease).unwrap();
+    assert_eq!(statuses(&l)[2].1, BackendStatus::NodeGone);
+    let snap = l.svc.snapshot().unwrap();
+    assert_eq!(snap.healthy_backends(&snap.services["api"]).len(), 1);
 
     // An endpoint removed: its backend is out, whatever its last report said.
     l.core.remove_endpoint("web", "e1").unwrap();

@@ -164,20 +164,19 @@ impl Lab {
         ])
     }
 
-    /// `vxmesh lab up` with these options and a unique prefix.
+    /// `vxmesh lab up` with these options and a unique prefix, on the store [`test_store`]
+    /// names.
     pub fn up_with(options: &[&str]) -> Lab {
+        Lab::up_on(test_store(), options)
+    }
+
+    /// `vxmesh --store STORE lab up` (`sqlite` or `etcd`) with these options and a unique
+    /// prefix.
+    pub fn up_on(store: &str, options: &[&str]) -> Lab {
         let prefix = unique("vt");
         let bin = vxmesh_bin();
         let out = Command::new(&bin)
-            .args([
-                "--json",
-                "--store",
-                test_store(),
-                "lab",
-                "up",
-                "--prefix",
-                &prefix,
-            ])
+            .args(["--json", "--store", store, "lab", "up", "--prefix", &prefix])
             .args(options)
             .stdin(Stdio::null())
             .output()

@@ -34,6 +34,9 @@ pub struct AgentConfig {
     pub wireguard: Option<WireguardConfig>,
     /// Services: the cgroup of the socket programs, the pin root, the veths' namespace.
     pub services: crate::service_plane::ServiceConfig,
+    /// TTL of the agent's store lease: this long after the agent died, every other host
+    /// removes this node's entries, WireGuard peer and service backends.
+    pub lease_ttl: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +56,19 @@ pub enum AgentError {
 /// Runs until SIGINT or SIGTERM. The kernel state is left in place on exit, so a restarted
 /// agent finds everything as it should be and changes nothing.
 pub fn run(catalog: Catalog, config: AgentConfig) -> Result<(), AgentError> {
-    // Fail early and clearly on a node the store does not know.
-    catalog.node(&config.node)?;
+    // Fail early and clearly on a node the store does not know; wait for a store that is not
+    // reachable yet.
+    let mut outages = crate::store_outage::Outages::default();
+    loop {
+        match catalog.node(&config.node) {
+            Ok(_) => break,
+            Err(overlay_core::CatalogError::Store(e)) if e.is_unavailable() => {
+                std::thread::sleep(outages.failed("reading this node", &e));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    outages.ok();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -155,7 +169,8 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
     let mut reconciler = Reconciler::new(Dataplane::connect()?);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tracing::info!(node = %config.node, "agent started");
-    let heartbeat = crate::heartbeat::Heartbeat::start(catalog.clone(), config.node.clone());
+    let heartbeat =
+        crate::heartbeat::Heartbeat::start(catalog.clone(), config.node.clone(), config.lease_ttl);
     let mut services = crate::service_plane::ServicePlane::start(
         config.node.clone(),
         config.services.clone(),
@@ -165,12 +180,29 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
     .map_err(AgentError::Services)?;
     let mut passes: u64 = 0;
     let mut seen = crate::agent_log::Seen::default();
+    let mut outages = crate::store_outage::Outages::default();
     loop {
         let snapshot = {
             let c = catalog.clone();
             tokio::task::spawn_blocking(move || c.snapshot())
                 .await
-                .expect("snapshot task panicked")?
+                .expect("snapshot task panicked")
+        };
+        let snapshot = match snapshot {
+            Ok(s) => {
+                outages.ok();
+                s
+            }
+            // Fail static: the kernel keeps the last state programmed; try again later.
+            Err(overlay_core::CatalogError::Store(e)) => {
+                let wait = outages.failed("reading the store", &e);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => continue,
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = term.recv() => break,
+                }
+            }
+            Err(e) => return Err(e.into()),
         };
         for p in &snapshot.problems {
             tracing::warn!(problem = %p, "skipping a bad record in the store");
@@ -243,6 +275,7 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
         }
         if let Some(mut r) = live {
             r.endpoints = report.endpoints;
+            r.store_outage = outages.last.clone();
             if published.as_ref() != Some(&r) {
                 match catalog.publish_host_report(&config.node, &r) {
                     Ok(_) => tracing::debug!(
@@ -268,10 +301,12 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
         let wait = tokio::task::spawn_blocking(move || store.watch(keys::ROOT, after, resync));
         tokio::select! {
             r = wait => match r.expect("watch task panicked") {
+                // Compacted: the next pass reads everything again (a full resync, which
+                // changes nothing in the kernel when nothing changed).
                 Ok(_) | Err(StoreError::Compacted { .. }) => {}
                 Err(e) => {
-                    tracing::error!("watching the store: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let wait = outages.failed("watching the store", &e);
+                    tokio::time::sleep(wait).await;
                 }
             },
             _ = tokio::signal::ctrl_c() => break,

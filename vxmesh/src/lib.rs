@@ -11,6 +11,7 @@ pub mod heartbeat;
 pub mod lab;
 pub mod service_plane;
 pub mod services;
+pub mod store_outage;
 
 use std::path::Path;
 use std::sync::Arc;
