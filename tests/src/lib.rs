@@ -15,6 +15,7 @@ use serde::Deserialize;
 pub mod capture;
 pub mod cni;
 pub mod crypto;
+pub mod etcd;
 pub mod pcap;
 pub mod podman;
 pub mod race;

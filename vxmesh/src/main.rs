@@ -25,6 +25,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let open = || cli.store_args.catalog(&cli.store);
     match cli.command {
         Command::Lab(cmd) => cli::lab::run(cmd, &cli.store, json),
+        Command::Store(cmd) => {
+            cli::store::run(cmd, &cli.store_args, json)?;
+            Ok(0)
+        }
         Command::Cni(cmd) => {
             cli::cni::run(cmd, &cli.store, json)?;
             Ok(0)

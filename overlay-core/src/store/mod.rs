@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+pub mod copy;
 pub mod etcd;
 mod spec;
 pub mod sqlite;

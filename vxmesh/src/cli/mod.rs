@@ -60,4 +60,7 @@ pub enum Command {
     /// Install the CNI plugin for container runtimes.
     #[command(subcommand)]
     Cni(cni::CniCmd),
+    /// Work on stores as a whole (copy one into another).
+    #[command(subcommand)]
+    Store(store::StoreCmd),
 }

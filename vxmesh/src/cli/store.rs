@@ -67,3 +67,74 @@ impl StoreArgs {
         vxmesh::open_store_catalog(&spec).with_context(|| format!("opening the store {spec}"))
     }
 }
+
+/// `vxmesh store …`
+#[derive(Debug, clap::Subcommand)]
+pub enum StoreCmd {
+    /// Copy vxmesh's state (networks, nodes, endpoints, addresses, services) from one store
+    /// to another, e.g. a single machine's SQLite file into etcd. Agent heartbeats, health
+    /// reports and host reports are not copied: the agents, restarted on the new store,
+    /// write their own. Refuses a destination that holds vxmesh keys unless --force.
+    Copy {
+        /// The source: sqlite:PATH (or PATH) or etcd://HOST:PORT[,…].
+        #[arg(long)]
+        from: String,
+        /// The destination, as --from.
+        #[arg(long)]
+        to: String,
+        /// Replace what the destination holds under /vxmesh/v1/.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+impl StoreArgs {
+    /// A store named on the command line (`--from`, `--to`): the etcd options apply to an
+    /// etcd store only.
+    fn open_named(&self, field: &str, spec: &str) -> Result<std::sync::Arc<dyn vxmesh::Store>> {
+        let parsed = StoreSpec::parse(spec).with_context(|| format!("--{field}"))?;
+        let spec = if parsed.is_etcd() {
+            self.spec(Path::new(spec))?
+        } else {
+            parsed
+        };
+        overlay_core::store::open(&spec).with_context(|| format!("opening the store {spec}"))
+    }
+}
+
+pub fn run(cmd: StoreCmd, args: &StoreArgs, json: bool) -> Result<()> {
+    match cmd {
+        StoreCmd::Copy { from, to, force } => {
+            let src = args.open_named("from", &from)?;
+            let dst = args.open_named("to", &to)?;
+            let fix = ingress_lb::catalog::ServiceCopyFix;
+            let r = overlay_core::store::copy::copy(&*src, &*dst, force, Some(&fix))
+                .with_context(|| format!("copying {from} to {to}"))?;
+            if json {
+                super::output::json(&serde_json::json!({
+                    "from": from,
+                    "to": to,
+                    "keys": r.keys,
+                    "by_kind": r.by_kind,
+                    "replaced": r.replaced,
+                    "source_revision": r.source_revision,
+                }));
+            } else {
+                let kinds: Vec<String> =
+                    r.by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                println!(
+                    "copied {} key(s) from {from} (revision {}) to {to}{}: {}",
+                    r.keys,
+                    r.source_revision,
+                    if r.replaced > 0 {
+                        format!(", replacing {} key(s)", r.replaced)
+                    } else {
+                        String::new()
+                    },
+                    kinds.join(", ")
+                );
+            }
+            Ok(())
+        }
+    }
+}
