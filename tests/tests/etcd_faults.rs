@@ -27,6 +27,23 @@ fn vx(store: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `vxmesh endpoint add --network net1 --node NODE --name NAME`.
+fn add_endpoint(store: &str, node: &str, name: &str) -> (bool, String, String) {
+    vx(
+        store,
+        &[
+            "endpoint",
+            "add",
+            "--network",
+            "net1",
+            "--node",
+            node,
+            "--name",
+            name,
+        ],
+    )
+}
+
 /// The endpoints in the store: (name, ip, mac, node).
 fn endpoints(store: &str) -> Vec<(String, String, String, String)> {
     let (ok, out, err) = vx(store, &["endpoint", "ls"]);
@@ -75,19 +92,7 @@ fn leader_killed_during_200_endpoint_adds() {
                     let node = format!("h{}", 1 + i % 3);
                     let name = format!("e{i}");
                     let t = Instant::now();
-                    let r = vx(
-                        &store,
-                        &[
-                            "endpoint",
-                            "add",
-                            "--network",
-                            "net1",
-                            "--node",
-                            &node,
-                            "--name",
-                            &name,
-                        ],
-                    );
+                    let r = add_endpoint(&store, &node, &name);
                     done.fetch_add(1, Ordering::SeqCst);
                     (name, r, t.elapsed())
                 })
@@ -255,18 +260,8 @@ fn all_members_stopped_for_20_seconds() {
     assert_eq!(now, agents, "an agent was restarted");
     assert!(lab.status().hosts.iter().all(|h| h.agent_running));
     assert!(
-        wait_until(Duration::from_secs(30), || vx(
-            &store,
-            &[
-                "endpoint",
-                "add",
-                "--network",
-                "net1",
-                "--node",
-                "h2",
-                "--name",
-                "after"
-            ]
+        wait_until(Duration::from_secs(30), || add_endpoint(
+            &store, "h2", "after"
         )
         .0),
         "the store did not come back"
