@@ -58,7 +58,7 @@ pub fn parse(args: &[String]) -> Result<(String, Options)> {
             s => bail!("unexpected argument {s:?} for `cargo xtask bench`"),
         }
     }
-    let which = which.context("which benchmark? available: overlay, crypto, cni, lb")?;
+    let which = which.context("which benchmark? available: overlay, crypto, cni, lb, control")?;
     Ok((which, opts))
 }
 
@@ -83,7 +83,8 @@ pub fn bench(args: &[String]) -> Result<()> {
         "cni" => crate::bench_cni::bench(&opts),
         "crypto" => crate::bench_crypto::crypto(&opts),
         "lb" => crate::bench_lb::bench(args, &opts),
-        other => bail!("unknown benchmark {other:?}; available: overlay, crypto, cni, lb"),
+        "control" => crate::bench_control::bench(&opts),
+        other => bail!("unknown benchmark {other:?}; available: overlay, crypto, cni, lb, control"),
     }
 }
 
