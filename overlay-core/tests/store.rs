@@ -380,7 +380,7 @@ fn many_writers_lose_nothing(b: &Backend) {
 }
 
 /// etcd only: with every member down, an operation fails within its time limit, as
-/// "unavailable"; with the members back, the same client works again.
+/// "unavailable"; with the members back, the same client works again and watches resume.
 #[test]
 fn etcd_unreachable_fails_in_time_and_recovers() {
     let mut c = EtcdCluster::start(3);
@@ -412,4 +412,222 @@ fn etcd_unreachable_fails_in_time_and_recovers() {
     }
     overlay_core::store::etcd::members::wait_ready(&s, Duration::from_secs(30)).unwrap();
     assert_eq!(s.get("/a").unwrap().unwrap().value, b"1");
+    // A watch resumes from the last revision it saw before the outage.
+    let seen = s.revision().unwrap();
+    let next = s.put("/a", b"2").unwrap();
+    let ev = s.watch("/", seen, Duration::from_secs(5)).unwrap();
+    assert_eq!(ev.iter().map(|e| e.revision).collect::<Vec<_>>(), [next]);
+}
+
+/// etcd only: TLS (the members' CA, a client certificate) and user/password, as etcd's own
+/// clients take them: a member run with `--client-cert-auth` and authentication on.
+#[test]
+fn etcd_with_tls_and_a_password() {
+    use overlay_core::store::{StoreOptions, StoreSpec};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        p("ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                &p("ca.key"),
+                "-out",
+                &p("ca.pem"),
+                "-days",
+                "1",
+                "-subj",
+                "/CN=vxtest-ca",
+            ],
+        ]
+        .concat(),
+    );
+    for name in ["server", "client"] {
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &p(&format!("{name}.key")),
+                    "-out",
+                    &p(&format!("{name}.csr")),
+                    "-subj",
+                    &format!("/CN=vx{name}"),
+                ],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &p(&format!("{name}.csr")),
+            "-CA",
+            &p("ca.pem"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &p("ext"),
+            "-out",
+            &p(&format!("{name}.pem")),
+        ]);
+    }
+    let port = |_: ()| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (client, peer) = (port(()), port(()));
+    let url = format!("https://127.0.0.1:{client}");
+    let log = std::fs::File::create(p("etcd.log")).unwrap();
+    let mut member = Command::new("etcd")
+        .args(["--name", "m0", "--data-dir", &p("data")])
+        .arg(format!("--listen-client-urls={url}"))
+        .arg(format!("--advertise-client-urls={url}"))
+        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+        .arg(format!(
+            "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+        ))
+        .arg(format!("--initial-cluster=m0=http://127.0.0.1:{peer}"))
+        .args([
+            "--cert-file",
+            &p("server.pem"),
+            "--key-file",
+            &p("server.key"),
+        ])
+        .args(["--trusted-ca-file", &p("ca.pem"), "--client-cert-auth"])
+        .args(["--logger=zap", "--log-outputs=stderr", "--log-level=warn"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut member);
+    // etcdctl, the witness and the admin: a root user with a password, then auth on.
+    let etcdctl = |args: &[&str]| {
+        Command::new("etcdctl")
+            .args([
+                "--endpoints",
+                &url,
+                "--cacert",
+                &p("ca.pem"),
+                "--cert",
+                &p("client.pem"),
+                "--key",
+                &p("client.key"),
+            ])
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .output()
+            .unwrap()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || etcdctl(&["endpoint", "health"])
+            .status
+            .success()),
+        "{}",
+        std::fs::read_to_string(p("etcd.log")).unwrap()
+    );
+    for args in [
+        &["user", "add", "root:s3cret"][..],
+        &["user", "grant-role", "root", "root"],
+        &["auth", "enable"],
+    ] {
+        let out = etcdctl(args);
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let spec = |o: StoreOptions| {
+        StoreSpec::parse(&format!("etcd://127.0.0.1:{client}"))
+            .unwrap()
+            .with_options(&StoreOptions {
+                timeout: Some(Duration::from_secs(3)),
+                ..o
+            })
+            .unwrap()
+    };
+    let full = StoreOptions {
+        ca: Some(p("ca.pem").into()),
+        cert: Some(p("client.pem").into()),
+        key: Some(p("client.key").into()),
+        user: Some("root".into()),
+        password: Some("s3cret".into()),
+        timeout: None,
+    };
+    let s = overlay_core::store::open(&spec(full.clone())).unwrap();
+    s.put("/tls/a", b"1").unwrap();
+    assert_eq!(s.get("/tls/a").unwrap().unwrap().value, b"1");
+    // etcdctl sees the write (as root).
+    let got = etcdctl(&[
+        "--user",
+        "root:s3cret",
+        "get",
+        "/tls/a",
+        "--print-value-only",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "1");
+    // A wrong password, no client certificate, or no TLS: refused with an error.
+    let wrong = overlay_core::store::open(&spec(StoreOptions {
+        password: Some("nope".into()),
+        ..full.clone()
+    }));
+    let e = wrong
+        .err()
+        .expect("a wrong password is refused")
+        .to_string();
+    assert!(
+        e.contains("authentication failed") || e.contains("invalid"),
+        "{e}"
+    );
+    let no_cert = overlay_core::store::open(&spec(StoreOptions {
+        cert: None,
+        key: None,
+        ..full.clone()
+    }))
+    .and_then(|s| s.get("/tls/a"));
+    assert!(no_cert.is_err(), "{no_cert:?}");
+    let plain =
+        overlay_core::store::open(&spec(StoreOptions::default())).and_then(|s| s.get("/tls/a"));
+    assert!(plain.is_err(), "{plain:?}");
 }

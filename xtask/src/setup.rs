@@ -72,6 +72,9 @@ pub const PACKAGES: &[&str] = &[
     // (etcd-server), etcdctl as the tests' witness of what is in etcd (etcd-client).
     "etcd-server",
     "etcd-client",
+    // `openssl`: the store suite makes a CA and certificates for its TLS test of the etcd
+    // store (overlay-core/tests/store.rs).
+    "openssl",
 ];
 
 pub fn setup() -> Result<()> {
