@@ -28,52 +28,34 @@ impl LeaseHandle {
     }
 }
 
-/// Announces the agent and keeps it alive until the returned handle is dropped or `stop`ped.
+/// Announces the agent and keeps it alive until `stop`ped.
 pub struct Heartbeat {
     catalog: Catalog,
     node: String,
     lease: std::sync::Arc<std::sync::Mutex<Option<LeaseId>>>,
-    task: tokio::task::JoinHandle<()>,
+    stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Heartbeat {
-    /// Starts the heartbeat on the current tokio runtime, with a lease of `ttl`. While the
-    /// store is unreachable it keeps trying every `ttl / 3`; a lease that expired meanwhile is
-    /// replaced by a new one (the node rejoins with no manual step).
+    /// Starts the heartbeat with a lease of `ttl`, on a thread of its own: a pass of the
+    /// agent that keeps its runtime busy never delays a keepalive (the lease is short). While
+    /// the store is unreachable it keeps trying every `ttl / 3`; a lease that expired
+    /// meanwhile is replaced by a new one (the node rejoins with no manual step).
     pub fn start(catalog: Catalog, node: String, ttl: Duration) -> Heartbeat {
         let lease = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let (c, l, name) = (catalog.clone(), lease.clone(), node.clone());
-        let task = tokio::spawn(async move {
-            let mut failing = false;
-            loop {
-                let (c2, n2, current) = (c.clone(), node.clone(), *l.lock().unwrap());
-                let r = tokio::task::spawn_blocking(move || match current {
-                    Some(id) => c2.keep_agent_alive(&n2, id, ttl),
-                    None => c2.announce_agent(&n2, ttl),
-                })
-                .await
-                .expect("heartbeat task panicked");
-                match r {
-                    Ok(id) => {
-                        if failing || current != Some(id) {
-                            tracing::info!(lease = id, ttl = ?ttl, "agent heartbeat on the store");
-                        }
-                        failing = false;
-                        *l.lock().unwrap() = Some(id);
-                    }
-                    Err(e) => {
-                        failing = true;
-                        tracing::warn!("agent heartbeat: {e}; trying again in {:?}", every(ttl));
-                    }
-                }
-                tokio::time::sleep(every(ttl)).await;
-            }
-        });
+        let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let (c, l, n, st) = (catalog.clone(), lease.clone(), node.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("vxmesh-heartbeat".into())
+            .spawn(move || beat(&c, &n, ttl, &l, &st))
+            .expect("start the heartbeat thread");
         Heartbeat {
             catalog,
-            node: name,
+            node,
             lease,
-            task,
+            stop,
+            thread,
         }
     }
 
@@ -83,14 +65,56 @@ impl Heartbeat {
         LeaseHandle(self.lease.clone())
     }
 
-    /// Stops the heartbeat and removes the agent's key at once; the lease (the node's
-    /// liveness key and the health reports on it) expires after its TTL.
+    /// Stops the heartbeat (after the store call in flight, if any) and removes the agent's
+    /// key at once; the lease (the node's liveness key and the health reports on it) expires
+    /// after its TTL.
     pub fn stop(self) {
-        self.task.abort();
+        *self.stop.0.lock().unwrap() = true;
+        self.stop.1.notify_all();
+        let _ = self.thread.join();
         if let Some(id) = *self.lease.lock().unwrap() {
             if let Err(e) = self.catalog.retire_agent(&self.node, id) {
                 tracing::warn!("removing the agent's heartbeat: {e}");
             }
+        }
+    }
+}
+
+/// The heartbeat thread: announce, then keep alive every `ttl / 3`, until told to stop.
+fn beat(
+    catalog: &Catalog,
+    node: &str,
+    ttl: Duration,
+    lease: &std::sync::Mutex<Option<LeaseId>>,
+    stop: &(std::sync::Mutex<bool>, std::sync::Condvar),
+) {
+    let mut failing = false;
+    loop {
+        let current = *lease.lock().unwrap();
+        let r = match current {
+            Some(id) => catalog.keep_agent_alive(node, id, ttl),
+            None => catalog.announce_agent(node, ttl),
+        };
+        match r {
+            Ok(id) => {
+                if failing || current != Some(id) {
+                    tracing::info!(lease = id, ttl = ?ttl, "agent heartbeat on the store");
+                }
+                failing = false;
+                *lease.lock().unwrap() = Some(id);
+            }
+            Err(e) => {
+                failing = true;
+                tracing::warn!("agent heartbeat: {e}; trying again in {:?}", every(ttl));
+            }
+        }
+        let stopped = stop.0.lock().unwrap();
+        let (stopped, _) = stop
+            .1
+            .wait_timeout_while(stopped, every(ttl), |s| !*s)
+            .unwrap();
+        if *stopped {
+            return;
         }
     }
 }
