@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use overlay_core::dataplane::DefaultRoute;
 use overlay_core::mac::MacAddr;
+use overlay_core::store::{StoreError, StoreOptions, StoreSpec};
 use overlay_core::validate;
 use serde_json::{Map, Value};
 
@@ -89,7 +90,9 @@ pub struct NetConf {
     pub requested_ip: Option<Ipv4Addr>,
     /// A MAC asked for through `runtimeConfig.mac` or `args.cni.mac`.
     pub requested_mac: Option<MacAddr>,
-    pub store: PathBuf,
+    /// `store`: an SQLite file or `etcd://…`, with `storeCA`, `storeCert`, `storeKey`,
+    /// `storeUser` (`USER` or `USER:PASSWORD`) and `storePassword` applied to an etcd one.
+    pub store: StoreSpec,
     /// This host's node name; `None`: the hostname.
     pub node: Option<String>,
     pub prev_result: Option<Value>,
@@ -351,12 +354,7 @@ pub fn parse(input: &[u8]) -> CniResult<NetConf> {
 
     let default_route = parse_default_route(obj)?;
 
-    let store = match opt_str(obj, "store", "store")? {
-        Some("") => return Err(invalid("store", "is empty")),
-        Some(s) if s.contains('\0') => return Err(invalid("store", "contains NUL")),
-        Some(s) => PathBuf::from(s),
-        None => PathBuf::from(DEFAULT_STORE),
-    };
+    let store = parse_store(obj)?;
     let node = match opt_str(obj, "node", "node")? {
         Some(n) => {
             validate::node_name(n).map_err(|e| invalid("node", e))?;
@@ -427,6 +425,54 @@ pub fn parse(input: &[u8]) -> CniResult<NetConf> {
     })
 }
 
+/// The CNI plugin's time limit on each store operation: ADD answers "try again" (11) well
+/// within a runtime's patience when the store is unreachable.
+pub const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `store` and the etcd options (`storeCA`, `storeCert`, `storeKey`, `storeUser`,
+/// `storePassword`); an error names the field.
+fn parse_store(obj: &Map<String, Value>) -> CniResult<StoreSpec> {
+    let store = match opt_str(obj, "store", "store")? {
+        Some("") => return Err(invalid("store", "is empty")),
+        Some(s) if s.contains('\0') => return Err(invalid("store", "contains NUL")),
+        Some(s) => s,
+        None => DEFAULT_STORE,
+    };
+    let path =
+        |f: &str| -> CniResult<Option<PathBuf>> { Ok(opt_str(obj, f, f)?.map(PathBuf::from)) };
+    let options = StoreOptions {
+        ca: path("storeCA")?,
+        cert: path("storeCert")?,
+        key: path("storeKey")?,
+        user: opt_str(obj, "storeUser", "storeUser")?.map(str::to_string),
+        password: opt_str(obj, "storePassword", "storePassword")?.map(str::to_string),
+        timeout: None,
+    };
+    let field = |e: StoreError| match e {
+        StoreError::Config { field, reason, .. } => {
+            let field = match field.as_str() {
+                "store-ca" => "storeCA",
+                "store-cert" => "storeCert",
+                "store-key" => "storeKey",
+                "store-user" => "storeUser",
+                "store-password" => "storePassword",
+                _ => "store",
+            };
+            invalid(field, reason)
+        }
+        other => invalid("store", other),
+    };
+    let spec = StoreSpec::parse(store).map_err(field)?;
+    let spec = match spec {
+        StoreSpec::Etcd(mut c) => {
+            c.timeout = STORE_TIMEOUT;
+            StoreSpec::Etcd(c)
+        }
+        s => s,
+    };
+    spec.with_options(&options).map_err(field)
+}
+
 /// Names the spec restricts (network name, container id): `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`.
 pub fn validate_cni_name(field: &str, s: &str) -> CniResult<()> {
     let ok = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -458,7 +504,7 @@ mod tests {
     fn minimal_and_full() {
         let c = parse(&conf("")).unwrap();
         assert_eq!(c.network, "net1");
-        assert_eq!(c.store, PathBuf::from(DEFAULT_STORE));
+        assert_eq!(c.store, StoreSpec::Sqlite(PathBuf::from(DEFAULT_STORE)));
         let c = parse(&conf(
             r#","mtu":1400,"node":"h1","store":"/tmp/s.db","dns":{"nameservers":["10.0.0.53"],"search":["x"]},
             "runtimeConfig":{"ips":["10.10.1.9/24"],"mac":"0a:58:0a:0a:01:09"},"foo":{"bar":1}"#,

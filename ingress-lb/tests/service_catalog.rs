@@ -188,6 +188,7 @@ fn create_list_update_remove() {
                 "/vxmesh/v1/hosts/",
                 "/vxmesh/v1/vnis/",
                 "/vxmesh/v1/agents/",
+                "/vxmesh/v1/alive/",
                 "/vxmesh/v1/guards/",
             ]
             .iter()
@@ -753,6 +754,18 @@ fn health_decides_the_table() {
     assert_eq!(statuses(&l)[2].1, BackendStatus::NodeDown);
     let snap = l.svc.snapshot().unwrap();
     assert_eq!(snap.table(&snap.services["api"]).unwrap(), None);
+    // Its lease expires as well (an agent ran on h2: it published a host report): e3 leaves
+    // the backend map; before that, a clean stop keeps it there, draining.
+    let report = overlay_core::model::HostReport {
+        underlay_mtu: 1500,
+        ..Default::default()
+    };
+    l.core.publish_host_report("h2", &report).unwrap();
+    assert_eq!(statuses(&l)[2].1, BackendStatus::NodeDown);
+    l.core.store().lease_revoke(lease).unwrap();
+    assert_eq!(statuses(&l)[2].1, BackendStatus::NodeGone);
+    let snap = l.svc.snapshot().unwrap();
+    assert_eq!(snap.healthy_backends(&snap.services["api"]).len(), 1);
 
     // An endpoint removed: its backend is out, whatever its last report said.
     l.core.remove_endpoint("web", "e1").unwrap();
@@ -894,4 +907,44 @@ fn records_read_back_are_validated() {
         "{:?}",
         snap.problems
     );
+}
+
+#[test]
+fn services_survive_a_store_copy_and_orphans_stay_orphans() {
+    use ingress_lb::catalog::ServiceCopyFix;
+    use overlay_core::store::copy::copy;
+    let l = lab();
+    l.svc.create(&spec("api", &["e1", "e3"])).unwrap();
+    // An orphan: its network removed and made again under the same name.
+    l.svc.create(&spec("old", &["e2"])).unwrap();
+    let mut orphan: ingress_lb::service::Service = serde_json::from_slice(
+        &l.core
+            .store()
+            .get("/vxmesh/v1/services/old")
+            .unwrap()
+            .unwrap()
+            .value,
+    )
+    .unwrap();
+    orphan.network_revision += 1_000;
+    l.core
+        .store()
+        .put(
+            "/vxmesh/v1/services/old",
+            &serde_json::to_vec(&orphan).unwrap(),
+        )
+        .unwrap();
+    // Revisions differ in the destination: a few writes there first.
+    let dst_dir = tempfile::tempdir().unwrap();
+    let dst: Arc<dyn Store> = Arc::new(SqliteStore::open(dst_dir.path().join("b.db")).unwrap());
+    for i in 0..7 {
+        dst.put("/elsewhere", i.to_string().as_bytes()).unwrap();
+    }
+    copy(&**l.core.store(), &*dst, false, Some(&ServiceCopyFix)).unwrap();
+    let b = ServiceCatalog::new(dst.clone());
+    assert_eq!(b.list().unwrap().len(), 2);
+    let snap = b.snapshot().unwrap();
+    assert_eq!(snap.services.keys().collect::<Vec<_>>(), ["api"]);
+    assert_eq!(snap.orphans.len(), 1);
+    assert_eq!(snap.orphans[0].name, "old");
 }

@@ -10,6 +10,11 @@ pub const IPAM: &str = "/vxmesh/v1/ipam/";
 pub const VNIS: &str = "/vxmesh/v1/vnis/";
 /// One key per running agent, attached to a lease the agent keeps alive: the node's liveness.
 pub const AGENTS: &str = "/vxmesh/v1/agents/";
+/// One key per node whose agent runs, on the same lease as its `AGENTS` key, but left in
+/// place by a clean stop: it goes only when the lease expires (the agent died, or stayed
+/// stopped longer than the lease). A node with a host report and no such key is down: the
+/// other hosts remove its entries, WireGuard peer and service backends.
+pub const ALIVE: &str = "/vxmesh/v1/alive/";
 /// One key per node, written by its agent: what it publishes about its host (underlay MTU, host
 /// addresses, the state of its attachments). Not on a lease: it outlives an agent restart.
 pub const HOSTS: &str = "/vxmesh/v1/hosts/";
@@ -70,4 +75,8 @@ pub fn host(node: &str) -> String {
 
 pub fn agent(node: &str) -> String {
     format!("{AGENTS}{node}")
+}
+
+pub fn alive(node: &str) -> String {
+    format!("{ALIVE}{node}")
 }

@@ -215,6 +215,21 @@ pub struct HostReport {
     /// The state of every attachment of this node the agent manages, by `NETWORK/ID`.
     #[serde(default)]
     pub endpoints: std::collections::BTreeMap<String, EndpointStatus>,
+    /// The agent's last spell without the store (it kept the kernel as it was and retried),
+    /// published once the store answered again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_outage: Option<StoreOutage>,
+}
+
+/// A time the agent could not reach the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreOutage {
+    /// When the first store operation failed (milliseconds since the Unix epoch).
+    pub began_ms: u64,
+    /// When the store answered again (milliseconds since the Unix epoch).
+    pub ended_ms: u64,
+    /// The last error the agent saw.
+    pub error: String,
 }
 
 /// An address on one of a host's own interfaces.

@@ -349,3 +349,62 @@ fn a_heartbeat_whose_lease_went_announces_the_agent_again() {
     c.retire_agent("h1", again).unwrap();
     assert!(!c.agent_alive("h1").unwrap() && c.agent_alive("h2").unwrap());
 }
+
+#[test]
+fn endpoints_added_in_bulk_get_distinct_addresses_and_the_same_checks() {
+    let (_d, c) = catalog();
+    c.create_network(&net("big", "10.40.0.0/22")).unwrap();
+    c.create_network(&net("small", "10.41.0.0/29")).unwrap();
+    c.add_node("h1", "192.0.2.1".parse().unwrap()).unwrap();
+    c.add_node("h2", "192.0.2.2".parse().unwrap()).unwrap();
+    let mut specs: Vec<EndpointSpec> = (0..100)
+        .map(|i| EndpointSpec {
+            id: Some(format!("e{i}")),
+            ..ep("big", if i % 2 == 0 { "h1" } else { "h2" })
+        })
+        .collect();
+    specs.push(ep("small", "h1"));
+    let rev = c.store().revision().unwrap();
+    let added = c.add_endpoints(&specs).unwrap();
+    assert_eq!(added.len(), 101);
+    assert_eq!(added[7].id, "e7");
+    // 100 endpoints of one network in 4 transactions (30 each at most), then the other's.
+    assert_eq!(c.store().revision().unwrap(), rev + 5);
+    let ips: std::collections::BTreeSet<_> = added.iter().map(|e| e.ip).collect();
+    let macs: std::collections::BTreeSet<_> = added.iter().map(|e| e.mac).collect();
+    assert_eq!((ips.len(), macs.len()), (101, 101));
+    assert_eq!(added[0].ip.to_string(), "10.40.0.2");
+    assert_eq!(added[99].ip.to_string(), "10.40.0.101");
+    assert_eq!(c.endpoints(Some("big")).unwrap().len(), 100);
+    // A taken id, an id twice in one call, or a full network: refused, nothing of that
+    // transaction written.
+    let again = c.add_endpoints(&[EndpointSpec {
+        id: Some("e3".into()),
+        ..ep("big", "h1")
+    }]);
+    assert!(
+        matches!(again, Err(CatalogError::Exists { .. })),
+        "{again:?}"
+    );
+    let twice = c.add_endpoints(&[
+        EndpointSpec {
+            id: Some("x".into()),
+            ..ep("big", "h1")
+        },
+        EndpointSpec {
+            id: Some("x".into()),
+            ..ep("big", "h2")
+        },
+    ]);
+    assert!(
+        matches!(twice, Err(CatalogError::Exists { .. })),
+        "{twice:?}"
+    );
+    let full = c.add_endpoints(&vec![ep("small", "h2"); 6]);
+    assert!(
+        matches!(full, Err(CatalogError::Exhausted { .. })),
+        "{full:?}"
+    );
+    assert_eq!(c.endpoints(Some("small")).unwrap().len(), 1);
+    assert_eq!(c.endpoints(Some("big")).unwrap().len(), 100);
+}

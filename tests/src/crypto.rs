@@ -13,16 +13,36 @@ use crate::{pcap, run, run_ok, unique, Container, Lab, TestNetns};
 
 /// `vxmesh lab up` with the first `encrypted` of the `networks` encrypted.
 pub fn lab_up(hosts: u32, containers_per_host: u32, networks: u32, encrypted: u32) -> Lab {
-    Lab::up_with(&[
-        "--hosts",
-        &hosts.to_string(),
-        "--containers-per-host",
-        &containers_per_host.to_string(),
-        "--networks",
-        &networks.to_string(),
-        "--encrypted-networks",
-        &encrypted.to_string(),
-    ])
+    lab_up_on(
+        crate::test_store(),
+        hosts,
+        containers_per_host,
+        networks,
+        encrypted,
+    )
+}
+
+/// [`lab_up`] on the store `store` names (`sqlite` or `etcd`).
+pub fn lab_up_on(
+    store: &str,
+    hosts: u32,
+    containers_per_host: u32,
+    networks: u32,
+    encrypted: u32,
+) -> Lab {
+    Lab::up_on(
+        store,
+        &[
+            "--hosts",
+            &hosts.to_string(),
+            "--containers-per-host",
+            &containers_per_host.to_string(),
+            "--networks",
+            &networks.to_string(),
+            "--encrypted-networks",
+            &encrypted.to_string(),
+        ],
+    )
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -15,6 +15,7 @@ use serde::Deserialize;
 pub mod capture;
 pub mod cni;
 pub mod crypto;
+pub mod etcd;
 pub mod mesh;
 pub mod pcap;
 pub mod podman;
@@ -131,6 +132,21 @@ pub struct LabState {
     /// The agents' BPF pin root.
     #[serde(default)]
     pub bpf_pin_root: Option<PathBuf>,
+    /// The lab's etcd cluster, when it runs on etcd.
+    #[serde(default)]
+    pub etcd: Option<vxmesh::lab::etcd::LabEtcd>,
+}
+
+/// The store the lab tests run on: `VXMESH_TEST_STORE=etcd` runs every lab on a 3-member
+/// etcd cluster of its own (`lab up --store etcd`), unset or `sqlite` on SQLite. The same test
+/// bodies run on both (`cargo xtask test` runs the overlay, reconcile and CNI cross-host tests
+/// a second time with it set).
+pub fn test_store() -> &'static str {
+    match std::env::var("VXMESH_TEST_STORE").as_deref() {
+        Ok("etcd") => "etcd",
+        Ok("") | Ok("sqlite") | Err(_) => "sqlite",
+        Ok(other) => panic!("VXMESH_TEST_STORE={other}: expected etcd or sqlite"),
+    }
 }
 
 /// A lab built with `vxmesh lab up`, removed with `vxmesh lab down` on drop.
@@ -150,12 +166,19 @@ impl Lab {
         ])
     }
 
-    /// `vxmesh lab up` with these options and a unique prefix.
+    /// `vxmesh lab up` with these options and a unique prefix, on the store [`test_store`]
+    /// names.
     pub fn up_with(options: &[&str]) -> Lab {
+        Lab::up_on(test_store(), options)
+    }
+
+    /// `vxmesh --store STORE lab up` (`sqlite` or `etcd`) with these options and a unique
+    /// prefix.
+    pub fn up_on(store: &str, options: &[&str]) -> Lab {
         let prefix = unique("vt");
         let bin = vxmesh_bin();
         let out = Command::new(&bin)
-            .args(["--json", "lab", "up", "--prefix", &prefix])
+            .args(["--json", "--store", store, "lab", "up", "--prefix", &prefix])
             .args(options)
             .stdin(Stdio::null())
             .output()
@@ -180,6 +203,7 @@ impl Lab {
                 containers: vec![],
                 cgroup: None,
                 bpf_pin_root: None,
+                etcd: None,
             },
         };
         // From here on, drop tears the lab down.
@@ -227,13 +251,15 @@ impl Lab {
 
     /// The log of a host's agent (for failure messages).
     pub fn agent_log(&self, host: &str) -> String {
-        let dir = self
-            .state
-            .store
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let dir = vxmesh::lab::state_dir(&self.state.prefix);
         std::fs::read_to_string(dir.join(format!("agent-{host}.log"))).unwrap_or_default()
+    }
+
+    /// A client of the lab's store (SQLite file or etcd cluster).
+    pub fn store(&self) -> std::sync::Arc<dyn overlay_core::Store> {
+        let spec = self.state.store.to_str().expect("a UTF-8 store");
+        overlay_core::store::open(&overlay_core::store::StoreSpec::parse(spec).unwrap())
+            .expect("open the lab's store")
     }
 
     /// Runs `vxmesh --store <lab store> ARGS`.

@@ -13,15 +13,12 @@ use ingress_lb::catalog::{HealthStatus, ServiceCatalog};
 use ingress_lb::service::{
     BackendSpec, HealthCheck, HealthSpec, PortSpec, Proto, Service, ServiceSpec,
 };
-use overlay_core::store::SqliteStore;
 
 use crate::{run, vxmesh_bin, wait_until, Lab};
 
 /// The service catalog on the lab's store.
 pub fn catalog(lab: &Lab) -> ServiceCatalog {
-    ServiceCatalog::new(Arc::new(
-        SqliteStore::open(&lab.state.store).expect("open the lab's store"),
-    ))
+    ServiceCatalog::new(lab.store())
 }
 
 /// Creates service `name` on `network`: `ports` as (port, target port, protocol), the

@@ -8,7 +8,6 @@ use std::time::Duration;
 use overlay_core::keys;
 use overlay_core::model::Network;
 use overlay_core::store::{Op, Txn};
-use overlay_core::{SqliteStore, Store};
 use vxmesh_tests::witness::{kernel_state, links, settled_state, vxlan_fdb};
 use vxmesh_tests::{run_ok, vxmesh_bin, wait_until, Host, Lab};
 
@@ -325,7 +324,7 @@ fn removing_a_network_or_node_removes_every_trace() {
 /// Writes a network record straight into the lab's store, as an older version of vxmesh or a
 /// hand would, bypassing the catalog's checks.
 fn write_raw_network(lab: &Lab, name: &str, subnet: &str, gateway: &str, vni: u32) {
-    let store = SqliteStore::open(&lab.state.store).expect("open the lab's store");
+    let store = lab.store();
     let net = Network {
         name: name.into(),
         subnet: subnet.parse().unwrap(),

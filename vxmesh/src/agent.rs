@@ -38,6 +38,9 @@ pub struct AgentConfig {
     pub services: crate::service_plane::ServiceConfig,
     /// DNS for service names on every network's gateway; `None`: no DNS server.
     pub dns: Option<crate::dns::DnsConfig>,
+    /// TTL of the agent's store lease: this long after the agent died, every other host
+    /// removes this node's entries, WireGuard peer and service backends.
+    pub lease_ttl: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,12 +60,23 @@ pub enum AgentError {
 /// Runs until SIGINT or SIGTERM. The kernel state is left in place on exit, so a restarted
 /// agent finds everything as it should be and changes nothing.
 pub fn run(catalog: Catalog, config: AgentConfig) -> Result<(), AgentError> {
-    // Fail early and clearly on a node the store does not know.
-    catalog.node(&config.node)?;
-    // The passes run on this thread (block_on); the heartbeat, the health reports and the
-    // checks are tasks on two workers of their own, so a long pass (loading the datapath took
-    // 14 s on a loaded machine) cannot starve the heartbeat past its lease. Every thread is
-    // made from this one and starts in its network namespace.
+    // Fail early and clearly on a node the store does not know; wait for a store that is not
+    // reachable yet.
+    let mut outages = crate::store_outage::Outages::default();
+    loop {
+        match catalog.node(&config.node) {
+            Ok(_) => break,
+            Err(overlay_core::CatalogError::Store(e)) if e.is_unavailable() => {
+                std::thread::sleep(outages.failed("reading this node", &e));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    outages.ok();
+    // The passes run on this thread (block_on); the health reports and the checks are tasks
+    // on two workers of their own, so a long pass (loading the datapath took 14 s on a loaded
+    // machine) cannot hold them up. Every thread is made from this one and starts in its
+    // network namespace.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -165,7 +179,8 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
     let mut reconciler = Reconciler::new(Dataplane::connect()?);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tracing::info!(node = %config.node, "agent started");
-    let heartbeat = crate::heartbeat::Heartbeat::start(catalog.clone(), config.node.clone());
+    let heartbeat =
+        crate::heartbeat::Heartbeat::start(catalog.clone(), config.node.clone(), config.lease_ttl);
     // Stops (its listeners closed) when dropped, as the agent returns.
     let _dns = config.dns.clone().and_then(|c| {
         crate::dns::DnsServer::start(catalog.store().clone(), c)
@@ -181,12 +196,29 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
     .map_err(AgentError::Services)?;
     let mut passes: u64 = 0;
     let mut seen = crate::agent_log::Seen::default();
+    let mut outages = crate::store_outage::Outages::default();
     loop {
         let snapshot = {
             let c = catalog.clone();
             tokio::task::spawn_blocking(move || c.snapshot())
                 .await
-                .expect("snapshot task panicked")?
+                .expect("snapshot task panicked")
+        };
+        let snapshot = match snapshot {
+            Ok(s) => {
+                outages.ok();
+                s
+            }
+            // Fail static: the kernel keeps the last state programmed; try again later.
+            Err(overlay_core::CatalogError::Store(e)) => {
+                let wait = outages.failed("reading the store", &e);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => continue,
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = term.recv() => break,
+                }
+            }
+            Err(e) => return Err(e.into()),
         };
         for p in &snapshot.problems {
             tracing::warn!(problem = %p, "skipping a bad record in the store");
@@ -259,6 +291,7 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
         }
         if let Some(mut r) = live {
             r.endpoints = report.endpoints;
+            r.store_outage = outages.last.clone();
             if published.as_ref() != Some(&r) {
                 match catalog.publish_host_report(&config.node, &r) {
                     Ok(_) => tracing::debug!(
@@ -284,10 +317,12 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
         let wait = tokio::task::spawn_blocking(move || store.watch(keys::ROOT, after, resync));
         tokio::select! {
             r = wait => match r.expect("watch task panicked") {
+                // Compacted: the next pass reads everything again (a full resync, which
+                // changes nothing in the kernel when nothing changed).
                 Ok(_) | Err(StoreError::Compacted { .. }) => {}
                 Err(e) => {
-                    tracing::error!("watching the store: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let wait = outages.failed("watching the store", &e);
+                    tokio::time::sleep(wait).await;
                 }
             },
             _ = tokio::signal::ctrl_c() => break,

@@ -1,14 +1,21 @@
-//! The agent's heartbeat: a key on a store lease, kept alive while the agent runs, so others
-//! (the CNI plugin's STATUS, `node ls` later) can tell whether a node's agent is alive.
+//! The agent's heartbeat: two keys on a store lease, kept alive while the agent runs, so others
+//! can tell whether a node's agent runs (the CNI plugin's STATUS, service backends: the
+//! heartbeat key, gone at once on a clean stop) and whether the node is alive (every other
+//! host's entries toward it: the liveness key, gone only when the lease expires).
 
 use std::time::Duration;
 
 use overlay_core::catalog::Catalog;
 use overlay_core::store::LeaseId;
 
-/// The lease outlives a few missed keepalives, and expires soon after the agent dies.
-pub const TTL: Duration = Duration::from_secs(10);
-const EVERY: Duration = Duration::from_secs(2);
+/// The lease's default TTL: the node is taken out of every other host this long after its
+/// agent died (its keepalives are sent three times per TTL, so a few may be lost).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
+
+/// How often the lease is kept alive: three times per TTL, at most every 2 s.
+fn every(ttl: Duration) -> Duration {
+    (ttl / 3).clamp(Duration::from_millis(100), Duration::from_secs(2))
+}
 
 /// Reads the heartbeat's current lease; cheap to clone, usable from any thread.
 #[derive(Clone, Debug)]
@@ -21,40 +28,34 @@ impl LeaseHandle {
     }
 }
 
-/// Announces the agent and keeps it alive until the returned handle is dropped or `stop`ped.
+/// Announces the agent and keeps it alive until `stop`ped.
 pub struct Heartbeat {
     catalog: Catalog,
     node: String,
     lease: std::sync::Arc<std::sync::Mutex<Option<LeaseId>>>,
-    task: tokio::task::JoinHandle<()>,
+    stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Heartbeat {
-    /// Starts the heartbeat on the current tokio runtime.
-    pub fn start(catalog: Catalog, node: String) -> Heartbeat {
+    /// Starts the heartbeat with a lease of `ttl`, on a thread of its own: a pass of the
+    /// agent that keeps its runtime busy never delays a keepalive (the lease is short). While
+    /// the store is unreachable it keeps trying every `ttl / 3`; a lease that expired
+    /// meanwhile is replaced by a new one (the node rejoins with no manual step).
+    pub fn start(catalog: Catalog, node: String, ttl: Duration) -> Heartbeat {
         let lease = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let (c, l, name) = (catalog.clone(), lease.clone(), node.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let (c2, n2, current) = (c.clone(), node.clone(), *l.lock().unwrap());
-                let r = tokio::task::spawn_blocking(move || match current {
-                    Some(id) => c2.keep_agent_alive(&n2, id, TTL),
-                    None => c2.announce_agent(&n2, TTL),
-                })
-                .await
-                .expect("heartbeat task panicked");
-                match r {
-                    Ok(id) => *l.lock().unwrap() = Some(id),
-                    Err(e) => tracing::warn!("agent heartbeat: {e}"),
-                }
-                tokio::time::sleep(EVERY).await;
-            }
-        });
+        let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let (c, l, n, st) = (catalog.clone(), lease.clone(), node.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("vxmesh-heartbeat".into())
+            .spawn(move || beat(&c, &n, ttl, &l, &st))
+            .expect("start the heartbeat thread");
         Heartbeat {
             catalog,
-            node: name,
+            node,
             lease,
-            task,
+            stop,
+            thread,
         }
     }
 
@@ -64,14 +65,71 @@ impl Heartbeat {
         LeaseHandle(self.lease.clone())
     }
 
-    /// Stops the heartbeat and removes the agent's key at once; the lease (and the health
-    /// reports on it) expires after [`TTL`].
+    /// Stops the heartbeat (after the store call in flight, if any) and removes the agent's
+    /// key at once; the lease (the node's liveness key and the health reports on it) expires
+    /// after its TTL.
     pub fn stop(self) {
-        self.task.abort();
+        *self.stop.0.lock().unwrap() = true;
+        self.stop.1.notify_all();
+        let _ = self.thread.join();
         if let Some(id) = *self.lease.lock().unwrap() {
             if let Err(e) = self.catalog.retire_agent(&self.node, id) {
                 tracing::warn!("removing the agent's heartbeat: {e}");
             }
         }
+    }
+}
+
+/// The heartbeat thread: announce, then keep alive every `ttl / 3`, until told to stop.
+fn beat(
+    catalog: &Catalog,
+    node: &str,
+    ttl: Duration,
+    lease: &std::sync::Mutex<Option<LeaseId>>,
+    stop: &(std::sync::Mutex<bool>, std::sync::Condvar),
+) {
+    let mut failing = false;
+    loop {
+        let current = *lease.lock().unwrap();
+        let r = match current {
+            Some(id) => catalog.keep_agent_alive(node, id, ttl),
+            None => catalog.announce_agent(node, ttl),
+        };
+        match r {
+            Ok(id) => {
+                if failing || current != Some(id) {
+                    tracing::info!(lease = id, ttl = ?ttl, "agent heartbeat on the store");
+                }
+                failing = false;
+                *lease.lock().unwrap() = Some(id);
+            }
+            Err(e) => {
+                failing = true;
+                tracing::warn!("agent heartbeat: {e}; trying again in {:?}", every(ttl));
+            }
+        }
+        let stopped = stop.0.lock().unwrap();
+        let (stopped, _) = stop
+            .1
+            .wait_timeout_while(stopped, every(ttl), |s| !*s)
+            .unwrap();
+        if *stopped {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalives_three_times_per_ttl() {
+        assert_eq!(
+            every(DEFAULT_TTL),
+            Duration::from_millis(1666) + Duration::from_nanos(666_666)
+        );
+        assert_eq!(every(Duration::from_secs(60)), Duration::from_secs(2));
+        assert_eq!(every(Duration::from_millis(90)), Duration::from_millis(100));
     }
 }

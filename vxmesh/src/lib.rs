@@ -12,6 +12,7 @@ pub mod heartbeat;
 pub mod lab;
 pub mod service_plane;
 pub mod services;
+pub mod store_outage;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ pub use overlay_core::container::{
     attach_container, detach_container, ContainerError, ContainerSpec,
 };
 pub use overlay_core::model::{Endpoint, Network, Node};
-pub use overlay_core::store::{SqliteStore, Store, StoreError};
+pub use overlay_core::store::{SqliteStore, Store, StoreError, StoreOptions, StoreSpec};
 pub use overlay_core::MacAddr;
 pub use services::{
     remove_network, Affinity, BackendSpec, HealthCheck, HealthSpec, PortSpec, Proto, Service,
@@ -32,7 +33,17 @@ pub use vxmesh_ebpf::DEFAULT_PIN_ROOT;
 /// Where the embedded store lives unless told otherwise.
 pub const DEFAULT_STORE: &str = "/var/lib/vxmesh/store.db";
 
-/// Opens the embedded store at `path` and returns a catalog over it.
+/// Opens the store `path` names and returns a catalog over it: the embedded store at a file
+/// path (or `sqlite:PATH`), or an etcd cluster for `etcd://HOST:PORT[,HOST:PORT…]`
+/// ([`StoreSpec::parse`]). A path that is not UTF-8 is an SQLite file.
 pub fn open_catalog(path: &Path) -> Result<Catalog, StoreError> {
-    Ok(Catalog::new(Arc::new(SqliteStore::open(path)?)))
+    match path.to_str() {
+        Some(s) => open_store_catalog(&StoreSpec::parse(s)?),
+        None => Ok(Catalog::new(Arc::new(SqliteStore::open(path)?))),
+    }
+}
+
+/// Opens the store `spec` names and returns a catalog over it.
+pub fn open_store_catalog(spec: &StoreSpec) -> Result<Catalog, StoreError> {
+    Ok(Catalog::new(overlay_core::store::open(spec)?))
 }

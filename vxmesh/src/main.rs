@@ -33,8 +33,13 @@ fn init_logging(agent: bool) {
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let json = cli.json;
+    let open = || cli.store_args.catalog(&cli.store);
     match cli.command {
-        Command::Lab(cmd) => cli::lab::run(cmd, json),
+        Command::Lab(cmd) => cli::lab::run(cmd, &cli.store, json),
+        Command::Store(cmd) => {
+            cli::store::run(cmd, &cli.store_args, json)?;
+            Ok(0)
+        }
         Command::Cni(cmd) => {
             cli::cni::run(cmd, &cli.store, json)?;
             Ok(0)
@@ -42,24 +47,24 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Agent(args) => {
             // Before any thread exists, so the whole agent lives in that namespace.
             cli::agent::enter_netns(&args)?;
-            let catalog = vxmesh::open_catalog(&cli.store)?;
+            let catalog = open()?;
             cli::agent::run(args, catalog)?;
             Ok(0)
         }
         Command::Network(cmd) => {
-            cli::network::run(cmd, &vxmesh::open_catalog(&cli.store)?, json)?;
+            cli::network::run(cmd, &open()?, json)?;
             Ok(0)
         }
         Command::Node(cmd) => {
-            cli::node::run(cmd, &vxmesh::open_catalog(&cli.store)?, json)?;
+            cli::node::run(cmd, &open()?, json)?;
             Ok(0)
         }
         Command::Endpoint(cmd) => {
-            cli::endpoint::run(cmd, &vxmesh::open_catalog(&cli.store)?, json)?;
+            cli::endpoint::run(cmd, &open()?, json)?;
             Ok(0)
         }
         Command::Service(cmd) => {
-            cli::service::run(*cmd, &vxmesh::open_catalog(&cli.store)?, json)?;
+            cli::service::run(*cmd, &open()?, json)?;
             Ok(0)
         }
     }

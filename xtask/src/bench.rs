@@ -58,7 +58,8 @@ pub fn parse(args: &[String]) -> Result<(String, Options)> {
             s => bail!("unexpected argument {s:?} for `cargo xtask bench`"),
         }
     }
-    let which = which.context("which benchmark? available: overlay, crypto, cni, lb, mesh")?;
+    let which =
+        which.context("which benchmark? available: overlay, crypto, cni, lb, mesh, control")?;
     Ok((which, opts))
 }
 
@@ -84,7 +85,10 @@ pub fn bench(args: &[String]) -> Result<()> {
         "crypto" => crate::bench_crypto::crypto(&opts),
         "lb" => crate::bench_lb::bench(args, &opts),
         "mesh" => crate::bench_mesh::bench(&opts),
-        other => bail!("unknown benchmark {other:?}; available: overlay, crypto, cni, lb, mesh"),
+        "control" => crate::bench_control::bench(&opts),
+        other => {
+            bail!("unknown benchmark {other:?}; available: overlay, crypto, cni, lb, mesh, control")
+        }
     }
 }
 

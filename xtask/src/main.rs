@@ -1,7 +1,8 @@
-//! vxmesh's task runner: `cargo xtask setup | test | demo | bench overlay|crypto|cni|lb|mesh`.
+//! vxmesh's task runner: `cargo xtask setup | test | demo | bench overlay|crypto|cni|lb|mesh|control`.
 
 mod bench;
 mod bench_cni;
+mod bench_control;
 mod bench_crypto;
 mod bench_lb;
 mod bench_mesh;
@@ -29,6 +30,7 @@ commands:
                          a VXLAN link built by hand (N s each, default 10);
                          --no-lab measures only the by-hand link
   bench crypto | cni     encrypted vs plain overlay vs wireguard-go; CNI ADD/DEL latency
+  bench control          endpoint add -> programmed on every host, SQLite and etcd
   bench lb [--seconds N] [--rounds R] [--no-lab]
                          service load balancing: the tc program under
                          BPF_PROG_TEST_RUN with 1/1,000/10,000 services, HTTP via a VIP

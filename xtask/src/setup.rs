@@ -69,6 +69,18 @@ pub const PACKAGES: &[&str] = &[
     // `cargo xtask bench mesh`: haproxy (TCP mode) in front of the lab's replicas, one of the
     // baselines of the routing mesh (wrk and nftables above are the others' tools).
     "haproxy",
+    // The etcd store (overlay-core/src/store/etcd): the etcd-client crate's build script
+    // compiles etcd's .proto files with tonic/prost, which needs `protoc` (protobuf-compiler)
+    // and the well-known types' .proto files (libprotobuf-dev, google/protobuf/*.proto).
+    "protobuf-compiler",
+    "libprotobuf-dev",
+    // etcd itself for the store suite's 3-member cluster and `vxmesh lab up --store etcd`
+    // (etcd-server), etcdctl as the tests' witness of what is in etcd (etcd-client).
+    "etcd-server",
+    "etcd-client",
+    // `openssl`: the store suite makes a CA and certificates for its TLS test of the etcd
+    // store (overlay-core/tests/store.rs).
+    "openssl",
 ];
 
 pub fn setup() -> Result<()> {

@@ -37,23 +37,31 @@ impl Totals {
     }
 }
 
-pub fn test(passthrough: &[String]) -> Result<()> {
-    util::require_root("test")?;
-    crate::setup::setup()?;
+/// The lab tests that run a second time with every lab on etcd.
+const ON_ETCD_TOO: &[&str] = &["overlay_traffic", "reconcile", "cni_crosshost"];
+/// The variable the lab fixture reads (tests/src/lib.rs `test_store`).
+const ETCD_ENV: &str = "VXMESH_TEST_STORE";
 
-    heading("building the workspace (cargo build --workspace --all-targets)");
-    util::run(util::cargo().args(["build", "--workspace", "--all-targets"]))?;
-
-    heading("running the tests (cargo test --workspace); they create network namespaces");
-    // The harness's output goes to our stdout line by line as it comes, and the closing
-    // `test result:` lines are added up for one summary line at the end.
-    let mut child = util::cargo()
-        .args(["test", "--workspace", "--no-fail-fast"])
-        .args(passthrough)
+/// Runs `cargo test ARGS --no-fail-fast PASSTHROUGH` (with `env` set), its output streamed
+/// line by line and its `test result:` lines added to `totals`; true when it succeeded.
+fn run_tests(
+    args: &[&str],
+    passthrough: &[String],
+    env: Option<(&str, &str)>,
+    totals: &mut Totals,
+) -> Result<bool> {
+    let mut cmd = util::cargo();
+    cmd.arg("test")
+        .args(args)
+        .arg("--no-fail-fast")
+        .args(passthrough);
+    if let Some((k, v)) = env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
         .context("running cargo test")?;
-    let mut totals = Totals::default();
     let stdout = child.stdout.take().expect("piped stdout");
     let mut out = std::io::stdout();
     for line in BufReader::new(stdout).lines() {
@@ -63,13 +71,38 @@ pub fn test(passthrough: &[String]) -> Result<()> {
         let _ = out.flush();
     }
     let status = child.wait().context("waiting for cargo test")?;
+    Ok(status.success())
+}
+
+pub fn test(passthrough: &[String]) -> Result<()> {
+    util::require_root("test")?;
+    crate::setup::setup()?;
+
+    heading("building the workspace (cargo build --workspace --all-targets)");
+    util::run(util::cargo().args(["build", "--workspace", "--all-targets"]))?;
+
+    heading("running the tests (cargo test --workspace); they create network namespaces");
+    let mut totals = Totals::default();
+    let mut ok = run_tests(&["--workspace"], passthrough, None, &mut totals)?;
+
+    // Acceptance 2 of the etcd issue: the same test bodies with every lab on etcd.
+    heading(&format!(
+        "running the overlay, reconcile and CNI cross-host tests again on etcd \
+         ({ETCD_ENV}=etcd: each lab on a 3-member etcd cluster of its own)"
+    ));
+    let mut args = vec!["-p", "vxmesh-tests"];
+    for t in ON_ETCD_TOO {
+        args.extend(["--test", t]);
+    }
+    ok &= run_tests(&args, passthrough, Some((ETCD_ENV, "etcd")), &mut totals)?;
+
     heading("summary");
     println!(
         "tests: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.ignored
     );
-    if !status.success() || totals.failed > 0 {
-        bail!("tests failed ({status})");
+    if !ok || totals.failed > 0 {
+        bail!("tests failed");
     }
     if totals.passed == 0 {
         bail!("no test ran");

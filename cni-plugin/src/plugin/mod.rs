@@ -1,14 +1,13 @@
 //! The commands: ADD, DEL, CHECK, GC, STATUS, VERSION (one file each; VERSION is here).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use overlay_core::catalog::{Catalog, CatalogError};
 use overlay_core::container::ContainerError;
 use overlay_core::dataplane::{Dataplane, DataplaneError};
 use overlay_core::model::CniAttachment;
 use overlay_core::netns::{self, THREAD_SELF_NET};
-use overlay_core::store::SqliteStore;
+use overlay_core::store::StoreSpec;
 use serde_json::{json, Value};
 
 use crate::conf::{self, NetConf, SUPPORTED_VERSIONS};
@@ -112,6 +111,8 @@ fn catalog_err(e: CatalogError) -> CniError {
         CatalogError::Invalid(_) => CniError::new(INVALID_CONFIG, e.to_string()),
         CatalogError::InUse { .. } => CniError::new(INVALID_CONFIG, e.to_string()),
         CatalogError::Contended(_) => CniError::new(TRY_AGAIN, e.to_string()),
+        // etcd unreachable, no leader, or no answer in time: the runtime may try again.
+        CatalogError::Store(ref s) if s.is_unavailable() => CniError::new(TRY_AGAIN, e.to_string()),
         CatalogError::Corrupt { .. } | CatalogError::Store(_) => {
             CniError::new(IO_FAILURE, e.to_string())
         }
@@ -192,14 +193,22 @@ impl Call<'_> {
         }
     }
 
-    /// Opens the store; `None` when the file does not exist.
+    /// Opens the store; `None` when it is an SQLite file that does not exist.
     fn open_store(&self) -> CniResult<Option<Catalog>> {
-        if !self.conf.store.exists() {
-            return Ok(None);
+        if let StoreSpec::Sqlite(path) = &self.conf.store {
+            if !path.exists() {
+                return Ok(None);
+            }
         }
-        let store = SqliteStore::open(&self.conf.store)
-            .map_err(|e| CniError::new(IO_FAILURE, format!("cannot open the vxmesh store: {e}")))?;
-        Ok(Some(Catalog::new(Arc::new(store))))
+        let store = overlay_core::store::open(&self.conf.store).map_err(|e| {
+            let code = if e.is_unavailable() {
+                TRY_AGAIN
+            } else {
+                IO_FAILURE
+            };
+            CniError::new(code, format!("cannot open the vxmesh store: {e}"))
+        })?;
+        Ok(Some(Catalog::new(store)))
     }
 
     fn catalog(&self) -> CniResult<Catalog> {
@@ -208,7 +217,7 @@ impl Call<'_> {
                 IO_FAILURE,
                 format!(
                     "the vxmesh store {} does not exist (set \"store\" in the configuration)",
-                    self.conf.store.display()
+                    self.conf.store
                 ),
             )
         })

@@ -35,7 +35,7 @@ impl Call<'_> {
             Ok(None) => {
                 return Err(unavailable(format!(
                     "store unreachable: {} does not exist",
-                    self.conf.store.display()
+                    self.conf.store
                 )))
             }
             Err(e) => return Err(unavailable(format!("store unreachable: {}", e.msg))),

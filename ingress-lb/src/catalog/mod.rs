@@ -17,6 +17,7 @@ use crate::keys;
 use crate::maglev::MaglevError;
 use crate::service::Service;
 
+mod copy_fix;
 mod create;
 mod health;
 mod network;
@@ -24,6 +25,7 @@ mod remove;
 mod snapshot;
 mod update;
 
+pub use copy_fix::ServiceCopyFix;
 pub use health::{HealthRecord, HealthStatus};
 pub use snapshot::{BackendStatus, BackendView, ServiceSnapshot};
 pub use update::{HealthChange, ServiceUpdate};

@@ -33,6 +33,11 @@ pub struct ServiceSnapshot {
     pub health: BTreeMap<(String, String), HealthRecord>,
     /// Nodes whose agent heartbeat key is present (the store hides keys of expired leases).
     pub live_agents: BTreeSet<String>,
+    /// Nodes whose agent's lease is alive (`/vxmesh/v1/alive/NODE`: kept through a clean
+    /// stop until the lease expires).
+    pub alive: BTreeSet<String>,
+    /// Nodes whose agent published a host report (an agent ran there once).
+    pub reported: BTreeSet<String>,
     /// Nodes by name (their underlay addresses: the routing mesh's published frontends).
     pub nodes: BTreeMap<String, Node>,
     pub problems: Vec<String>,
@@ -43,6 +48,9 @@ pub struct ServiceSnapshot {
 pub enum BackendStatus {
     /// Its endpoint is not in the store (removed): out.
     EndpointGone,
+    /// Its node's agent lease expired (the agent died or stayed stopped longer than the
+    /// lease): out of the backend map, like a removed one, until the agent is back.
+    NodeGone,
     /// Its node's agent heartbeat is missing or expired: out.
     NodeDown,
     /// A check is configured and no report from the endpoint's node yet: out (as Envoy does
@@ -108,6 +116,10 @@ impl ServiceSnapshot {
                 }
             } else if let Some(node) = key.strip_prefix(core_keys::AGENTS) {
                 snap.live_agents.insert(node.to_string());
+            } else if let Some(node) = key.strip_prefix(core_keys::ALIVE) {
+                snap.alive.insert(node.to_string());
+            } else if let Some(node) = key.strip_prefix(core_keys::HOSTS) {
+                snap.reported.insert(node.to_string());
             } else if key.starts_with(keys::SERVICES) {
                 services.extend(snap.decoded::<Service>(kv, |_| Ok(())).map(|s| (kv, s)));
             } else if let Some(rest) = key.strip_prefix(keys::HEALTH) {
@@ -214,6 +226,9 @@ impl ServiceSnapshot {
         let Some(ep) = endpoint else {
             return BackendStatus::EndpointGone;
         };
+        if self.reported.contains(&ep.node) && !self.alive.contains(&ep.node) {
+            return BackendStatus::NodeGone;
+        }
         if !self.live_agents.contains(&ep.node) {
             return BackendStatus::NodeDown;
         }

@@ -153,7 +153,9 @@ impl DesiredLb {
                     BackendStatus::Draining | BackendStatus::Unknown | BackendStatus::NodeDown => {
                         BE_F_DRAINING
                     }
-                    BackendStatus::Down { .. } | BackendStatus::EndpointGone => continue,
+                    BackendStatus::Down { .. }
+                    | BackendStatus::EndpointGone
+                    | BackendStatus::NodeGone => continue,
                 };
                 add.backends.insert(
                     bid,

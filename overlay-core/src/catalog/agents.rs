@@ -1,5 +1,6 @@
-//! Agent liveness: each running agent holds a key on a lease it keeps alive; the key vanishes
-//! when the agent stops (it deletes the key) or dies (the lease expires).
+//! Agent liveness: each running agent holds two keys on a lease it keeps alive: its heartbeat
+//! (`AGENTS`, gone at once when the agent stops cleanly) and its node's liveness (`ALIVE`,
+//! gone only when the lease expires: the agent died or stayed stopped longer than the TTL).
 
 use std::time::Duration;
 
@@ -10,17 +11,19 @@ use crate::validate;
 use super::{Catalog, CatalogError};
 
 impl Catalog {
-    /// Records that `node`'s agent runs, on a new lease of `ttl`; returns the lease to keep alive.
+    /// Records that `node`'s agent runs, on a new lease of `ttl` (its heartbeat and its node's
+    /// liveness key, in one transaction); returns the lease to keep alive.
     pub fn announce_agent(&self, node: &str, ttl: Duration) -> Result<LeaseId, CatalogError> {
         validate::node_name(node)?;
         let lease = self.store.lease_grant(ttl)?;
+        let on_lease = |key: String| Op::Put {
+            key,
+            value: std::process::id().to_string().into_bytes(),
+            lease: Some(lease),
+        };
         self.store.txn(&Txn {
             compares: vec![],
-            ops: vec![Op::Put {
-                key: keys::agent(node),
-                value: std::process::id().to_string().into_bytes(),
-                lease: Some(lease),
-            }],
+            ops: vec![on_lease(keys::agent(node)), on_lease(keys::alive(node))],
         })?;
         Ok(lease)
     }
@@ -48,8 +51,8 @@ impl Catalog {
     }
 
     /// Removes `node`'s agent key at once (a clean stop), if it is still on `lease`. The lease
-    /// itself is left to expire: the records the agent wrote on it (its health reports) stay
-    /// until then, so an agent restarted within the lease's TTL starts from them instead of
+    /// itself is left to expire: the records the agent wrote on it (its node's liveness key,
+    /// its health reports) stay until then, so the other hosts keep the node's entries, and so an agent restarted within the lease's TTL starts from them instead of
     /// taking every local backend out of service until its first checks complete.
     pub fn retire_agent(&self, node: &str, lease: LeaseId) -> Result<(), CatalogError> {
         validate::node_name(node)?;

@@ -6,7 +6,7 @@
 //! fresh read. That is what lets several processes (or several hosts, with etcd) change the
 //! store at once without losing an update or handing out an address twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,8 +71,21 @@ pub struct Snapshot {
     /// What each node's agent published about its host, by node name (nodes whose agent has
     /// not published yet are absent).
     pub hosts: BTreeMap<String, HostReport>,
+    /// Nodes whose agent's lease is alive (`keys::ALIVE`; a clean stop leaves it until the
+    /// lease expires).
+    pub alive: BTreeSet<String>,
     /// Records that could not be used, with the reason (they are skipped, not fatal).
     pub problems: Vec<String>,
+}
+
+impl Snapshot {
+    /// Is `node` down: an agent ran there (it published a host report) and its lease expired?
+    /// Its entries, WireGuard peer and service backends are then removed from every other host
+    /// until its agent is back. A node no agent ever ran on (a peer configured by hand) is
+    /// never down.
+    pub fn node_down(&self, node: &str) -> bool {
+        self.hosts.contains_key(node) && !self.alive.contains(node)
+    }
 }
 
 /// Typed access to the store.
@@ -121,6 +134,8 @@ impl Catalog {
                     }
                     Err(e) => snap.problems.push(e.to_string()),
                 }
+            } else if let Some(node) = kv.key.strip_prefix(keys::ALIVE) {
+                snap.alive.insert(node.to_string());
             } else if kv.key.starts_with(keys::ENDPOINTS) {
                 match decode::<Endpoint>(kv) {
                     Ok(e) => endpoints.push((kv.key.clone(), e)),

@@ -119,7 +119,7 @@ impl Desired {
             peers: snapshot
                 .nodes
                 .values()
-                .filter(|n| n.name != me.name)
+                .filter(|n| n.name != me.name && !snapshot.node_down(&n.name))
                 .filter_map(|n| {
                     let w = n.wireguard.as_ref()?;
                     let peer = DesiredPeer {
@@ -149,7 +149,10 @@ impl Desired {
                 let mut fdb = BTreeSet::new();
                 let mut neighbours = BTreeMap::new();
                 let mut local_attached = Vec::new();
-                for other in snapshot.nodes.values().filter(|n| n.name != me.name) {
+                // A node whose agent's lease expired gets nothing: no flood entry, no entries
+                // for its endpoints (they come back with its agent).
+                let live_other = |n: &&Node| n.name != me.name && !snapshot.node_down(&n.name);
+                for other in snapshot.nodes.values().filter(live_other) {
                     if let Some(ip) = dst(network, other) {
                         for mac in [MacAddr::ZERO, MacAddr::for_node(other.underlay)] {
                             fdb.insert(FdbEntry {
@@ -170,8 +173,13 @@ impl Desired {
                         }
                         continue;
                     }
-                    // An endpoint whose node is unknown has nowhere to be sent.
-                    let Some(ip) = snapshot.nodes.get(&e.node).and_then(|n| dst(network, n)) else {
+                    // An endpoint whose node is unknown (or down) has nowhere to be sent.
+                    let Some(ip) = snapshot
+                        .nodes
+                        .get(&e.node)
+                        .filter(live_other)
+                        .and_then(|n| dst(network, n))
+                    else {
                         continue;
                     };
                     fdb.insert(FdbEntry {
@@ -402,6 +410,46 @@ mod tests {
         let d2 = Desired::compute(&s, "h2");
         assert!(d2.networks.contains_key("dock"));
         assert!(d2.refused.contains_key("under") && d2.refused.contains_key("tun"));
+    }
+
+    #[test]
+    fn a_node_whose_lease_expired_gets_no_entries_and_no_peer() {
+        let mut s = snapshot();
+        s.networks.get_mut("a").unwrap().encrypted = true;
+        for (n, k, ip) in [
+            ("h1", 1, "100.88.0.1"),
+            ("h2", 2, "100.88.0.2"),
+            ("h3", 3, "100.88.0.3"),
+        ] {
+            s.nodes.get_mut(n).unwrap().wireguard = identity(k, ip);
+            // Every agent ran once (published a report); h1 and h3 are alive, h2's lease expired.
+            s.hosts.insert(n.into(), report(1500, &[]));
+        }
+        s.alive.extend(["h1".to_string(), "h3".to_string()]);
+        let d = Desired::compute(&s, "h1");
+        let dsts: Vec<String> = d.networks["a"]
+            .fdb
+            .iter()
+            .map(|f| f.dst.to_string())
+            .collect();
+        assert_eq!(
+            dsts,
+            ["100.88.0.3"],
+            "nothing toward h2, not even its endpoint"
+        );
+        assert!(d.networks["a"].neighbours.is_empty());
+        assert_eq!(
+            d.wireguard.unwrap().peers.keys().collect::<Vec<_>>(),
+            ["h3"]
+        );
+        // Its agent is back: everything returns. A node no agent ever ran on is never down.
+        s.alive.insert("h2".into());
+        s.hosts.remove("h3");
+        s.alive.remove("h3");
+        let d = Desired::compute(&s, "h1");
+        assert_eq!(d.networks["a"].fdb.len(), 3);
+        assert_eq!(d.networks["a"].neighbours.len(), 1);
+        assert_eq!(d.wireguard.unwrap().peers.len(), 2);
     }
 
     #[test]

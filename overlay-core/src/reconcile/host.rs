@@ -44,6 +44,7 @@ impl Reconciler {
             underlay_mtu: underlay.mtu,
             addresses,
             endpoints: BTreeMap::new(),
+            store_outage: None,
         })
     }
 }

@@ -3,12 +3,22 @@
 //! One trait with the shape of etcd's key-value API (keys with revisions, compare-and-swap
 //! transactions, prefix reads, watches from a revision, leases), so an embedded database on one
 //! machine and etcd for clusters can sit behind it. [`sqlite::SqliteStore`] is the embedded
-//! default.
+//! default; [`etcd::EtcdStore`] keeps the state in an etcd v3 cluster. [`StoreSpec`] names one
+//! (`PATH`, `sqlite:PATH` or `etcd://HOST:PORT[,HOST:PORT…]`) and [`open`] opens it.
+//!
+//! The trait is synchronous: every caller (the CLI, the CNI plugin, the catalogs, the agent's
+//! blocking tasks) is written against blocking calls. The etcd store bridges to its async
+//! client with a runtime of its own (see [`etcd`]).
 
 use std::time::Duration;
 
+pub mod copy;
+pub mod etcd;
+mod spec;
 pub mod sqlite;
 
+pub use etcd::{EtcdConfig, EtcdStore};
+pub use spec::{open, StoreOptions, StoreSpec};
 pub use sqlite::SqliteStore;
 
 /// A store revision: increases by one with every successful write transaction.
@@ -122,6 +132,45 @@ pub enum StoreError {
     LeaseNotFound(LeaseId),
     #[error("store {path}: {reason}")]
     Corrupt { path: String, reason: String },
+    /// etcd answered with an error, or could not be reached (`unavailable` set: a transport
+    /// failure, no leader, or the request timed out inside etcd; the caller may try again).
+    #[error("store {endpoints}: {op}: {message}")]
+    Etcd {
+        endpoints: String,
+        op: &'static str,
+        message: String,
+        unavailable: bool,
+    },
+    /// An operation did not finish within the store's timeout (nothing hangs longer).
+    #[error("store {endpoints}: {op}: no answer within {after:?}")]
+    Timeout {
+        endpoints: String,
+        op: &'static str,
+        after: Duration,
+    },
+    /// A bad store specification or option; `field` names it (`store`, `store-ca`, ...).
+    #[error("invalid {field} '{value}': {reason}")]
+    Config {
+        field: String,
+        value: String,
+        reason: String,
+    },
+}
+
+impl StoreError {
+    /// True when the store could not be reached or did not answer in time: the operation may
+    /// succeed if tried again later (the CNI plugin answers code 11, "try again later").
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Timeout { .. } => true,
+            StoreError::Etcd { unavailable, .. } => *unavailable,
+            StoreError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// The desired-state store. Implementations must be safe to use from several threads and,
@@ -143,8 +192,11 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Event>, StoreError>;
     fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, StoreError>;
     fn lease_keepalive(&self, lease: LeaseId) -> Result<(), StoreError>;
-    /// Revokes the lease and deletes its keys.
+    /// Revokes the lease and deletes its keys; a lease that is already gone is not an error.
     fn lease_revoke(&self, lease: LeaseId) -> Result<(), StoreError>;
+    /// Drops the history before `revision` (etcd's compaction): a later `watch` from an
+    /// `after` below `revision - 1` answers `Compacted`. Keys and their values stay.
+    fn compact(&self, revision: Revision) -> Result<(), StoreError>;
 
     /// Unconditional put.
     fn put(&self, key: &str, value: &[u8]) -> Result<Revision, StoreError> {

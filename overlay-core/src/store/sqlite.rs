@@ -490,4 +490,26 @@ impl Store for SqliteStore {
         self.write(|tx, rev| Ok(((), self.drop_lease(tx, lease, rev)?)))?;
         Ok(())
     }
+
+    fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        self.write(|tx, next| {
+            if revision >= next {
+                return Err(StoreError::Config {
+                    field: "revision".into(),
+                    value: revision.to_string(),
+                    reason: format!("is in the future (the store is at {})", next - 1),
+                });
+            }
+            let floor = revision.saturating_sub(1);
+            tx.execute("DELETE FROM events WHERE rev <= ?1", [floor])
+                .map_err(|e| self.err(e))?;
+            tx.execute(
+                "UPDATE meta SET value = max(value, ?1) WHERE name = 'compacted'",
+                [floor],
+            )
+            .map_err(|e| self.err(e))?;
+            Ok(((), false))
+        })?;
+        Ok(())
+    }
 }

@@ -2,6 +2,8 @@
 //! (`ip`, `bridge`), and running dataplane code inside a test namespace.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod etcd_cluster;
+
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -53,6 +53,11 @@ pub struct AgentArgs {
     /// is mounted at /sys/fs/bpf when missing).
     #[arg(long, default_value = vxmesh_ebpf::DEFAULT_PIN_ROOT)]
     pub bpf_pin_root: std::path::PathBuf,
+    /// Seconds of the agent's store lease: this long after the agent died (or stopped for
+    /// longer), every other host removes this node's entries, WireGuard peer and service
+    /// backends. A clean stop keeps them until then, so a restart disturbs nothing.
+    #[arg(long, default_value_t = vxmesh::heartbeat::DEFAULT_TTL.as_secs_f64())]
+    pub lease_ttl: f64,
     /// Entries of the services' connection table (an LRU; a flow translated by the packet path
     /// takes two). Applies when the datapath is first loaded on this node.
     #[arg(long, default_value_t = 262_144)]
@@ -82,6 +87,12 @@ pub fn run(args: AgentArgs, catalog: Catalog) -> Result<()> {
         anyhow::bail!(
             "invalid resync '{}': must be a positive number of seconds",
             args.resync
+        );
+    }
+    if !(args.lease_ttl.is_finite() && (1.0..=3600.0).contains(&args.lease_ttl)) {
+        anyhow::bail!(
+            "invalid lease-ttl '{}': must be 1-3600 seconds",
+            args.lease_ttl
         );
     }
     if args.wg_port == 0 {
@@ -143,6 +154,7 @@ pub fn run(args: AgentArgs, catalog: Catalog) -> Result<()> {
                 resolv_conf: args.dns_resolv_conf.clone(),
                 ..Default::default()
             }),
+            lease_ttl: Duration::from_secs_f64(args.lease_ttl),
         },
     )
     .with_context(|| format!("agent for node {}", args.node))

@@ -18,6 +18,8 @@ pub enum LabCmd {
     Exec(ExecArgs),
     /// Start a host's agent again (after it was stopped or killed), as `lab up` started it.
     StartAgent(StartAgentArgs),
+    /// Start a member of the lab's etcd cluster again (after it was stopped or killed).
+    StartEtcd(StartEtcdArgs),
     /// Remove everything the lab made (agents, replicas, namespaces, cgroups, BPF pins,
     /// state). Idempotent.
     Down(PrefixArg),
@@ -46,6 +48,14 @@ pub struct StartAgentArgs {
     pub prefix: PrefixArg,
     /// The host (h1).
     pub host: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StartEtcdArgs {
+    #[command(flatten)]
+    pub prefix: PrefixArg,
+    /// The member (m1, m2, m3).
+    pub member: String,
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +130,17 @@ fn print_state(s: &LabState) {
             "client: namespace {}, {} (lab exec client -- …)",
             c.namespace, c.address
         );
+    }
+    if let Some(e) = &s.etcd {
+        let members: Vec<String> = e
+            .members
+            .iter()
+            .map(|m| match (m.pid, m.running) {
+                (Some(p), true) => format!("{} {} running (pid {p})", m.name, m.client),
+                _ => format!("{} {} NOT RUNNING", m.name, m.client),
+            })
+            .collect();
+        println!("etcd: namespace {}: {}", e.namespace, members.join(", "));
     }
     if let (Some(cg), Some(pins)) = (&s.cgroup, &s.bpf_pin_root) {
         println!(
@@ -219,10 +240,24 @@ fn print_demo(s: &LabState, d: &lab::LabDemo) {
     }
 }
 
-pub fn run(cmd: LabCmd, json: bool) -> Result<i32> {
+/// `lab up --store sqlite|etcd` (the global `--store`; left at its default: SQLite).
+fn lab_store_is_etcd(store: &std::path::Path) -> Result<bool> {
+    match store.to_str() {
+        Some("etcd") => Ok(true),
+        Some("sqlite") | Some(vxmesh::DEFAULT_STORE) => Ok(false),
+        _ => anyhow::bail!(
+            "invalid store '{}': `lab up` takes --store sqlite (default) or --store etcd (the lab \
+             keeps its own store)",
+            store.display()
+        ),
+    }
+}
+
+pub fn run(cmd: LabCmd, store: &std::path::Path, json: bool) -> Result<i32> {
     match cmd {
         LabCmd::Up(a) => {
             let spec = LabSpec {
+                etcd: lab_store_is_etcd(store)?,
                 prefix: a.prefix.prefix,
                 hosts: a.hosts,
                 containers_per_host: a.containers_per_host,
@@ -301,6 +336,18 @@ pub fn run(cmd: LabCmd, json: bool) -> Result<i32> {
                 port: a.port,
                 threads: a.threads,
             })?;
+        }
+        LabCmd::StartEtcd(a) => {
+            let m = lab::start_etcd_member(&a.prefix.prefix, &a.member)?;
+            if json {
+                output::json(&m);
+            } else {
+                println!(
+                    "etcd member {}: running (pid {})",
+                    m.name,
+                    m.pid.unwrap_or_default()
+                );
+            }
         }
         LabCmd::Down(p) => {
             let done = lab::down(&p.prefix)?;

@@ -15,6 +15,7 @@ pub mod output;
 pub mod service;
 mod service_args;
 mod service_table;
+pub mod store;
 
 /// vxmesh: VXLAN overlay networks between Linux hosts.
 ///
@@ -23,9 +24,12 @@ mod service_table;
 #[derive(Debug, Parser)]
 #[command(name = "vxmesh", version, propagate_version = true)]
 pub struct Cli {
-    /// The store: an SQLite database file shared by every vxmesh process on this machine.
+    /// The store: an SQLite database file shared by every vxmesh process on this machine
+    /// (PATH or sqlite:PATH), or an etcd cluster: etcd://HOST:PORT[,HOST:PORT…].
     #[arg(long, global = true, env = "VXMESH_STORE", default_value = vxmesh::DEFAULT_STORE)]
     pub store: PathBuf,
+    #[command(flatten)]
+    pub store_args: store::StoreArgs,
     /// Print machine-readable JSON instead of tables (errors too).
     #[arg(long, global = true)]
     pub json: bool,
@@ -56,4 +60,7 @@ pub enum Command {
     /// Install the CNI plugin for container runtimes.
     #[command(subcommand)]
     Cni(cni::CniCmd),
+    /// Work on stores as a whole (copy one into another).
+    #[command(subcommand)]
+    Store(store::StoreCmd),
 }

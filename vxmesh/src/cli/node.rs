@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use anyhow::Result;
 use clap::Subcommand;
 
+use overlay_core::model::StoreOutage;
 use vxmesh::Catalog;
 
 use super::output;
@@ -56,16 +57,44 @@ pub fn run(cmd: NodeCmd, catalog: &Catalog, json: bool) -> Result<()> {
         }
         NodeCmd::Ls => {
             let nodes = catalog.nodes()?;
+            let snap = catalog.snapshot()?;
+            let agents: Vec<String> = nodes
+                .iter()
+                .map(|n| agent_state(catalog, &snap, &n.name))
+                .collect::<Result<_>>()?;
+            let outages: Vec<Option<&StoreOutage>> = nodes
+                .iter()
+                .map(|n| {
+                    snap.hosts
+                        .get(&n.name)
+                        .and_then(|h| h.store_outage.as_ref())
+                })
+                .collect();
             if json {
-                output::json(&nodes);
+                let rows: Vec<serde_json::Value> = nodes
+                    .iter()
+                    .zip(&agents)
+                    .zip(&outages)
+                    .map(|((n, a), o)| {
+                        let mut v = serde_json::to_value(n).expect("a node serializes");
+                        v["agent"] = a.clone().into();
+                        v["store_outage"] = serde_json::to_value(o).expect("serializes");
+                        v
+                    })
+                    .collect();
+                output::json(&rows);
             } else {
                 let rows: Vec<_> = nodes
                     .iter()
-                    .map(|n| {
+                    .zip(&agents)
+                    .zip(&outages)
+                    .map(|((n, agent), outage)| {
                         let wg = n.wireguard.as_ref();
                         vec![
                             n.name.clone(),
                             n.underlay.to_string(),
+                            agent.clone(),
+                            outage.map_or("-".into(), describe_outage),
                             wg.and_then(|w| w.tunnel_ip)
                                 .map_or("-".into(), |ip| ip.to_string()),
                             wg.map_or("-".into(), |w| w.port.to_string()),
@@ -85,6 +114,8 @@ pub fn run(cmd: NodeCmd, catalog: &Catalog, json: bool) -> Result<()> {
                     &[
                         "NAME",
                         "UNDERLAY",
+                        "AGENT",
+                        "LAST STORE OUTAGE",
                         "TUNNEL",
                         "WG PORT",
                         "PUBLIC KEY",
@@ -129,4 +160,29 @@ pub fn run(cmd: NodeCmd, catalog: &Catalog, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `up` (heartbeat present), `stopped` (a clean stop; the node's lease has not expired yet,
+/// the other hosts keep its entries), `down` (its lease expired: the other hosts removed its
+/// entries), `-` (no vxmesh agent ever reported from it).
+fn agent_state(catalog: &Catalog, snap: &vxmesh::Snapshot, node: &str) -> Result<String> {
+    Ok(if catalog.agent_alive(node)? {
+        "up".into()
+    } else if snap.node_down(node) {
+        "down".into()
+    } else if snap.alive.contains(node) {
+        "stopped".into()
+    } else {
+        "-".into()
+    })
+}
+
+/// `20.3s, ended 2026-12-01T04:50:01Z (…)`: how long the agent was without the store, when.
+fn describe_outage(o: &StoreOutage) -> String {
+    let secs = o.ended_ms.saturating_sub(o.began_ms) as f64 / 1000.0;
+    let ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| (d.as_millis() as u64).saturating_sub(o.ended_ms) / 1000)
+        .unwrap_or(0);
+    format!("{secs:.1}s, ended {ago}s ago ({})", o.error)
 }

@@ -14,7 +14,7 @@ fn is_lab_namespace(prefix: &str, name: &str) -> bool {
     let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
         return false;
     };
-    if rest == "sw" || rest == super::CLIENT {
+    if rest == "sw" || rest == super::CLIENT || rest == super::etcd::NAMESPACE_SUFFIX {
         return true;
     }
     let Some(rest) = rest.strip_prefix('h') else {
@@ -33,9 +33,22 @@ fn is_lab_namespace(prefix: &str, name: &str) -> bool {
 /// any other `vxmesh agent --netns P-hN` process found in /proc (one left by a failed
 /// `lab up`). A PID that now names another process is never included.
 fn agents(prefix: &str) -> Vec<Pidfd> {
-    let mut found: Vec<Pidfd> = LabState::load(prefix)
+    let found: Vec<Pidfd> = LabState::load(prefix)
         .map(|s| s.hosts.iter().filter_map(|h| h.agent()).collect())
         .unwrap_or_default();
+    with_matching_processes(found, |args| {
+        args.windows(2).any(|w| {
+            w[0] == "--netns" && is_lab_namespace(prefix, &w[1]) && is_agent_of(args, &w[1])
+        })
+    })
+}
+
+/// `found`, plus a pidfd on every other process in /proc whose command line `matches`
+/// (opened only after the check, so a PID that names another process by then is left out).
+pub(super) fn with_matching_processes(
+    mut found: Vec<Pidfd>,
+    matches: impl Fn(&[String]) -> bool,
+) -> Vec<Pidfd> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return found;
     };
@@ -53,12 +66,7 @@ fn agents(prefix: &str) -> Vec<Pidfd> {
         let Ok(identity) = ProcessIdentity::of(pid) else {
             continue;
         };
-        let is_lab_agent = |args: &[String]| {
-            args.windows(2).any(|w| {
-                w[0] == "--netns" && is_lab_namespace(prefix, &w[1]) && is_agent_of(args, &w[1])
-            })
-        };
-        if let Ok(Some(p)) = Pidfd::open_if(identity, is_lab_agent) {
+        if let Ok(Some(p)) = Pidfd::open_if(identity, &matches) {
             found.push(p);
         }
     }
@@ -95,6 +103,15 @@ pub fn down(prefix: &str) -> Result<Vec<String>, LabError> {
     }
     for (name, p) in names.iter().zip(&replicas) {
         done.push(format!("stopped replica {name} (pid {})", p.pid()));
+    }
+    // The lab's etcd members, after the agents (their clients).
+    let recorded = state.as_ref().and_then(|s| s.etcd.clone());
+    let members = super::etcd::members(prefix, recorded.as_ref());
+    for e in process::terminate_all(&members, Duration::from_secs(5)) {
+        errors.push(format!("stopping an etcd member: {e}"));
+    }
+    for p in &members {
+        done.push(format!("stopped etcd member {}", p.pid()));
     }
 
     // Processes left in the containers' cgroups (servers started with `lab exec`) and the
@@ -154,7 +171,14 @@ mod tests {
 
     #[test]
     fn matches_only_this_labs_namespaces() {
-        for yes in ["vx-sw", "vx-client", "vx-h1", "vx-h12", "vx-h1-c3"] {
+        for yes in [
+            "vx-sw",
+            "vx-client",
+            "vx-etcd",
+            "vx-h1",
+            "vx-h12",
+            "vx-h1-c3",
+        ] {
             assert!(is_lab_namespace("vx", yes), "{yes}");
         }
         for no in [

@@ -16,6 +16,7 @@ pub mod bpf;
 pub mod cgroup;
 pub mod demo;
 mod down;
+pub mod etcd;
 mod exec;
 pub mod replica;
 pub mod resolv;
@@ -25,7 +26,7 @@ mod up;
 pub use demo::{LabDemo, LabReplica};
 pub use down::down;
 pub use exec::exec;
-pub use status::{start_agent, status};
+pub use status::{start_agent, start_etcd_member, status};
 pub use up::{up, LabSpec};
 
 /// Where lab state lives: `/run/vxmesh/lab/PREFIX/`.
@@ -176,6 +177,9 @@ pub struct LabState {
     /// The routing mesh's demo service and its replicas (`lab up --replicas N`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub demo: Option<LabDemo>,
+    /// The lab's etcd cluster (`lab up --store etcd`); `store` is then its URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<etcd::LabEtcd>,
 }
 
 /// The lab's outside client.

@@ -11,6 +11,12 @@ pub fn status(prefix: &str) -> Result<LabState, LabError> {
     for r in state.demo.iter_mut().flat_map(|d| d.replicas.iter_mut()) {
         r.running = r.process().is_some();
     }
+    if let Some(e) = state.etcd.as_mut() {
+        for i in 0..e.members.len() {
+            let running = e.member(prefix, i).is_some();
+            e.members[i].running = running;
+        }
+    }
     Ok(state)
 }
 
@@ -39,6 +45,37 @@ pub fn start_agent(
     h.agent_start_time = start_time;
     h.agent_running = true;
     let started = h.clone();
+    state.save()?;
+    Ok(started)
+}
+
+/// Starts etcd member `member` (`m1`…) of the lab's cluster again on its data directory
+/// (after it was stopped or killed) and records it. Errors when the lab has no etcd, the
+/// member is unknown, or it is running.
+pub fn start_etcd_member(
+    prefix: &str,
+    member: &str,
+) -> Result<super::etcd::LabEtcdMember, LabError> {
+    let mut state = status(prefix)?;
+    let etcd = state.etcd.as_mut().ok_or_else(|| LabError::Invalid {
+        field: "member",
+        value: member.to_string(),
+        reason: "this lab runs on SQLite, not etcd".into(),
+    })?;
+    let i = etcd
+        .members
+        .iter()
+        .position(|m| m.name == member)
+        .ok_or_else(|| LabError::UnknownMember(member.to_string()))?;
+    if etcd.members[i].running {
+        return Err(LabError::Invalid {
+            field: "member",
+            value: member.to_string(),
+            reason: "it is running".into(),
+        });
+    }
+    etcd.start_member(prefix, i)?;
+    let started = etcd.members[i].clone();
     state.save()?;
     Ok(started)
 }

@@ -35,6 +35,8 @@ pub struct LabSpec {
     /// `--replicas N`: the demo service published on port 8080 of every host, with N
     /// replicas in the first network's containers ([`super::demo`]); `None`: no service.
     pub replicas: Option<u32>,
+    /// Keep the lab's state in a 3-member etcd cluster of its own instead of an SQLite file.
+    pub etcd: bool,
 }
 
 /// The underlay: host N gets 10.99.0.N/24.
@@ -128,7 +130,21 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
         context: format!("creating {}", dir.display()),
         source,
     })?;
-    let store = dir.join("store.db");
+    let etcd = if spec.etcd {
+        let e = super::etcd::start(&spec.prefix)?;
+        progress(&format!(
+            "etcd: 3 members in namespace {} ({})",
+            e.namespace,
+            e.store_url()
+        ));
+        Some(e)
+    } else {
+        None
+    };
+    let store = match &etcd {
+        Some(e) => PathBuf::from(e.store_url()),
+        None => dir.join("store.db"),
+    };
     let catalog =
         crate::open_catalog(&store).map_err(|e| LabError::step("opening the lab store", e))?;
     let mut state = LabState {
@@ -144,6 +160,7 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
         mounted_bpffs: false,
         client: None,
         demo: None,
+        etcd,
     };
     state.save()?;
 

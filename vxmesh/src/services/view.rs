@@ -105,6 +105,7 @@ pub fn status_word(s: &BackendStatus) -> &'static str {
         BackendStatus::Unknown => "unknown",
         BackendStatus::NodeDown => "node-down",
         BackendStatus::EndpointGone => "endpoint-gone",
+        BackendStatus::NodeGone => "node-gone",
     }
 }
 
