@@ -190,6 +190,16 @@ pub fn parse_duration_ms(field: &'static str, s: &str) -> Result<u32, Validation
     Ok(ms as u32)
 }
 
+/// `default` or `dsr`: the words [`Mode::from_str`] takes.
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Default => "default",
+            Mode::Dsr => "dsr",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,15 +279,5 @@ mod tests {
         for bad in ["1", "-1s", "1.0005s", "s", "1h"] {
             assert_eq!(parse_duration_ms("i", bad).unwrap_err().field, "i", "{bad}");
         }
-    }
-}
-
-/// `default` or `dsr`: the words [`Mode::from_str`] takes.
-impl std::fmt::Display for Mode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Mode::Default => "default",
-            Mode::Dsr => "dsr",
-        })
     }
 }
