@@ -16,7 +16,7 @@ use vxmesh_tests::{run, wait_until, Lab};
 const TTL: Duration = Duration::from_secs(5);
 
 /// What `host` holds toward h2: static VXLAN FDB entries to h2's underlay address on the
-/// plain network's device, a permanent neighbour for h2-c2, and the up backends of `web`.
+/// plain network's device (broadcast, h2-c2's MAC, h2's node MAC), a permanent neighbour for h2-c2, and the up backends of `web`.
 fn toward_h2(lab: &Lab, host: &str, h2: Ipv4Addr, c2: Ipv4Addr) -> (usize, bool, usize) {
     let ns = lab.namespace(host);
     let dst = format!(" dst {h2} ");
@@ -59,7 +59,7 @@ fn a_dead_hosts_entries_vanish_and_come_back(store: &str) {
     let everything = |lab: &Lab| {
         ["h1", "h3"]
             .iter()
-            .all(|h| toward_h2(lab, h, h2, c2) == (2, true, 3))
+            .all(|h| toward_h2(lab, h, h2, c2) == (3, true, 3))
     };
     assert!(
         wait_until(Duration::from_secs(60), || everything(&lab)),

@@ -434,8 +434,8 @@ mod tests {
             .collect();
         assert_eq!(
             dsts,
-            ["100.88.0.3"],
-            "nothing toward h2, not even its endpoint"
+            ["100.88.0.3", "100.88.0.3"],
+            "nothing toward h2, not even its endpoint or node MAC: h3's broadcast and node MAC"
         );
         assert!(d.networks["a"].neighbours.is_empty());
         assert_eq!(
