@@ -83,6 +83,16 @@ pub fn tunnel_ip(lab: &Lab, node: &str) -> Ipv4Addr {
     ip.unwrap_or_else(|| panic!("node {node} published no tunnel address"))
 }
 
+/// The index of `host`'s WireGuard interface `wg-vx` (`ip -o link show`), `None` if it has none.
+pub fn wg_index(lab: &Lab, host: &str) -> Option<u32> {
+    let out = run(
+        "ip",
+        &["-n", &lab.namespace(host), "-o", "link", "show", "wg-vx"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split(": ").next()?.trim().parse().ok()
+}
+
 /// A TCP server (`nc -l`) in `member` that discards what it receives.
 pub fn sink(lab: &Lab, member: &str, port: u16) -> Child {
     let child = Command::new("ip")

@@ -1,6 +1,7 @@
 //! Encryption acceptance 3 (second half) and 4: a key rotation keeps a long TCP transfer alive;
-//! after an agent restart the tunnels come back with the same key; removing a node removes its
-//! peer on the other hosts (its traffic no longer gets in) and its entries everywhere.
+//! after an agent restart the tunnels come back with the same key (and the same, persistent,
+//! WireGuard interface); removing a node removes its peer on the other hosts (its traffic no
+//! longer gets in), its entries everywhere and its own WireGuard interface.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -91,8 +92,9 @@ fn restart_brings_tunnels_back_and_removing_a_node_removes_its_peer() {
         lab.agent_log("h2")
     );
     let key = crypto::identity(&lab, "h2").unwrap().public_key;
+    let index = crypto::wg_index(&lab, "h2").expect("h2 has a WireGuard interface");
 
-    // Restart h2's agent (the TUN interface goes with the process).
+    // Restart h2's agent (its WireGuard interface is persistent: it stays, same index).
     let pid = lab.host("h2").agent_pid.unwrap();
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     assert!(wait_until(
@@ -101,9 +103,10 @@ fn restart_brings_tunnels_back_and_removing_a_node_removes_its_peer() {
             || std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .is_ok_and(|s| s.contains(") Z"))
     ));
-    assert!(
-        !witness::links(&lab.namespace("h2")).contains(&"wg-vx".to_string()),
-        "the WireGuard interface outlived its agent"
+    assert_eq!(
+        crypto::wg_index(&lab, "h2"),
+        Some(index),
+        "the WireGuard interface did not outlive its agent"
     );
     let store = lab.state.store.to_str().unwrap().to_string();
     let state_dir = format!("/run/vxmesh/lab/{}/h2", lab.prefix());
@@ -138,6 +141,8 @@ fn restart_brings_tunnels_back_and_removing_a_node_removes_its_peer() {
     // h3's traffic no longer gets into h1: h1 dropped the peer (and its sessions).
     std::thread::sleep(Duration::from_secs(3));
     let h3_locked_out = (0..5).all(|_| !lab.ping("h3", h1_tunnel));
+    // The removed node's agent deleted its persistent WireGuard interface.
+    let h3_wg_gone = wait_until(SETTLE, || crypto::wg_index(&lab, "h3").is_none());
     let h1_h2_ok = lab.ping_within("h1-c1", c2, SETTLE);
     let _ = agent.kill();
     let _ = agent.wait();
@@ -155,5 +160,6 @@ fn restart_brings_tunnels_back_and_removing_a_node_removes_its_peer() {
     assert!(removed);
     assert!(fdb_gone, "FDB entries toward the removed node remain");
     assert!(h3_locked_out, "the removed node still gets through to h1");
+    assert!(h3_wg_gone, "the removed node's WireGuard interface remains");
     assert!(h1_h2_ok);
 }

@@ -57,8 +57,9 @@ pub enum AgentError {
     Services(String),
 }
 
-/// Runs until SIGINT or SIGTERM. The kernel state is left in place on exit, so a restarted
-/// agent finds everything as it should be and changes nothing.
+/// Runs until SIGINT or SIGTERM. The kernel state is left in place on exit (the WireGuard
+/// interface included: it is persistent), so a restarted agent finds everything as it should
+/// be and changes nothing.
 pub fn run(catalog: Catalog, config: AgentConfig) -> Result<(), AgentError> {
     // Fail early and clearly on a node the store does not know; wait for a store that is not
     // reachable yet.
@@ -92,7 +93,14 @@ struct Wireguard {
 }
 
 impl Wireguard {
-    fn start(config: &AgentConfig, wg: &WireguardConfig) -> Result<Wireguard, AgentError> {
+    /// Starts the node's WireGuard interface: attaches to the persistent one a previous agent
+    /// left (same index, addresses and routes; established connections carry on after a new
+    /// handshake), or creates it.
+    async fn start(
+        config: &AgentConfig,
+        wg: &WireguardConfig,
+        reconciler: &Reconciler,
+    ) -> Result<Wireguard, AgentError> {
         let werr = |e: &dyn std::fmt::Display| AgentError::Wireguard(e.to_string());
         let (key, made) = PrivateKey::load_or_generate(&config.state_dir).map_err(|e| werr(&e))?;
         tracing::info!(
@@ -107,8 +115,29 @@ impl Wireguard {
                  userspace implementation"
             );
         }
-        let device =
-            WireguardDevice::start(&wg.ifname, wg.threads, wg.datapath).map_err(|e| werr(&e))?;
+        let device = match WireguardDevice::start(&wg.ifname, wg.threads, wg.datapath) {
+            Ok(d) => d,
+            // A TUN/TAP the datapath cannot attach to (the other datapath's, left by an agent
+            // run with other flags): replaced by a new one.
+            // (TUNSETIFF's EINVAL, reported as `InvalidInput`.)
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                let mut changes = Vec::new();
+                let removed = reconciler
+                    .remove_wireguard_device(&wg.ifname, &mut changes)
+                    .await
+                    .map_err(|e| werr(&e))?;
+                if !removed {
+                    return Err(werr(&e));
+                }
+                tracing::warn!(
+                    interface = %wg.ifname,
+                    error = %e,
+                    "replaced a WireGuard interface this datapath cannot attach to"
+                );
+                WireguardDevice::start(&wg.ifname, wg.threads, wg.datapath).map_err(|e| werr(&e))?
+            }
+            Err(e) => return Err(werr(&e)),
+        };
         let uapi = device.uapi();
         uapi.set_private_key(&key).map_err(|e| werr(&e))?;
         uapi.set_listen_port(wg.port).map_err(|e| werr(&e))?;
@@ -116,7 +145,12 @@ impl Wireguard {
             interface = %wg.ifname,
             port = wg.port,
             implementation = device.implementation(),
-            "WireGuard interface up"
+            "WireGuard interface up ({})",
+            if device.reattached() {
+                "re-attached to the interface a previous agent left"
+            } else {
+                "created"
+            }
         );
         Ok(Wireguard {
             device,
@@ -176,6 +210,8 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
     // The WireGuard interface is started when the store first holds an encrypted network, so
     // hosts with plain networks only run no TUN device and no crypto threads.
     let mut wg: Option<Wireguard> = None;
+    // Whether a WireGuard interface left by a previous agent was looked for (first pass).
+    let mut leftover_checked = false;
     let mut reconciler = Reconciler::new(Dataplane::connect()?);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tracing::info!(node = %config.node, "agent started");
@@ -223,15 +259,37 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
         for p in &snapshot.problems {
             tracing::warn!(problem = %p, "skipping a bad record in the store");
         }
-        if let (None, Some(c)) = (&wg, &config.wireguard) {
-            if snapshot.networks.values().any(|n| n.encrypted) {
-                let w = Wireguard::start(&config, c)?;
+        // The interface is persistent: it is deleted here, explicitly, when this node no longer
+        // needs it (no encrypted network in the store, or the node removed), and one left by a
+        // previous agent that is no longer needed is deleted at the first pass.
+        if let Some(c) = &config.wireguard {
+            let needed = snapshot.nodes.contains_key(&config.node)
+                && snapshot.networks.values().any(|n| n.encrypted);
+            if needed && wg.is_none() {
+                let w = Wireguard::start(&config, c, &reconciler).await?;
                 reconciler = reconciler.with_wireguard(WireguardHandle {
                     ifname: w.device.ifname().to_string(),
                     uapi: w.device.uapi(),
                 });
                 wg = Some(w);
+            } else if !needed && (wg.is_some() || !leftover_checked) {
+                // Stops the workers and closes the queues first.
+                wg = None;
+                reconciler = reconciler.without_wireguard();
+                let mut changes = Vec::new();
+                match reconciler
+                    .remove_wireguard_device(&c.ifname, &mut changes)
+                    .await
+                {
+                    Ok(_) => {
+                        for ch in &changes {
+                            tracing::info!(revision = snapshot.revision, "{ch}");
+                        }
+                    }
+                    Err(e) => tracing::error!("{e}"),
+                }
             }
+            leftover_checked = true;
         }
         if let (Some(w), Some(me)) = (wg.as_mut(), snapshot.nodes.get(&config.node)) {
             match w.sync_identity(&catalog, me, &config.state_dir) {

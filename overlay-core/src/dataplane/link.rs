@@ -495,4 +495,17 @@ impl Dataplane {
             Err(e) => Err(nl("delete link", format_args!("index {index}"))(e)),
         }
     }
+
+    /// Deletes the TUN/TAP interface `name` (link kind `tun`), if there is one: such an
+    /// interface made persistent (`TUNSETPERSIST`) stays until deleted. Returns whether it
+    /// deleted one; a link of that name of another kind is left alone (Ok(false)).
+    pub async fn delete_tun(&self, name: &str) -> Result<bool, DataplaneError> {
+        match self.link(name).await? {
+            Some(l) if l.kind.as_deref() == Some("tun") => {
+                self.delete_link(l.index).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
 }

@@ -120,6 +120,12 @@ impl Reconciler {
         self
     }
 
+    /// No WireGuard interface any more (the agent stopped its device).
+    pub fn without_wireguard(mut self) -> Self {
+        self.wireguard = None;
+        self
+    }
+
     pub fn dataplane(&self) -> &Dataplane {
         &self.dp
     }

@@ -17,6 +17,27 @@ use crate::reconcile::sysctl::Family;
 use super::apply::{change, Change, Context, ReconcileError, Reconciler, WireguardHandle};
 
 impl Reconciler {
+    /// Deletes the WireGuard interface `ifname` over netlink, if it exists and is a TUN/TAP
+    /// (link kind `tun`): the interface is persistent (see [`crate::wireguard::tundev`]), so
+    /// nothing else removes it once no process holds it. Returns whether it deleted one. A
+    /// device of that name of another kind is not vxmesh's and is left alone.
+    pub async fn remove_wireguard_device(
+        &self,
+        ifname: &str,
+        changes: &mut Vec<Change>,
+    ) -> Result<bool, ReconcileError> {
+        let deleted = self
+            .dp
+            .delete_tun(ifname)
+            .await
+            .ctx(|| format!("WireGuard interface {ifname}: deleting"))?;
+        if !deleted {
+            return Ok(false);
+        }
+        changes.push(change("delete link", ifname));
+        Ok(true)
+    }
+
     /// The WireGuard interface: tunnel address, MTU (underlay less WireGuard's overhead), up,
     /// and exactly the peers the store names (a key not in the store gets nothing through).
     pub(super) async fn wireguard(

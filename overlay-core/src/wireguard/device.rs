@@ -20,13 +20,24 @@ use super::uapi::Uapi;
 pub struct UserspaceDevice {
     ifname: String,
     uapi: Arc<Uapi>,
-    // Dropping the handle stops the device's threads; the TUN interface goes with the process.
+    // Dropping the handle stops the device's threads; the TUN interface is persistent and stays.
     _handle: DeviceHandle,
+    reattached: bool,
 }
 
+/// The flags boringtun's device opens its TUN with (`boringtun::device::tun_linux`).
+const LEGACY_FLAGS: libc::c_int = libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE;
+
 impl UserspaceDevice {
-    /// Creates the TUN interface `ifname` and starts `threads` worker threads on it.
+    /// Creates the persistent TUN interface `ifname` (or finds the one a previous agent left,
+    /// see [`super::tundev`]) and starts `threads` boringtun worker threads on it.
+    ///
+    /// Errors: `EINVAL` when `ifname` exists as another kind of device (the batched
+    /// datapath's TAP); whatever boringtun returns.
     pub fn start(ifname: &str, threads: usize) -> io::Result<UserspaceDevice> {
+        // boringtun opens the TUN by name with these flags: made persistent first, its queues
+        // attach to it and it outlives the process.
+        let reattached = super::tundev::ensure_persistent(ifname, LEGACY_FLAGS)?;
         let (ours, theirs) = UnixStream::pair()?;
         let config = DeviceConfig {
             n_threads: threads.max(1),
@@ -40,6 +51,7 @@ impl UserspaceDevice {
             ifname: ifname.to_string(),
             uapi: Arc::new(Uapi::from_stream(ours)?),
             _handle: handle,
+            reattached,
         })
     }
 
@@ -49,6 +61,11 @@ impl UserspaceDevice {
 
     pub fn uapi(&self) -> Arc<Uapi> {
         Arc::clone(&self.uapi)
+    }
+
+    /// Whether the interface was left by a previous agent and attached to (not created).
+    pub fn reattached(&self) -> bool {
+        self.reattached
     }
 }
 
@@ -94,8 +111,10 @@ pub enum WireguardDevice {
 }
 
 impl WireguardDevice {
-    /// Creates the interface `ifname` with `threads` workers (per direction for the batched
-    /// datapath, in all for the legacy one).
+    /// Creates the persistent interface `ifname`, or attaches to the one a previous agent
+    /// left, with `threads` workers (per direction for the batched datapath, in all for the
+    /// legacy one). Errors: `InvalidInput` (`EINVAL`) when `ifname` exists as a device the datapath cannot
+    /// attach to (the other datapath's); the caller may delete it and try again.
     pub fn start(ifname: &str, threads: usize, datapath: Datapath) -> io::Result<Self> {
         Ok(match datapath {
             Datapath::Batched => WireguardDevice::Batched(BatchedDevice::start(
@@ -118,6 +137,14 @@ impl WireguardDevice {
         match self {
             WireguardDevice::Batched(d) => d.uapi(),
             WireguardDevice::Legacy(d) => d.uapi(),
+        }
+    }
+
+    /// Whether the interface was left by a previous agent and attached to (not created).
+    pub fn reattached(&self) -> bool {
+        match self {
+            WireguardDevice::Batched(d) => d.reattached(),
+            WireguardDevice::Legacy(d) => d.reattached(),
         }
     }
 

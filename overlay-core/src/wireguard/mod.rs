@@ -1,6 +1,9 @@
 //! WireGuard for encrypted networks: host keys, the UAPI (the text protocol every WireGuard
 //! implementation but the kernel module speaks) and the userspace device (boringtun on a TUN).
 //!
+//! The interface is persistent ([`tundev`]): it outlives the agent, which re-attaches to it
+//! after a restart, and is deleted over netlink when the node no longer needs it.
+//!
 //! Each node has one WireGuard interface with a tunnel address from [`TUNNEL_NET`]. The VXLAN
 //! devices of encrypted networks send from the node's tunnel address to the other nodes'
 //! tunnel addresses, so their packets are routed into the WireGuard interface and leave the
@@ -13,6 +16,7 @@ use ipnet::Ipv4Net;
 pub mod batch;
 pub mod device;
 pub mod keys;
+pub mod tundev;
 pub mod uapi;
 
 pub use batch::BatchedDevice;

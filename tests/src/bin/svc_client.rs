@@ -6,10 +6,11 @@
 //!     (the source recvfrom() reports: a VIP when the socket programs turned it back).
 //! svc_client udp-serve PORT NAME
 //!     a UDP request/reply server: answers every datagram on PORT with NAME, to its sender.
-//! svc_client keepalive ADDR:PORT COUNT INTERVAL_MS [STOP_FILE]
+//! svc_client keepalive ADDR:PORT COUNT INTERVAL_MS [STOP_FILE [TIMEOUT_MS]]
 //!     ONE TCP connection (prints `peer=IP:PORT` as getpeername() reports it), then COUNT
 //!     HTTP/1.1 keep-alive GETs, one every INTERVAL_MS, or fewer if STOP_FILE appears;
-//!     prints `ok MS BODY` per answer, or `err MS WHY` and exits 2 when the connection fails.
+//!     prints `ok MS BODY` per answer, or `err MS WHY` and exits 2 when the connection fails
+//!     or an answer takes longer than TIMEOUT_MS (default 3000).
 //! svc_client bulk-serve PORT NAME
 //!     a TCP bulk server: per connection, a request line `down N` (it sends `NAME\n` and N
 //!     bytes, then closes) or `up N` (it reads N bytes, then answers `NAME GOT\n`).
@@ -22,7 +23,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: svc_client udp ADDR:PORT PAYLOAD | udp-serve PORT NAME | \
-                     keepalive ADDR:PORT COUNT INTERVAL_MS [STOP_FILE] | \
+                     keepalive ADDR:PORT COUNT INTERVAL_MS [STOP_FILE [TIMEOUT_MS]] | \
                      bulk-serve PORT NAME | bulk ADDR:PORT down|up N";
 
 fn main() {
@@ -30,11 +31,12 @@ fn main() {
     let code = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["udp", addr, payload] => udp(addr.parse().expect("ADDR:PORT"), payload),
         ["udp-serve", port, name] => udp_serve(port.parse().expect("PORT"), name),
-        ["keepalive", addr, count, interval, ref stop @ ..] if stop.len() <= 1 => keepalive(
+        ["keepalive", addr, count, interval, ref rest @ ..] if rest.len() <= 2 => keepalive(
             addr.parse().expect("ADDR:PORT"),
             count.parse().expect("COUNT"),
             Duration::from_millis(interval.parse().expect("INTERVAL_MS")),
-            stop.first().map(std::path::Path::new),
+            rest.first().map(std::path::Path::new),
+            Duration::from_millis(rest.get(1).map_or(3000, |t| t.parse().expect("TIMEOUT_MS"))),
         ),
         ["bulk-serve", port, name] => bulk::serve(port.parse().expect("PORT"), name),
         ["bulk", addr, dir @ ("down" | "up"), n] => {
@@ -120,6 +122,7 @@ fn keepalive(
     count: u32,
     interval: Duration,
     stop: Option<&std::path::Path>,
+    timeout: Duration,
 ) -> i32 {
     let start = Instant::now();
     let ms = || start.elapsed().as_millis();
@@ -130,9 +133,7 @@ fn keepalive(
             return 2;
         }
     };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
+    stream.set_read_timeout(Some(timeout)).unwrap();
     println!("peer={}", stream.peer_addr().expect("peer"));
     let mut w = stream.try_clone().expect("clone");
     let mut r = BufReader::new(stream);

@@ -28,6 +28,14 @@ fn is_lab_namespace(prefix: &str, name: &str) -> bool {
     digits(host) && container.is_none_or(digits)
 }
 
+/// Is `name` one of this lab's hosts' namespaces (`P-hN`)?
+fn is_host_namespace(prefix: &str, name: &str) -> bool {
+    is_lab_namespace(prefix, name)
+        && name[prefix.len() + 1..]
+            .strip_prefix('h')
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Agents of this lab, each as a pidfd opened only after the process was shown to be the
 /// agent: from the state file (PID, start time and an `agent --netns P-hN` command line), and
 /// any other `vxmesh agent --netns P-hN` process found in /proc (one left by a failed
@@ -135,6 +143,21 @@ pub fn down(prefix: &str) -> Result<Vec<String>, LabError> {
 
     match netns::list() {
         Ok(names) => {
+            // The agents' WireGuard interfaces are persistent (they outlive the agents just
+            // stopped): deleted explicitly, before their hosts' namespaces.
+            for name in names.iter().filter(|n| is_host_namespace(prefix, n)) {
+                let ifname = overlay_core::wireguard::DEFAULT_IFNAME;
+                let deleted = super::up::ns_step(name, format!("in {name}"), move || async move {
+                    overlay_core::dataplane::Dataplane::connect()?
+                        .delete_tun(ifname)
+                        .await
+                });
+                match deleted {
+                    Ok(true) => done.push(format!("deleted {ifname} in {name}")),
+                    Ok(false) => {}
+                    Err(e) => errors.push(format!("deleting {ifname}: {e}")),
+                }
+            }
             for name in names.iter().filter(|n| is_lab_namespace(prefix, n)) {
                 match netns::delete(name) {
                     Ok(()) => done.push(format!("deleted namespace {name}")),
@@ -167,7 +190,7 @@ pub fn down(prefix: &str) -> Result<Vec<String>, LabError> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_lab_namespace;
+    use super::{is_host_namespace, is_lab_namespace};
 
     #[test]
     fn matches_only_this_labs_namespaces() {
@@ -193,6 +216,16 @@ mod tests {
             "other",
         ] {
             assert!(!is_lab_namespace("vx", no), "{no}");
+        }
+    }
+
+    #[test]
+    fn host_namespaces_are_the_hosts_only() {
+        for yes in ["vx-h1", "vx-h12"] {
+            assert!(is_host_namespace("vx", yes), "{yes}");
+        }
+        for no in ["vx-sw", "vx-client", "vx-h1-c3", "vx-h", "vx2-h1", "other"] {
+            assert!(!is_host_namespace("vx", no), "{no}");
         }
     }
 }

@@ -109,7 +109,7 @@ pub fn up(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError>
     }
 }
 
-fn ns_step<T: Send + 'static, Fut>(
+pub(super) fn ns_step<T: Send + 'static, Fut>(
     ns: &str,
     what: String,
     f: impl FnOnce() -> Fut + Send + 'static,

@@ -272,7 +272,8 @@ fn timers(shared: Arc<Shared>) {
     }
 }
 
-/// A running batched device. Dropping it stops its workers and removes its interface.
+/// A running batched device. Dropping it stops its workers; its interface is persistent and
+/// stays (see [`super::tundev`]).
 pub struct BatchedDevice {
     shared: Arc<Shared>,
     uapi: Arc<Uapi>,
@@ -281,7 +282,8 @@ pub struct BatchedDevice {
 }
 
 impl BatchedDevice {
-    /// Creates the interface `ifname` (a TAP, see [`tap`]) and starts `threads` send and
+    /// Creates the interface `ifname` (a persistent TAP, see [`tap`]), or attaches to the one
+    /// a previous agent left, and starts `threads` send and
     /// `threads` receive workers (at least one each), a timer worker and the control socket
     /// server. `vxlan_port`: the UDP port of the VXLAN traffic it carries, whose TCP is merged
     /// into tunnel GSO frames on receive. The UDP port is bound when the UAPI sets one.
@@ -292,6 +294,7 @@ impl BatchedDevice {
             interface = %tap.name,
             queues = workers,
             tunnel_gso = tap.tunnel_gso,
+            reattached = tap.reattached,
             "batched WireGuard datapath: TAP with virtio-net headers, UDP GSO/GRO"
         );
         let shared = Arc::new(Shared {
@@ -340,6 +343,11 @@ impl BatchedDevice {
 
     pub fn uapi(&self) -> Arc<Uapi> {
         Arc::clone(&self.uapi)
+    }
+
+    /// Whether the interface was left by a previous agent and attached to (not created).
+    pub fn reattached(&self) -> bool {
+        self.shared.tap.reattached
     }
 
     /// Whether the kernel hands over and takes VXLAN-encapsulated TCP as large frames.

@@ -9,11 +9,11 @@
 //! neighbours need no resolution (the kernel addresses every frame to the interface's own
 //! MAC), so no ARP ever crosses it.
 
-use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::vnet;
+use crate::wireguard::tundev::{self, check, ifreq};
 
 /// Offloads asked for first: checksums, TSO, and TSO inside UDP tunnels with and without
 /// an outer checksum.
@@ -21,7 +21,9 @@ const OFFLOADS_TUNNEL: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | 0x08
 /// The fallback on kernels without tunnel GSO (before 6.17): VXLAN then arrives segmented.
 const OFFLOADS_PLAIN: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4;
 
-/// The TAP interface: one file descriptor per queue. Dropping it removes the interface.
+/// The TAP interface: one file descriptor per queue. The interface is persistent
+/// ([`tundev`]): dropping this closes the queues and leaves the interface, its addresses and
+/// routes in place for the next agent.
 pub struct Tap {
     pub name: String,
     pub queues: Vec<OwnedFd>,
@@ -29,56 +31,16 @@ pub struct Tap {
     pub mac: [u8; 6],
     /// Whether the kernel takes and gives tunnel GSO frames (`TUN_F_UDP_TUNNEL_GSO`).
     pub tunnel_gso: bool,
+    /// Whether the interface existed (left by a previous agent) and was attached to.
+    pub reattached: bool,
 }
 
-fn ifreq(name: &str) -> io::Result<libc::ifreq> {
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('/') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("invalid interface name '{name}'"),
-        ));
-    }
-    // SAFETY: ifreq is plain old data; all zeros is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
-    Ok(req)
-}
+/// The flags of every queue: a multi-queue TAP with virtio-net headers, no packet info.
+const FLAGS: libc::c_int =
+    libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR | libc::IFF_MULTI_QUEUE;
 
-fn check(rc: libc::c_int, what: &str) -> io::Result<()> {
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
-    }
-    Ok(())
-}
-
-/// One more queue of the TAP `name` (creating the interface with the first).
 fn open_queue(name: &str) -> io::Result<(OwnedFd, String)> {
-    // SAFETY: a NUL-terminated path; the result is checked.
-    let fd = unsafe {
-        libc::open(
-            c"/dev/net/tun".as_ptr(),
-            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
-        )
-    };
-    check(fd, "opening /dev/net/tun")?;
-    // SAFETY: fd was just opened and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut req = ifreq(name)?;
-    req.ifr_ifru.ifru_flags =
-        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR | libc::IFF_MULTI_QUEUE) as i16;
-    // SAFETY: TUNSETIFF reads and writes an ifreq, which req is.
-    check(
-        unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) },
-        "TUNSETIFF",
-    )?;
-    // SAFETY: the kernel wrote a NUL-terminated name into ifr_name.
-    let actual = unsafe { CStr::from_ptr(req.ifr_name.as_ptr()) }
-        .to_string_lossy()
-        .into_owned();
-    Ok((fd, actual))
+    tundev::open_queue(name, FLAGS)
 }
 
 /// `SIOCGIFFLAGS`/`SIOCSIFFLAGS` and `SIOCGIFHWADDR` through a datagram socket of the
@@ -120,12 +82,19 @@ fn noarp_and_mac(name: &str) -> io::Result<[u8; 6]> {
 }
 
 impl Tap {
-    /// Creates the TAP `name` with `queues` queues (at least one) in the calling thread's
-    /// network namespace, with virtio-net headers of [`vnet::LEN`] bytes, the offloads the
-    /// kernel takes (tunnel GSO when it can), and `IFF_NOARP`. The interface is left down:
-    /// its owner gives it an address, an MTU and brings it up.
+    /// Creates the persistent TAP `name` with `queues` queues (at least one) in the calling
+    /// thread's network namespace, with virtio-net headers of [`vnet::LEN`] bytes, the
+    /// offloads the kernel takes (tunnel GSO when it can), and `IFF_NOARP`; or, when a TAP of
+    /// that name with these flags exists (left by a previous agent), attaches `queues` new
+    /// queues to it and keeps its index, addresses, MTU, state and routes. A new interface is
+    /// left down: its owner gives it an address, an MTU and brings it up.
+    ///
+    /// Errors: `EINVAL` when `name` exists as another kind of device or a TUN/TAP with other
+    /// flags (the legacy datapath's TUN); nothing is changed then.
     pub fn create(name: &str, queues: usize) -> io::Result<Tap> {
+        let reattached = tundev::index(name).is_some();
         let (first, name) = open_queue(name)?;
+        tundev::persist(&first)?;
         let hdr_len = vnet::LEN as libc::c_int;
         // SAFETY: TUNSETVNETHDRSZ reads an int.
         check(
@@ -157,6 +126,7 @@ impl Tap {
             queues: all,
             mac,
             tunnel_gso,
+            reattached,
         })
     }
 }
