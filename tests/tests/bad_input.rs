@@ -1002,6 +1002,18 @@ fn agent_for_an_unknown_node_fails_fast_naming_it() {
             ],
             vec!["invalid bpf-pin-root 'pins'"],
         ),
+        (
+            vec![
+                "--store",
+                store,
+                "agent",
+                "--node",
+                "h1",
+                "--datapath",
+                "xdp",
+            ],
+            vec!["invalid datapath 'xdp'", "'bridge' or 'ebpf'"],
+        ),
     ] {
         let out = run_must_exit(&bin, &args, Duration::from_secs(30));
         let stderr = text(&out.stderr);

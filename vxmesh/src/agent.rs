@@ -36,6 +36,9 @@ pub struct AgentConfig {
     pub services: crate::service_plane::ServiceConfig,
     /// DNS for service names on every network's gateway; `None`: no DNS server.
     pub dns: Option<crate::dns::DnsConfig>,
+    /// The datapath between containers and VXLAN devices (`--datapath`); the eBPF fast path
+    /// pins under the services' pin root and attaches in their namespace.
+    pub datapath: crate::fast_plane::DatapathMode,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +174,15 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
         heartbeat.lease(),
     )
     .map_err(AgentError::Services)?;
+    let mut fast = crate::fast_plane::FastPlane::new(
+        config.node.clone(),
+        crate::fast_plane::FastConfig {
+            mode: config.datapath,
+            pin_root: config.services.pin_root.clone(),
+            netns: config.services.netns.clone(),
+        },
+    );
+    tracing::info!(datapath = %config.datapath, "datapath");
     let mut passes: u64 = 0;
     let mut seen = crate::agent_log::Seen::default();
     loop {
@@ -249,6 +261,14 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
         for e in &lb.errors {
             tracing::error!(revision = snapshot.revision, "{e}");
         }
+        // The fast path (or, in bridge mode, its removal), once the devices are built.
+        let fr = fast.pass(&desired, services.nat_veths());
+        for c in &fr.changes {
+            tracing::info!(revision = snapshot.revision, "{c}");
+        }
+        for e in &fr.errors {
+            tracing::error!(revision = snapshot.revision, "{e}");
+        }
         if let Some(mut r) = live {
             r.endpoints = report.endpoints;
             if published.as_ref() != Some(&r) {
@@ -266,8 +286,8 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
         tracing::debug!(
             pass = passes,
             revision = snapshot.revision,
-            changes = report.changes.len() + lb.changes.len(),
-            errors = report.errors.len() + lb.errors.len(),
+            changes = report.changes.len() + lb.changes.len() + fr.changes.len(),
+            errors = report.errors.len() + lb.errors.len() + fr.errors.len(),
             "reconciled"
         );
         // Wait for a change in the store (or the resync interval), or a signal.

@@ -1,13 +1,16 @@
 //! `cargo xtask bench overlay`: iperf3 TCP throughput, side by side in one
 //! run: host to host across the lab's underlay, container to container
-//! across the vxmesh overlay, and the same topology built by hand with
-//! iproute2. Prints figures and ratios against the goals; asserts nothing.
+//! across the vxmesh overlay (bridge datapath, then eBPF fast path: the same
+//! lab, its agents restarted with `--datapath`), and the same topology built
+//! by hand with iproute2; with the agents' CPU during each overlay transfer.
+//! Prints figures and ratios against the goals; asserts nothing.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::bench_fast::{self, Datapath};
 use crate::lab::{bare_ip, Vxmesh};
 use crate::util::{self, heading, say};
 
@@ -110,6 +113,11 @@ impl Measure {
 struct Figures {
     lab_underlay: Vec<Measure>,
     lab_overlay: Vec<Measure>,
+    /// The overlay on the eBPF fast path (`agent --datapath ebpf`).
+    lab_ebpf: Vec<Measure>,
+    /// The agents' CPU (cores) during each overlay transfer: bridge, ebpf.
+    cpu_bridge: Vec<f64>,
+    cpu_ebpf: Vec<f64>,
     hand_underlay: Vec<Measure>,
     hand_vxlan: Vec<Measure>,
 }
@@ -122,7 +130,8 @@ fn median(m: &[Measure]) -> Option<(Measure, f64, f64)> {
     Some((mid, v[0].bps, v[v.len() - 1].bps))
 }
 
-/// The acceptance goals: overlay / underlay, and overlay / by hand.
+/// The acceptance goals: overlay / underlay (issue 12: on the eBPF fast path), and overlay
+/// / by hand.
 const GOAL_OF_UNDERLAY: f64 = 0.90;
 const GOAL_OF_HAND: f64 = 1.00;
 
@@ -136,10 +145,12 @@ fn overlay(opts: &Options) -> Result<()> {
     };
     remove_stale_namespaces();
 
-    say("Three TCP throughputs (iperf3, one stream, one after the other, same run):");
+    say("Four TCP throughputs (iperf3, one stream, one after the other, same run):");
     say("  underlay: host to host across the lab's underlay switch (veth, bridge, veth);");
     say("  overlay:  container to container across the vxmesh overlay (veth, bridge, VXLAN,");
     say("            the same underlay, VXLAN, bridge, veth), MTU 1450, agents programming it;");
+    say("  ebpf:     the same containers with the agents on --datapath ebpf (veth, tc redirect");
+    say("            to VXLAN, the same underlay, VXLAN, tc redirect_peer into the container);");
     say("  by hand:  the same topology and MTUs built with iproute2, no vxmesh involved.");
     let mut figures = Figures::default();
     let result = (|| -> Result<()> {
@@ -188,23 +199,45 @@ fn report(opts: &Options, f: &Figures) {
         &f.lab_underlay,
     );
     let lab_overlay = show(
-        "overlay   container -> container (vxmesh lab)",
+        "overlay   container -> container (vxmesh, bridge)",
         &f.lab_overlay,
+    );
+    let lab_ebpf = show(
+        "ebpf      container -> container (vxmesh, ebpf)",
+        &f.lab_ebpf,
     );
     let hand_vxlan = show(
         "by hand   container -> container (iproute2 VXLAN)",
         &f.hand_vxlan,
     );
     let hand_underlay = show("(by hand  host -> host, its underlay)", &f.hand_underlay);
-    if let (Some(o), Some(u)) = (lab_overlay, lab_underlay) {
-        let r = o.bps / u.bps;
+    if let (Some(e), Some(u)) = (lab_ebpf, lab_underlay) {
+        let r = e.bps / u.bps;
         row(
-            "overlay / underlay",
+            "ebpf / underlay",
             format!(
                 "{r:6.2}   goal >= {GOAL_OF_UNDERLAY:.2}: {}",
                 verdict(r, GOAL_OF_UNDERLAY)
             ),
         );
+    }
+    if let (Some(o), Some(u)) = (lab_overlay, lab_underlay) {
+        row(
+            "overlay (bridge) / underlay",
+            format!("{:6.2}", o.bps / u.bps),
+        );
+    }
+    if let (Some(e), Some(o)) = (lab_ebpf, lab_overlay) {
+        row("ebpf / overlay (bridge)", format!("{:6.2}", e.bps / o.bps));
+    }
+    for (label, cpu, m) in [
+        ("agents' CPU, bridge datapath", &f.cpu_bridge, lab_overlay),
+        ("agents' CPU, ebpf datapath", &f.cpu_ebpf, lab_ebpf),
+    ] {
+        if let (Some(m), false) = (m, cpu.is_empty()) {
+            let mean = cpu.iter().sum::<f64>() / cpu.len() as f64;
+            row(label, bench_fast::show_cpu(mean, m.bps));
+        }
     }
     if let (Some(o), Some(h)) = (lab_overlay, hand_vxlan) {
         let r = o.bps / h.bps;
@@ -238,11 +271,12 @@ fn lab(vx: &Vxmesh, opts: &Options, hand: &HandLink, f: &mut Figures) -> Result<
         "1",
     ])?;
     let result = (|| -> Result<()> {
-        let status = vx.status()?;
-        status.check_agents()?;
-        let (a, b) = status.cross_host_pair()?;
-        let host_a = status.host(&a.host)?;
-        let host_b = status.host(&b.host)?;
+        let first = vx.status()?;
+        first.check_agents()?;
+        let (a, b) = first.cross_host_pair()?;
+        let host_a = first.host(&a.host)?;
+        let host_b = first.host(&b.host)?;
+        let (mut status, mut current) = (first.clone(), Datapath::Bridge);
         vx.wait_reachable(&a.name, bare_ip(&b.address), Duration::from_secs(20))?;
 
         for round in 1..=opts.rounds {
@@ -263,22 +297,50 @@ fn lab(vx: &Vxmesh, opts: &Options, hand: &HandLink, f: &mut Figures) -> Result<
             say(&r.show());
             f.lab_underlay.push(r);
 
-            heading(&format!(
-                "overlay: container {} ({}) -> container {} ({}) on {}",
-                a.name,
-                bare_ip(&a.address),
-                b.name,
-                bare_ip(&b.address),
-                a.network
-            ));
-            let r = iperf(
-                &b.namespace,
-                &a.namespace,
-                bare_ip(&b.address),
-                opts.seconds,
-            )?;
-            say(&r.show());
-            f.lab_overlay.push(r);
+            // One switch a round: odd rounds bridge then ebpf, even rounds the reverse.
+            let order = if round % 2 == 1 {
+                [Datapath::Bridge, Datapath::Ebpf]
+            } else {
+                [Datapath::Ebpf, Datapath::Bridge]
+            };
+            for datapath in order {
+                if datapath != current {
+                    status = bench_fast::switch(vx, &status, datapath)?;
+                    current = datapath;
+                }
+                heading(&format!(
+                    "overlay ({}): container {} ({}) -> container {} ({}) on {}",
+                    datapath.name(),
+                    a.name,
+                    bare_ip(&a.address),
+                    b.name,
+                    bare_ip(&b.address),
+                    a.network
+                ));
+                let (r, cpu) = bench_fast::with_agent_cpu(&status, || {
+                    iperf(
+                        &b.namespace,
+                        &a.namespace,
+                        bare_ip(&b.address),
+                        opts.seconds,
+                    )
+                })?;
+                say(&format!(
+                    "{}; agents {}",
+                    r.show(),
+                    bench_fast::show_cpu(cpu, r.bps)
+                ));
+                match datapath {
+                    Datapath::Bridge => {
+                        f.lab_overlay.push(r);
+                        f.cpu_bridge.push(cpu);
+                    }
+                    Datapath::Ebpf => {
+                        f.lab_ebpf.push(r);
+                        f.cpu_ebpf.push(cpu);
+                    }
+                }
+            }
 
             hand.measure(opts, f)?;
         }

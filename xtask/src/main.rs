@@ -3,6 +3,7 @@
 mod bench;
 mod bench_cni;
 mod bench_crypto;
+mod bench_fast;
 mod bench_lb;
 mod demo;
 mod lab;

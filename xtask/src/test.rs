@@ -5,7 +5,7 @@ use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{self, heading};
+use crate::util::{self, heading, say};
 
 /// Totals over every `test result:` line cargo test printed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -37,23 +37,26 @@ impl Totals {
     }
 }
 
-pub fn test(passthrough: &[String]) -> Result<()> {
-    util::require_root("test")?;
-    crate::setup::setup()?;
+/// The overlay tests that run a second time with the agents on the eBPF fast path
+/// (`VXMESH_TEST_DATAPATH=ebpf`, read by the lab fixtures): traffic and isolation, interop
+/// with iproute2, MTU, reconcile, CNI across hosts (issue 12).
+const EBPF_RERUN: [&str; 5] = [
+    "overlay_traffic",
+    "interop_iproute2",
+    "mtu",
+    "reconcile",
+    "cni_crosshost",
+];
 
-    heading("building the workspace (cargo build --workspace --all-targets)");
-    util::run(util::cargo().args(["build", "--workspace", "--all-targets"]))?;
-
-    heading("running the tests (cargo test --workspace); they create network namespaces");
-    // The harness's output goes to our stdout line by line as it comes, and the closing
-    // `test result:` lines are added up for one summary line at the end.
-    let mut child = util::cargo()
-        .args(["test", "--workspace", "--no-fail-fast"])
-        .args(passthrough)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("running cargo test")?;
-    let mut totals = Totals::default();
+/// Runs `cargo test ARGS` with `env` set, its output going to our stdout line by line as it
+/// comes; adds its `test result:` lines to `totals`. Returns whether cargo succeeded.
+fn cargo_test(args: &[String], env: &[(&str, &str)], totals: &mut Totals) -> Result<bool> {
+    let mut cmd = util::cargo();
+    cmd.arg("test").args(args).stdout(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().context("running cargo test")?;
     let stdout = child.stdout.take().expect("piped stdout");
     let mut out = std::io::stdout();
     for line in BufReader::new(stdout).lines() {
@@ -62,14 +65,63 @@ pub fn test(passthrough: &[String]) -> Result<()> {
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
     }
-    let status = child.wait().context("waiting for cargo test")?;
+    Ok(child.wait().context("waiting for cargo test")?.success())
+}
+
+/// Whether the arguments passed on choose packages or targets themselves (then the rerun of
+/// the overlay tests, which names its own, is left out).
+fn selects_targets(passthrough: &[String]) -> bool {
+    passthrough.iter().take_while(|a| *a != "--").any(|a| {
+        [
+            "-p",
+            "--package",
+            "--test",
+            "--lib",
+            "--bin",
+            "--doc",
+            "--exclude",
+        ]
+        .iter()
+        .any(|o| a == o || a.starts_with(&format!("{o}=")))
+    })
+}
+
+pub fn test(passthrough: &[String]) -> Result<()> {
+    util::require_root("test")?;
+    crate::setup::setup()?;
+
+    heading("building the workspace (cargo build --workspace --all-targets)");
+    util::run(util::cargo().args(["build", "--workspace", "--all-targets"]))?;
+
+    heading("running the tests (cargo test --workspace); they create network namespaces");
+    // The closing `test result:` lines are added up for one summary line at the end.
+    let mut totals = Totals::default();
+    let mut args: Vec<String> = vec!["--workspace".into(), "--no-fail-fast".into()];
+    args.extend_from_slice(passthrough);
+    let mut ok = cargo_test(&args, &[], &mut totals)?;
+
+    if selects_targets(passthrough) {
+        say("the arguments choose their own targets: the overlay tests are not run again on ebpf");
+    } else {
+        heading(&format!(
+            "the overlay tests again on the eBPF fast path (VXMESH_TEST_DATAPATH=ebpf): {}",
+            EBPF_RERUN.join(", ")
+        ));
+        let mut args: Vec<String> =
+            vec!["-p".into(), "vxmesh-tests".into(), "--no-fail-fast".into()];
+        for t in EBPF_RERUN {
+            args.extend(["--test".to_string(), t.to_string()]);
+        }
+        args.extend_from_slice(passthrough);
+        ok &= cargo_test(&args, &[("VXMESH_TEST_DATAPATH", "ebpf")], &mut totals)?;
+    }
     heading("summary");
     println!(
         "tests: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.ignored
     );
-    if !status.success() || totals.failed > 0 {
-        bail!("tests failed ({status})");
+    if !ok || totals.failed > 0 {
+        bail!("tests failed");
     }
     if totals.passed == 0 {
         bail!("no test ran");
@@ -80,6 +132,19 @@ pub fn test(passthrough: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::Totals;
+
+    #[test]
+    fn knows_when_the_arguments_choose_targets() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(!super::selects_targets(&a(&[
+            "overlay",
+            "--",
+            "--nocapture"
+        ])));
+        assert!(super::selects_targets(&a(&["-p", "vxmesh-ebpf"])));
+        assert!(super::selects_targets(&a(&["--test=mtu"])));
+        assert!(!super::selects_targets(&a(&["--", "--test-threads", "1"])));
+    }
 
     #[test]
     fn adds_up_result_lines() {

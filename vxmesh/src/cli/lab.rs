@@ -18,6 +18,8 @@ pub enum LabCmd {
     Exec(ExecArgs),
     /// Start a host's agent again (after it was stopped or killed), as `lab up` started it.
     StartAgent(StartAgentArgs),
+    /// Stop a host's agent (SIGTERM); what it made in the kernel stays.
+    StopAgent(StopAgentArgs),
     /// Remove everything the lab made (agents, namespaces, cgroups, BPF pins, state).
     /// Idempotent.
     Down(PrefixArg),
@@ -25,6 +27,17 @@ pub enum LabCmd {
 
 #[derive(Debug, Args)]
 pub struct StartAgentArgs {
+    #[command(flatten)]
+    pub prefix: PrefixArg,
+    /// The host (h1).
+    pub host: String,
+    /// Run this datapath from now on (`bridge` or `ebpf`) instead of the host's last one.
+    #[arg(long)]
+    pub datapath: Option<vxmesh::fast_plane::DatapathMode>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopAgentArgs {
     #[command(flatten)]
     pub prefix: PrefixArg,
     /// The host (h1).
@@ -57,6 +70,9 @@ pub struct UpArgs {
     /// MTU of the underlay links.
     #[arg(long, default_value_t = 1500)]
     pub mtu: u32,
+    /// The datapath of every host's agent (`agent --datapath`): `bridge` or `ebpf`.
+    #[arg(long, default_value = "bridge")]
+    pub datapath: vxmesh::fast_plane::DatapathMode,
 }
 
 #[derive(Debug, Args)]
@@ -108,10 +124,14 @@ fn print_state(s: &LabState) {
                     (Some(p), false) => format!("NOT RUNNING (was pid {p})"),
                     (None, _) => "not started".into(),
                 },
+                h.datapath.to_string(),
             ]
         })
         .collect();
-    output::table(&["HOST", "NAMESPACE", "UNDERLAY", "AGENT"], &hosts);
+    output::table(
+        &["HOST", "NAMESPACE", "UNDERLAY", "AGENT", "DATAPATH"],
+        &hosts,
+    );
     println!();
     let nets: Vec<_> = s
         .networks
@@ -166,6 +186,7 @@ pub fn run(cmd: LabCmd, json: bool) -> Result<i32> {
                 encrypted_networks: a.encrypted_networks,
                 underlay_mtu: a.mtu,
                 agent_bin: std::env::current_exe().context("finding the vxmesh binary")?,
+                datapath: a.datapath,
             };
             let quiet = json;
             let state = lab::up(&spec, &|line| {
@@ -219,7 +240,7 @@ pub fn run(cmd: LabCmd, json: bool) -> Result<i32> {
         }
         LabCmd::StartAgent(a) => {
             let bin = std::env::current_exe().context("finding the vxmesh binary")?;
-            let h = lab::start_agent(&a.prefix.prefix, &a.host, &bin)?;
+            let h = lab::start_agent(&a.prefix.prefix, &a.host, &bin, a.datapath)?;
             if json {
                 output::json(&h);
             } else {
@@ -228,6 +249,16 @@ pub fn run(cmd: LabCmd, json: bool) -> Result<i32> {
                     h.name,
                     h.agent_pid.unwrap_or_default()
                 );
+            }
+        }
+        LabCmd::StopAgent(a) => {
+            let stopped = lab::stop_agent(&a.prefix.prefix, &a.host)?;
+            if json {
+                output::json(&serde_json::json!({ "host": a.host, "stopped": stopped }));
+            } else if stopped {
+                println!("host {}: agent stopped", a.host);
+            } else {
+                println!("host {}: no agent was running", a.host);
             }
         }
         LabCmd::Down(p) => {

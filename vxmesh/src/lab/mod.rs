@@ -22,7 +22,7 @@ mod up;
 
 pub use down::down;
 pub use exec::exec;
-pub use status::{start_agent, status};
+pub use status::{start_agent, status, stop_agent};
 pub use up::{up, LabSpec};
 
 /// Where lab state lives: `/run/vxmesh/lab/PREFIX/`.
@@ -84,6 +84,10 @@ pub struct LabHost {
     pub agent_start_time: Option<u64>,
     #[serde(default)]
     pub agent_running: bool,
+    /// The datapath its agent runs (`agent --datapath`): the lab's, or what `lab start-agent
+    /// --datapath` last asked for.
+    #[serde(default)]
+    pub datapath: crate::fast_plane::DatapathMode,
 }
 
 impl LabHost {
