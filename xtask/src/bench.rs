@@ -24,6 +24,8 @@ pub struct Options {
     pub no_lab: bool,
     /// `bench lb --only PART[,PART]`: measure only those parts (tc, http, delay, scale).
     pub only: Option<Vec<String>>,
+    /// `--cpus LIST`: every iperf3 (client and server) runs on these CPUs (taskset -c).
+    pub cpus: Option<String>,
 }
 
 pub fn parse(args: &[String]) -> Result<(String, Options)> {
@@ -32,6 +34,7 @@ pub fn parse(args: &[String]) -> Result<(String, Options)> {
         rounds: 3,
         no_lab: false,
         only: None,
+        cpus: None,
     };
     let mut which = None;
     let mut it = args.iter();
@@ -55,6 +58,17 @@ pub fn parse(args: &[String]) -> Result<(String, Options)> {
             "--only" => {
                 let v = it.next().context("--only needs a value")?;
                 opts.only = Some(v.split(',').map(str::to_string).collect());
+            }
+            "--cpus" => {
+                let v = it.next().context("--cpus needs a value")?;
+                if v.is_empty()
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b == b',' || b == b'-')
+                {
+                    bail!("--cpus takes a CPU list like 0 or 0,1 or 0-1, not {v:?}");
+                }
+                opts.cpus = Some(v.clone());
             }
             s if s.starts_with('-') => bail!("unknown option {s:?} for `cargo xtask bench`"),
             s if which.is_none() => which = Some(s.to_string()),
@@ -135,8 +149,30 @@ fn median(m: &[Measure]) -> Option<(Measure, f64, f64)> {
 const GOAL_OF_UNDERLAY: f64 = 0.90;
 const GOAL_OF_HAND: f64 = 1.00;
 
+/// CPUs every iperf3 of this run is pinned to (`--cpus`), when set.
+static IPERF_CPUS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// `cmd` run through `taskset -c CPUS` when `--cpus` was given.
+fn pinned(cmd: std::process::Command) -> std::process::Command {
+    let Some(cpus) = IPERF_CPUS.get() else {
+        return cmd;
+    };
+    let mut t = std::process::Command::new("taskset");
+    t.args(["-c", cpus])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    t
+}
+
 fn overlay(opts: &Options) -> Result<()> {
     util::require_root("bench overlay")?;
+    if let Some(cpus) = &opts.cpus {
+        let _ = IPERF_CPUS.set(cpus.clone());
+        say(&format!(
+            "every iperf3 runs on CPU(s) {cpus} (taskset): with one CPU, sender, receiver and \
+             every softirq share it, so the figures compare the paths' cost per byte"
+        ));
+    }
     crate::setup::setup()?;
     let vx = if opts.no_lab {
         None
@@ -616,12 +652,20 @@ pub(crate) fn iperf(
     server_ip: &str,
     seconds: u32,
 ) -> Result<Measure> {
-    let mut server = util::in_netns(server_ns, "iperf3", ["-s", "-1", "-B", server_ip]);
+    let mut server = pinned(util::in_netns(
+        server_ns,
+        "iperf3",
+        ["-s", "-1", "-B", server_ip],
+    ));
     server.stdin(Stdio::null()).stdout(Stdio::null());
     let _server = util::KillOnDrop::spawn(&mut server)?;
 
     let secs = seconds.to_string();
-    let mut client = util::in_netns(client_ns, "iperf3", ["-c", server_ip, "-t", &secs, "-J"]);
+    let mut client = pinned(util::in_netns(
+        client_ns,
+        "iperf3",
+        ["-c", server_ip, "-t", &secs, "-J"],
+    ));
     say(&format!("$ {}", util::display(&client)));
     // The server needs a moment to listen; a refused connection is retried.
     let mut attempts = 0;
@@ -680,5 +724,8 @@ mod tests {
         assert!(parse(&args(&["overlay", "--seconds"])).is_err());
         assert!(parse(&args(&["overlay", "--fast"])).is_err());
         assert!(parse(&args(&[])).is_err());
+        let (_, o) = parse(&args(&["overlay", "--cpus", "0"])).unwrap();
+        assert_eq!(o.cpus.as_deref(), Some("0"));
+        assert!(parse(&args(&["overlay", "--cpus", "a"])).is_err());
     }
 }
