@@ -1072,6 +1072,10 @@ fn lab_up_with_bad_parameters_builds_nothing() {
             vec!["--prefix", &prefix, "--hosts", "x"],
             "invalid value 'x' for '--hosts <HOSTS>'",
         ),
+        (
+            vec!["--prefix", &prefix, "--datapath", "xdp"],
+            "invalid datapath 'xdp'",
+        ),
     ] {
         let mut all = vec!["lab", "up"];
         all.extend_from_slice(&args);

@@ -17,7 +17,10 @@
  * entry of another (isolation between networks, as the per-network bridges give it).
  *
  * Every map is pinned by name (LIBBPF_PIN_BY_NAME) in the fast path's map directory, so an
- * agent restart finds them with their entries. max_entries below are the sizes used.
+ * agent restart finds them with their entries. max_entries below are the sizes used; the
+ * hash maps are not preallocated (BPF_F_NO_PREALLOC), so they take kernel memory for the
+ * entries they hold, not for max_entries (262,144 preallocated entries of vxf_l2 and
+ * vxf_ep would take tens of MB on every host). Only the agent writes them.
  */
 #ifndef VXMESH_FAST_MAPS_H
 #define VXMESH_FAST_MAPS_H
@@ -90,6 +93,7 @@ struct {
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct vxf_port);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vxf_port SEC(".maps");
 
@@ -98,6 +102,7 @@ struct {
 	__uint(max_entries, 262144);
 	__type(key, struct vxf_mac_key);
 	__type(value, struct vxf_l2);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vxf_l2 SEC(".maps");
 
@@ -106,6 +111,7 @@ struct {
 	__uint(max_entries, 262144);
 	__type(key, struct vxf_ip_key);
 	__type(value, struct vxf_ep);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } vxf_ep SEC(".maps");
 
