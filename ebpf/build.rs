@@ -10,7 +10,7 @@ use std::{
 };
 
 /// The programs, one source per attach point.
-const PROGRAMS: &[&str] = &["lxc", "sock", "host"];
+const PROGRAMS: &[&str] = &["lxc", "sock", "host", "overlay_fast"];
 
 /// Compilers tried in order (`VXMESH_CLANG` overrides): Debian 12's clang-22 package, then
 /// whatever `clang` is.

@@ -45,21 +45,59 @@ fn open(op: &'static str, path: &Path) -> Result<(File, u64)> {
     Ok((f, ino))
 }
 
-/// When a link is pinned at `path`, points it at `prog` and returns true.
-fn take_over(path: &Path, prog: &Program) -> Result<bool> {
+/// What [`attach_tcx`] did to one link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkOutcome {
+    /// No link was pinned: a new one was made and pinned.
+    Attached,
+    /// A pinned link now runs the program just loaded (BPF_LINK_UPDATE).
+    Updated,
+    /// A pinned link already ran a program with the same instructions (same tag) and the
+    /// same maps (pinned by name): left as it was.
+    Unchanged,
+}
+
+/// The tag (hash of the instructions) of the loaded program with kernel id `id`, if any.
+fn tag_of_program(id: u32) -> Option<u64> {
+    aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .find(|p| p.id() == id)
+        .map(|p| p.tag())
+}
+
+/// Whether the link pinned at `path` runs a program with the same tag as `prog`.
+fn runs_same_code(path: &Path, prog: &Program) -> bool {
+    let Ok(link) = aya::programs::links::PinnedLink::from_pin(path) else {
+        return false;
+    };
+    let Ok(info) = FdLink::from(link).info() else {
+        return false;
+    };
+    let Ok(mine) = prog.info() else {
+        return false;
+    };
+    tag_of_program(info.program_id()) == Some(mine.tag())
+}
+
+/// When a link is pinned at `path`, points it at `prog` (unless `keep_same_code` and it
+/// already runs the same instructions) and says what it did; None when no link is pinned.
+fn take_over(path: &Path, prog: &Program, keep_same_code: bool) -> Result<Option<LinkOutcome>> {
     let link = match sys::obj_get(path) {
         Ok(fd) => fd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::sys("BPF_OBJ_GET", path.display(), e)),
     };
+    if keep_same_code && runs_same_code(path, prog) {
+        return Ok(Some(LinkOutcome::Unchanged));
+    }
     let prog_fd = prog.fd().map_err(|e| Error::program("?", "fd", e))?.as_fd();
     match sys::link_update(link.as_fd(), prog_fd) {
-        Ok(()) => Ok(true),
+        Ok(()) => Ok(Some(LinkOutcome::Updated)),
         Err(e) => {
             // A defunct link (its cgroup or device is gone) cannot be updated: replace it.
             tracing::warn!(link = %path.display(), error = %e, "pinned link not updatable; re-attaching");
             unpin(path)?;
-            Ok(false)
+            Ok(None)
         }
     }
 }
@@ -203,7 +241,7 @@ impl Datapath {
                 kind: "program",
                 name,
             })?;
-            if !take_over(&path, prog)? {
+            if take_over(&path, prog, false)?.is_none() {
                 // Both program types attach and hand over their link the same way.
                 macro_rules! attach {
                     ($p:expr) => {{
@@ -287,66 +325,30 @@ impl Datapath {
         ifindex: u32,
         progs: &[(&'static str, TcAttachType)],
     ) -> Result<Vec<PathBuf>> {
-        let (ns, ns_ino) = open("open network namespace", netns)?;
-        let mut links = Vec::new();
-        for &(name, at) in progs {
-            let path = tcx_link(&self.pins, ns_ino, ifindex, name);
-            let ebpf = if object == "host" {
-                &mut self.host
-            } else {
-                &mut self.lxc
-            };
-            let prog = ebpf.program_mut(name).ok_or(Error::Missing {
-                object,
-                kind: "program",
-                name,
-            })?;
-            if !take_over(&path, prog)? {
-                let prog: &mut SchedClassifier = prog
-                    .try_into()
-                    .map_err(|e| Error::program(name, "as classifier", e))?;
-                let link = in_netns(&ns, || {
-                    let ifname = ifname(ifindex)?;
-                    let id = prog
-                        .attach_with_options(
-                            &ifname,
-                            at,
-                            TcAttachOptions::TcxOrder(LinkOrder::default()),
-                        )
-                        .map_err(|e| Error::program(name, "attach (tcx)", e))?;
-                    prog.take_link(id)
-                        .map_err(|e| Error::program(name, "take link", e))
-                })?;
-                let link: FdLink = link.try_into().map_err(|e| link_err(name, e))?;
-                pin_link(link, &path, name)?;
-            }
-            links.push(path);
-        }
-        tracing::info!(netns = %netns.display(), ifindex, object, "tc programs attached");
-        Ok(links)
+        let ebpf = if object == "host" {
+            &mut self.host
+        } else {
+            &mut self.lxc
+        };
+        let target = TcxTarget {
+            object,
+            pins: &self.pins,
+            netns,
+            ifindex,
+        };
+        let links = attach_tcx(ebpf, &target, progs, LinkOrder::default, false)?;
+        Ok(links.into_iter().map(|(p, _)| p).collect())
     }
 
     /// Every attachment that has a link pin of this node (also those made by an earlier
     /// load, and those whose cgroup or interface is gone).
     pub fn attachments(&self) -> Result<std::collections::BTreeSet<Attachment>> {
-        let entries = match std::fs::read_dir(&self.pins.links) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
-            Err(e) => return Err(Error::pin_path(&self.pins.links, e)),
-        };
-        let mut out = std::collections::BTreeSet::new();
-        for e in entries {
-            let e = e.map_err(|e| Error::pin_path(&self.pins.links, e))?;
-            if let Some(a) = Attachment::of_pin_name(&e.file_name().to_string_lossy()) {
-                out.insert(a);
-            }
-        }
-        Ok(out)
+        attachments(&self.pins)
     }
 
     /// Removes the link pins of `attachment` (its programs detach). Returns how many.
     pub fn detach(&self, attachment: &Attachment) -> Result<usize> {
-        remove_links(&self.pins, &attachment.pin_prefix())
+        detach(&self.pins, attachment)
     }
 
     /// Detaches the tc programs from interface `ifindex` of `netns` by removing their link
@@ -355,4 +357,81 @@ impl Datapath {
         let (_, ns_ino) = open("open network namespace", netns)?;
         remove_links(&self.pins, &format!("tcx{ns_ino}_if{ifindex}_"))
     }
+}
+
+/// Where [`attach_tcx`] attaches: interface `ifindex` of network namespace `netns`, with the
+/// link pins under `pins`.
+pub(crate) struct TcxTarget<'a> {
+    /// The object the programs come from (for errors and logs).
+    pub object: &'static str,
+    pub pins: &'a NodePins,
+    pub netns: &'a Path,
+    pub ifindex: u32,
+}
+
+/// Attaches each of `progs` of `ebpf` (tcx, at its hook in `order`) to `target`, a link
+/// pinned at `links/tcx<netns inode>_if<ifindex>_<prog>`; a link already pinned there is
+/// taken over ([`take_over`]). Returns each link pin with what was done to it.
+pub(crate) fn attach_tcx(
+    ebpf: &mut aya::Ebpf,
+    target: &TcxTarget<'_>,
+    progs: &[(&'static str, TcAttachType)],
+    order: fn() -> LinkOrder,
+    keep_same_code: bool,
+) -> Result<Vec<(PathBuf, LinkOutcome)>> {
+    let (object, ifindex) = (target.object, target.ifindex);
+    let (ns, ns_ino) = open("open network namespace", target.netns)?;
+    let mut links = Vec::new();
+    for &(name, at) in progs {
+        let path = tcx_link(target.pins, ns_ino, ifindex, name);
+        let prog = ebpf.program_mut(name).ok_or(Error::Missing {
+            object,
+            kind: "program",
+            name,
+        })?;
+        let outcome = match take_over(&path, prog, keep_same_code)? {
+            Some(o) => o,
+            None => {
+                let prog: &mut SchedClassifier = prog
+                    .try_into()
+                    .map_err(|e| Error::program(name, "as classifier", e))?;
+                let link = in_netns(&ns, || {
+                    let ifname = ifname(ifindex)?;
+                    let id = prog
+                        .attach_with_options(&ifname, at, TcAttachOptions::TcxOrder(order()))
+                        .map_err(|e| Error::program(name, "attach (tcx)", e))?;
+                    prog.take_link(id)
+                        .map_err(|e| Error::program(name, "take link", e))
+                })?;
+                let link: FdLink = link.try_into().map_err(|e| link_err(name, e))?;
+                pin_link(link, &path, name)?;
+                LinkOutcome::Attached
+            }
+        };
+        links.push((path, outcome));
+    }
+    tracing::info!(netns = %target.netns.display(), ifindex, object, "tc programs attached");
+    Ok(links)
+}
+
+/// Every attachment that has a link pin under `pins`.
+pub(crate) fn attachments(pins: &NodePins) -> Result<std::collections::BTreeSet<Attachment>> {
+    let entries = match std::fs::read_dir(&pins.links) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(Error::pin_path(&pins.links, e)),
+    };
+    let mut out = std::collections::BTreeSet::new();
+    for e in entries {
+        let e = e.map_err(|e| Error::pin_path(&pins.links, e))?;
+        if let Some(a) = Attachment::of_pin_name(&e.file_name().to_string_lossy()) {
+            out.insert(a);
+        }
+    }
+    Ok(out)
+}
+
+/// Removes the link pins of `attachment` under `pins`. Returns how many.
+pub(crate) fn detach(pins: &NodePins, attachment: &Attachment) -> Result<usize> {
+    remove_links(pins, &attachment.pin_prefix())
 }

@@ -14,6 +14,8 @@
 //! | `vx_recvmsg4` | `sock.o` | cgroup recvmsg4 | show the frontend as a reply's source |
 //! | `vx_getpeername4` | `sock.o` | cgroup getpeername4 | show the frontend as the peer |
 //! | `vx_sock_release` | `sock.o` | cgroup sock_release | forget the socket's reverse entry |
+//! | `vxf_from_lxc` | `overlay_fast.o` | tcx ingress of a container's host-side veth, first | overlay fast path: frames straight to the VXLAN device; ARP from the endpoint map ([`fast`]) |
+//! | `vxf_from_vxlan` | `overlay_fast.o` | tcx ingress of a network's VXLAN device, first | overlay fast path: frames straight into the container ([`fast`]) |
 //!
 //! The C sources follow Katran's and Cilium's split: `bpf/include/` holds the one header of
 //! map layouts (`vxmesh_maps.h`), packet parsing (`parse.h`), checksum-correct NAT
@@ -94,9 +96,10 @@
 //! ```
 
 mod attach;
-pub use attach::{inode_of, Attachment};
+pub use attach::{inode_of, Attachment, LinkOutcome};
 mod config;
 mod error;
+pub mod fast;
 mod loader;
 pub mod maps;
 mod objects;
@@ -109,8 +112,9 @@ pub use error::{Error, Result};
 pub use loader::Datapath;
 pub use maps::{types::*, CtFill, MaglevTableInfo, Maps, Purged, MAGLEV_MAX_SLOTS, MAP_NAMES};
 pub use objects::{
-    HOST_OBJ, HOST_PROGRAMS, LXC_OBJ, LXC_PROGRAMS, PROG_FROM_LXC, PROG_FROM_OVERLAY,
-    PROG_FROM_UNDERLAY, PROG_TO_LXC, SOCK_OBJ, SOCK_PROGRAMS,
+    FAST_OBJ, FAST_PROGRAMS, HOST_OBJ, HOST_PROGRAMS, LXC_OBJ, LXC_PROGRAMS, PROG_FAST_FROM_LXC,
+    PROG_FAST_FROM_VXLAN, PROG_FROM_LXC, PROG_FROM_OVERLAY, PROG_FROM_UNDERLAY, PROG_TO_LXC,
+    SOCK_OBJ, SOCK_PROGRAMS,
 };
 pub use pins::{ensure_bpffs, teardown, NodePins};
 pub use testrun::{TcRun, TCX_NEXT, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};

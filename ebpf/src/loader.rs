@@ -24,17 +24,19 @@ pub struct Datapath {
     maps: Maps,
 }
 
-fn load_object(
+/// Loads object `bytes` with its maps pinned by name under `pins.maps` (reused when pinned),
+/// `sizes` overriding the `max_entries` of maps it names.
+pub(crate) fn load_object(
     object: &'static str,
     bytes: &[u8],
-    config: &DatapathConfig,
+    sizes: &[(&'static str, u32)],
     pins: &NodePins,
 ) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     loader
         .default_map_pin_directory(&pins.maps)
         .verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS);
-    for (name, size) in config.map_sizes() {
+    for &(name, size) in sizes {
         loader.map_max_entries(name, size);
     }
     loader.load(bytes).map_err(|e| Error::Load {
@@ -43,7 +45,9 @@ fn load_object(
     })
 }
 
-fn load_programs(
+/// Loads programs `names` of `ebpf` through the verifier and pins each at `progs/<name>`
+/// (replacing the pin of an earlier load).
+pub(crate) fn load_programs(
     object: &'static str,
     ebpf: &mut Ebpf,
     names: &[&'static str],
@@ -92,9 +96,10 @@ impl Datapath {
         ensure_bpffs(&config.pin_root)?;
         let pins = NodePins::new(&config.pin_root, &config.node)?;
         pins.create()?;
-        let mut lxc = load_object("lxc", LXC_OBJ, &config, &pins)?;
-        let mut sock = load_object("sock", SOCK_OBJ, &config, &pins)?;
-        let mut host = load_object("host", HOST_OBJ, &config, &pins)?;
+        let sizes = config.map_sizes();
+        let mut lxc = load_object("lxc", LXC_OBJ, &sizes, &pins)?;
+        let mut sock = load_object("sock", SOCK_OBJ, &sizes, &pins)?;
+        let mut host = load_object("host", HOST_OBJ, &sizes, &pins)?;
         load_programs("lxc", &mut lxc, &LXC_PROGRAMS, &pins)?;
         load_programs("sock", &mut sock, &SOCK_PROGRAMS, &pins)?;
         load_programs("host", &mut host, &HOST_PROGRAMS, &pins)?;

@@ -28,3 +28,14 @@ pub const PROG_FROM_UNDERLAY: &str = "vx_from_underlay";
 pub const PROG_FROM_OVERLAY: &str = "vx_from_overlay";
 /// The tc programs of `host.o`.
 pub const HOST_PROGRAMS: [&str; 2] = [PROG_FROM_UNDERLAY, PROG_FROM_OVERLAY];
+
+/// `bpf/overlay_fast.c`: the overlay fast path (`agent --datapath ebpf`), see [`crate::fast`].
+pub static FAST_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/overlay_fast.o"));
+/// tc program of a container's host-side veth's ingress: frames straight to the network's
+/// VXLAN device or to another local container; ARP answered from the endpoint map.
+pub const PROG_FAST_FROM_LXC: &str = "vxf_from_lxc";
+/// tc program of a network's VXLAN device's ingress: frames straight into the container.
+pub const PROG_FAST_FROM_VXLAN: &str = "vxf_from_vxlan";
+/// The tc programs of `overlay_fast.o`.
+pub const FAST_PROGRAMS: [&str; 2] = [PROG_FAST_FROM_LXC, PROG_FAST_FROM_VXLAN];

@@ -132,7 +132,12 @@ fn same_mount_ns_as_init() -> bool {
 /// programs and maps), its directories, and `pin_root` if that leaves it empty. Returns the
 /// pins removed. A node with nothing pinned is not an error.
 pub fn teardown(pin_root: &Path, node: &str) -> Result<Vec<PathBuf>> {
-    let pins = NodePins::new(pin_root, node)?;
+    teardown_pins(pin_root, &NodePins::new(pin_root, node)?)
+}
+
+/// Removes every pin of the layout `pins` (links, programs, maps), its directories, and
+/// `pin_root` if that leaves it empty. Returns the pins removed.
+pub(crate) fn teardown_pins(pin_root: &Path, pins: &NodePins) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     for dir in [&pins.links, &pins.progs, &pins.maps] {
         remove_pins(dir, &mut removed)?;

@@ -97,20 +97,7 @@ impl Datapath {
 
     fn run_tc_ctx(&self, prog: &str, packet: &[u8], ctx: Option<&[u8]>) -> Result<TcRun> {
         let (name, p) = self.classifier(prog)?;
-        let mut out = vec![0u8; packet.len() + 256];
-        let r = p
-            .test_run(TestRunOptions {
-                data_in: Some(packet),
-                data_out: Some(&mut out),
-                ctx_in: ctx,
-                ..TestRunOptions::default()
-            })
-            .map_err(|e| Error::program(name, "test run", e))?;
-        out.truncate(r.data_size_out as usize);
-        Ok(TcRun {
-            verdict: r.return_value,
-            packet: out,
-        })
+        run_once(name, p, packet, ctx)
     }
 
     /// Runs tc program `prog` `repeat` times on `packet` in the kernel and returns the mean
@@ -132,4 +119,29 @@ impl Datapath {
             .map_err(|e| Error::program(name, "test run", e))?;
         Ok(r.duration.as_nanos() as f64)
     }
+}
+
+/// Runs tc program `p` (named `name`) once on `packet`, with `ctx` as the input
+/// `struct __sk_buff` (a prefix of it; None: all zero), and returns its verdict and output
+/// packet.
+pub(crate) fn run_once(
+    name: &'static str,
+    p: &SchedClassifier,
+    packet: &[u8],
+    ctx: Option<&[u8]>,
+) -> Result<TcRun> {
+    let mut out = vec![0u8; packet.len() + 256];
+    let r = p
+        .test_run(TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            ctx_in: ctx,
+            ..TestRunOptions::default()
+        })
+        .map_err(|e| Error::program(name, "test run", e))?;
+    out.truncate(r.data_size_out as usize);
+    Ok(TcRun {
+        verdict: r.return_value,
+        packet: out,
+    })
 }

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use object::{Object, ObjectSection};
-use vxmesh_ebpf::{HOST_OBJ, LAYOUTS, LXC_OBJ, SOCK_OBJ};
+use vxmesh_ebpf::fast::FAST_LAYOUTS;
+use vxmesh_ebpf::{Layout, FAST_OBJ, HOST_OBJ, LAYOUTS, LXC_OBJ, SOCK_OBJ};
 
 const BTF_KIND_STRUCT: u32 = 4;
 
@@ -82,8 +83,12 @@ fn btf_structs(elf: &[u8]) -> BTreeMap<String, BtfStruct> {
 }
 
 fn check(object: &str, elf: &[u8]) {
+    check_layouts(object, elf, LAYOUTS);
+}
+
+fn check_layouts(object: &str, elf: &[u8], layouts: &[Layout]) {
     let structs = btf_structs(elf);
-    for (name, size, fields) in LAYOUTS {
+    for (name, size, fields) in layouts {
         let s = structs
             .get(*name)
             .unwrap_or_else(|| panic!("{object}.o: struct {name} not in BTF"));
@@ -120,15 +125,36 @@ fn mirrors_match_the_btf_of_host_o() {
 }
 
 #[test]
-fn every_struct_of_the_header_is_mirrored() {
-    // A struct added to vxmesh_maps.h without a mirror fails here.
-    let header = include_str!("../bpf/include/vxmesh_maps.h");
-    let declared: Vec<&str> = header
+fn mirrors_match_the_btf_of_overlay_fast_o() {
+    check_layouts("overlay_fast", FAST_OBJ, FAST_LAYOUTS);
+}
+
+/// The names of the structs a header declares (`struct NAME {` at the start of a line).
+fn declared(header: &str) -> Vec<&str> {
+    header
         .lines()
         .filter_map(|l| l.strip_prefix("struct "))
         .filter_map(|l| l.strip_suffix(" {"))
         .filter(|n| *n != "vx_maglev_inner")
-        .collect();
+        .collect()
+}
+
+#[test]
+fn every_struct_of_the_header_is_mirrored() {
+    // A struct added to vxmesh_maps.h without a mirror fails here.
     let mirrored: Vec<&str> = LAYOUTS.iter().map(|l| l.0).collect();
-    assert_eq!(declared, mirrored);
+    assert_eq!(
+        declared(include_str!("../bpf/include/vxmesh_maps.h")),
+        mirrored
+    );
+}
+
+#[test]
+fn every_struct_of_the_fast_header_is_mirrored() {
+    // A struct added to fast_maps.h without a mirror fails here.
+    let mirrored: Vec<&str> = FAST_LAYOUTS.iter().map(|l| l.0).collect();
+    assert_eq!(
+        declared(include_str!("../bpf/include/fast_maps.h")),
+        mirrored
+    );
 }

@@ -461,26 +461,6 @@ fn tables_replaced_in_one_batch_and_a_service_removed() {
     );
 }
 
-/// An Ethernet ARP frame (RFC 826) for Ethernet/IPv4: `op` 1 request, 2 reply.
-fn arp_frame(
-    eth: ([u8; 6], [u8; 6]),
-    op: u16,
-    sender: ([u8; 6], Ipv4Addr),
-    target: ([u8; 6], Ipv4Addr),
-) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&eth.0);
-    f.extend_from_slice(&eth.1);
-    f.extend_from_slice(&0x0806u16.to_be_bytes());
-    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4]);
-    f.extend_from_slice(&op.to_be_bytes());
-    f.extend_from_slice(&sender.0);
-    f.extend_from_slice(&sender.1.octets());
-    f.extend_from_slice(&target.0);
-    f.extend_from_slice(&target.1.octets());
-    f
-}
-
 #[test]
 fn arp_request_for_a_vip_is_answered_back_to_the_container() {
     let mut n = Node::load();

@@ -16,6 +16,7 @@ pub mod capture;
 pub mod cni;
 pub mod crypto;
 pub mod etcd;
+pub mod fast;
 pub mod mesh;
 pub mod pcap;
 pub mod podman;
@@ -40,6 +41,25 @@ pub fn vxmesh_bin() -> PathBuf {
         assert!(ok && bin.exists(), "cannot build {}", bin.display());
     }
     bin
+}
+
+/// The agents' datapath the lab tests run with: `VXMESH_TEST_DATAPATH` (`bridge` or `ebpf`;
+/// `cargo xtask test` runs the overlay tests once more with `ebpf`), or None for the agent's
+/// default. Panics on another value, so a typo never silently tests the default.
+pub fn test_datapath() -> Option<String> {
+    let d = std::env::var("VXMESH_TEST_DATAPATH").ok()?;
+    assert!(
+        d == "bridge" || d == "ebpf",
+        "VXMESH_TEST_DATAPATH={d:?}: must be bridge or ebpf"
+    );
+    Some(d)
+}
+
+/// The `--datapath` arguments of [`test_datapath`] for an agent a test starts itself.
+pub fn datapath_args() -> Vec<String> {
+    test_datapath()
+        .map(|d| vec!["--datapath".to_string(), d])
+        .unwrap_or_default()
 }
 
 /// A name no other test (or test process) uses: `<tag><pid><n>`, short enough for namespace
@@ -96,6 +116,9 @@ pub struct Host {
     pub address: Ipv4Addr,
     pub agent_pid: Option<u32>,
     pub agent_running: bool,
+    /// The datapath its agent runs (`bridge`, `ebpf`).
+    #[serde(default)]
+    pub datapath: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -167,7 +190,7 @@ impl Lab {
     }
 
     /// `vxmesh lab up` with these options and a unique prefix, on the store [`test_store`]
-    /// names.
+    /// names, with the agents' datapath of [`test_datapath`] unless the options name one.
     pub fn up_with(options: &[&str]) -> Lab {
         Lab::up_on(test_store(), options)
     }
@@ -177,9 +200,14 @@ impl Lab {
     pub fn up_on(store: &str, options: &[&str]) -> Lab {
         let prefix = unique("vt");
         let bin = vxmesh_bin();
+        let datapath = match test_datapath() {
+            Some(d) if !options.contains(&"--datapath") => vec!["--datapath".to_string(), d],
+            _ => vec![],
+        };
         let out = Command::new(&bin)
             .args(["--json", "--store", store, "lab", "up", "--prefix", &prefix])
             .args(options)
+            .args(&datapath)
             .stdin(Stdio::null())
             .output()
             .expect("run vxmesh lab up");
@@ -330,6 +358,29 @@ impl Lab {
         run_ok(
             vxmesh_bin().to_str().unwrap(),
             &["lab", "start-agent", "--prefix", &self.state.prefix, host],
+        );
+        self.state = self.status();
+    }
+
+    /// Stops host `host`'s agent (SIGTERM, waiting for it to exit) and starts it again with
+    /// `--datapath datapath` (`lab start-agent --datapath`).
+    pub fn restart_agent_with(&mut self, host: &str, datapath: &str) {
+        self.signal_agent(host, libc::SIGTERM);
+        assert!(
+            self.wait_agent_exit(host, Duration::from_secs(20)),
+            "the agent of {host} did not stop"
+        );
+        run_ok(
+            vxmesh_bin().to_str().unwrap(),
+            &[
+                "lab",
+                "start-agent",
+                "--prefix",
+                &self.state.prefix,
+                "--datapath",
+                datapath,
+                host,
+            ],
         );
         self.state = self.status();
     }

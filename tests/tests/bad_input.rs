@@ -1021,6 +1021,18 @@ fn agent_for_an_unknown_node_fails_fast_naming_it() {
             ],
             vec!["invalid WireGuard datapath 'fast'", "batched or legacy"],
         ),
+        (
+            vec![
+                "--store",
+                store,
+                "agent",
+                "--node",
+                "h1",
+                "--datapath",
+                "xdp",
+            ],
+            vec!["invalid datapath 'xdp'", "'bridge' or 'ebpf'"],
+        ),
     ] {
         let out = run_must_exit(&bin, &args, Duration::from_secs(30));
         let stderr = text(&out.stderr);
@@ -1078,6 +1090,10 @@ fn lab_up_with_bad_parameters_builds_nothing() {
         (
             vec!["--prefix", &prefix, "--hosts", "x"],
             "invalid value 'x' for '--hosts <HOSTS>'",
+        ),
+        (
+            vec!["--prefix", &prefix, "--datapath", "xdp"],
+            "invalid datapath 'xdp'",
         ),
     ] {
         let mut all = vec!["lab", "up"];

@@ -66,7 +66,9 @@ fn fdb_macs(lab: &Lab, host: &str) -> Vec<String> {
     vxlan_fdb(&lab.namespace(host), "vx-net1")
         .iter()
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .filter(|m| m != "00:00:00:00:00:00" && !m.starts_with("0a:5e:") && !m.starts_with("0a:5f:"))
+        .filter(|m| {
+            m != "00:00:00:00:00:00" && !m.starts_with("0a:5e:") && !m.starts_with("0a:5f:")
+        })
         .collect()
 }
 

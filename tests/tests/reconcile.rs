@@ -8,6 +8,7 @@ use std::time::Duration;
 use overlay_core::keys;
 use overlay_core::model::Network;
 use overlay_core::store::{Op, Txn};
+use vxmesh_tests::fast;
 use vxmesh_tests::witness::{kernel_state, links, settled_state, vxlan_fdb};
 use vxmesh_tests::{run_ok, vxmesh_bin, wait_until, Host, Lab};
 
@@ -54,6 +55,13 @@ impl Agent {
                 "--resync",
                 "0.5",
             ])
+            .args(
+                lab.state
+                    .bpf_pin_root
+                    .iter()
+                    .flat_map(|p| [std::ffi::OsStr::new("--bpf-pin-root"), p.as_os_str()]),
+            )
+            .args(vxmesh_tests::datapath_args())
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -177,16 +185,23 @@ fn what_is_deleted_by_hand_comes_back() {
     );
 
     // The bridge itself: its ports (VXLAN and the container's veth) must be put back on it.
+    // (Traffic alone does not show it: on the eBPF datapath it does not need the bridge.)
     run_ok("ip", &["-n", ns, "link", "del", "vb-net1"]);
+    let ports = || {
+        let out = vxmesh_tests::run("ip", &["-n", ns, "-o", "link", "show", "master", "vb-net1"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut bridge_ports = String::new();
+    assert!(
+        wait_until(HEAL, || {
+            bridge_ports = ports();
+            bridge_ports.lines().count() == 2
+        }),
+        "vb-net1 should hold vx-net1 and the veth:\n{bridge_ports}"
+    );
     assert!(
         lab.ping_within("h1-c1", peer, HEAL),
         "no traffic after vb-net1 came back"
-    );
-    let bridge_ports = run_ok("ip", &["-n", ns, "-o", "link", "show", "master", "vb-net1"]);
-    assert_eq!(
-        bridge_ports.lines().count(),
-        2,
-        "vb-net1 should hold vx-net1 and the veth:\n{bridge_ports}"
     );
 
     // A permanent neighbour entry.
@@ -250,6 +265,22 @@ fn removing_a_network_or_node_removes_every_trace() {
                 && l.iter().filter(|n| n.starts_with("ve-")).count() == 2
         }));
     }
+    // On the eBPF datapath, the fast path's maps hold both networks on every host.
+    let ebpf = vxmesh_tests::test_datapath().as_deref() == Some("ebpf");
+    let (vni1, vni2) = (
+        u64::from(lab.network("net1").vni),
+        u64::from(lab.network("net2").vni),
+    );
+    if ebpf {
+        for h in &lab.state.hosts {
+            assert!(
+                wait_until(HEAL, || fast::vnis(&lab, &h.name) == [vni1, vni2].into()),
+                "{}: fast path maps hold VNIs {:?}",
+                h.name,
+                fast::vnis(&lab, &h.name)
+            );
+        }
+    }
     // Without --force a network with endpoints is refused, and nothing changes.
     let out = lab.vxmesh(&["network", "rm", "net2"]);
     assert!(!out.status.success());
@@ -279,6 +310,14 @@ fn removing_a_network_or_node_removes_every_trace() {
             "{} still has net2 addresses, routes or neighbours:\n{state}",
             h.name
         );
+        if ebpf {
+            assert!(
+                wait_until(HEAL, || fast::vnis(&lab, &h.name) == [vni1].into()),
+                "{} still has net2 in its fast path maps: VNIs {:?}",
+                h.name,
+                fast::vnis(&lab, &h.name)
+            );
+        }
     }
     // net1 still works.
     assert!(lab.ping_within("h1-c1", lab.container("h3-c1").address, HEAL));
@@ -317,6 +356,10 @@ fn removing_a_network_or_node_removes_every_trace() {
                 || n.starts_with("ve-"))),
         "h3 still has vxmesh devices: {:?}",
         links(&h3.namespace)
+    );
+    assert!(
+        wait_until(HEAL, || !fast::pin_dir(&lab, "h3").exists()),
+        "h3's fast path is still pinned"
     );
     assert!(lab.ping_within("h1-c1", lab.container("h2-c1").address, HEAL));
 }

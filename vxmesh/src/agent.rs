@@ -41,6 +41,9 @@ pub struct AgentConfig {
     /// TTL of the agent's store lease: this long after the agent died, every other host
     /// removes this node's entries, WireGuard peer and service backends.
     pub lease_ttl: Duration,
+    /// The datapath between containers and VXLAN devices (`--datapath`); the eBPF fast path
+    /// pins under the services' pin root and attaches in their namespace.
+    pub datapath: crate::fast_plane::DatapathMode,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +233,15 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
         heartbeat.lease(),
     )
     .map_err(AgentError::Services)?;
+    let mut fast = crate::fast_plane::FastPlane::new(
+        config.node.clone(),
+        crate::fast_plane::FastConfig {
+            mode: config.datapath,
+            pin_root: config.services.pin_root.clone(),
+            netns: config.services.netns.clone(),
+        },
+    );
+    tracing::info!(datapath = %config.datapath, "datapath");
     let mut passes: u64 = 0;
     let mut seen = crate::agent_log::Seen::default();
     let mut outages = crate::store_outage::Outages::default();
@@ -347,6 +359,14 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
         for e in &lb.errors {
             tracing::error!(revision = snapshot.revision, "{e}");
         }
+        // The fast path (or, in bridge mode, its removal), once the devices are built.
+        let fr = fast.pass(&desired, services.nat_veths());
+        for c in &fr.changes {
+            tracing::info!(revision = snapshot.revision, "{c}");
+        }
+        for e in &fr.errors {
+            tracing::error!(revision = snapshot.revision, "{e}");
+        }
         if let Some(mut r) = live {
             r.endpoints = report.endpoints;
             r.store_outage = outages.last.clone();
@@ -365,8 +385,8 @@ async fn run_loop(catalog: Catalog, config: AgentConfig) -> Result<(), AgentErro
         tracing::debug!(
             pass = passes,
             revision = snapshot.revision,
-            changes = report.changes.len() + lb.changes.len(),
-            errors = report.errors.len() + lb.errors.len(),
+            changes = report.changes.len() + lb.changes.len() + fr.changes.len(),
+            errors = report.errors.len() + lb.errors.len() + fr.errors.len(),
             "reconciled"
         );
         // Wait for a change in the store (or the resync interval), or a signal.

@@ -8,6 +8,7 @@
 pub mod agent;
 mod agent_log;
 pub mod dns;
+pub mod fast_plane;
 pub mod heartbeat;
 pub mod lab;
 pub mod service_plane;

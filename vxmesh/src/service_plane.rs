@@ -47,6 +47,8 @@ pub struct ServicePlane {
     attacher: Attacher,
     health: HealthRunner<Key>,
     problems: Vec<String>,
+    /// Host-side veths the tc programs went on in the last pass.
+    nat_veths: BTreeSet<String>,
 }
 
 impl ServicePlane {
@@ -71,6 +73,7 @@ impl ServicePlane {
             attacher: Attacher::new(),
             health,
             problems: Vec::new(),
+            nat_veths: BTreeSet::new(),
         })
     }
 
@@ -99,6 +102,7 @@ impl ServicePlane {
         });
         self.health.set_targets(targets);
         let want = DesiredLb::compute(&snap, &self.node, |n| carried.contains(n));
+        self.nat_veths = want.lxc_ifnames.clone();
         if want.problems != self.problems {
             for p in &want.problems {
                 tracing::warn!(problem = %p, "service not programmed");
@@ -158,6 +162,12 @@ impl ServicePlane {
         ));
         report.extend(self.attacher.apply(dp, &targets));
         report
+    }
+
+    /// The host-side veths whose tc programs (the services' NAT) the last pass wanted: a
+    /// frame delivered to such a container must pass the veth's egress.
+    pub fn nat_veths(&self) -> &BTreeSet<String> {
+        &self.nat_veths
     }
 
     /// No service left: drop the datapath and remove every pin of this node (links first, so
@@ -226,7 +236,7 @@ pub(crate) fn interface_with(addr: std::net::Ipv4Addr) -> Option<(String, u32)> 
 }
 
 /// The index of interface `name` in this thread's network namespace, if it exists.
-fn ifindex(name: &str) -> Option<u32> {
+pub(crate) fn ifindex(name: &str) -> Option<u32> {
     let c = std::ffi::CString::new(name).ok()?;
     // SAFETY: c is a valid NUL-terminated string.
     let i = unsafe { libc::if_nametoindex(c.as_ptr()) };

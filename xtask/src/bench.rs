@@ -1,13 +1,16 @@
 //! `cargo xtask bench overlay`: iperf3 TCP throughput, side by side in one
 //! run: host to host across the lab's underlay, container to container
-//! across the vxmesh overlay, and the same topology built by hand with
-//! iproute2. Prints figures and ratios against the goals; asserts nothing.
+//! across the vxmesh overlay (bridge datapath, then eBPF fast path: the same
+//! lab, its agents restarted with `--datapath`), and the same topology built
+//! by hand with iproute2; with the agents' CPU during each overlay transfer.
+//! Prints figures and ratios against the goals; asserts nothing.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::bench_fast::{self, Datapath};
 use crate::lab::{bare_ip, Vxmesh};
 use crate::util::{self, heading, say};
 
@@ -21,6 +24,8 @@ pub struct Options {
     pub no_lab: bool,
     /// `bench lb --only PART[,PART]`: measure only those parts (tc, http, delay, scale).
     pub only: Option<Vec<String>>,
+    /// `--cpus LIST`: every iperf3 (client and server) runs on these CPUs (taskset -c).
+    pub cpus: Option<String>,
 }
 
 pub fn parse(args: &[String]) -> Result<(String, Options)> {
@@ -29,6 +34,7 @@ pub fn parse(args: &[String]) -> Result<(String, Options)> {
         rounds: 3,
         no_lab: false,
         only: None,
+        cpus: None,
     };
     let mut which = None;
     let mut it = args.iter();
@@ -52,6 +58,17 @@ pub fn parse(args: &[String]) -> Result<(String, Options)> {
             "--only" => {
                 let v = it.next().context("--only needs a value")?;
                 opts.only = Some(v.split(',').map(str::to_string).collect());
+            }
+            "--cpus" => {
+                let v = it.next().context("--cpus needs a value")?;
+                if v.is_empty()
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || b == b',' || b == b'-')
+                {
+                    bail!("--cpus takes a CPU list like 0 or 0,1 or 0-1, not {v:?}");
+                }
+                opts.cpus = Some(v.clone());
             }
             s if s.starts_with('-') => bail!("unknown option {s:?} for `cargo xtask bench`"),
             s if which.is_none() => which = Some(s.to_string()),
@@ -115,6 +132,11 @@ impl Measure {
 struct Figures {
     lab_underlay: Vec<Measure>,
     lab_overlay: Vec<Measure>,
+    /// The overlay on the eBPF fast path (`agent --datapath ebpf`).
+    lab_ebpf: Vec<Measure>,
+    /// The agents' CPU (cores) during each overlay transfer: bridge, ebpf.
+    cpu_bridge: Vec<f64>,
+    cpu_ebpf: Vec<f64>,
     hand_underlay: Vec<Measure>,
     hand_vxlan: Vec<Measure>,
 }
@@ -127,12 +149,35 @@ fn median(m: &[Measure]) -> Option<(Measure, f64, f64)> {
     Some((mid, v[0].bps, v[v.len() - 1].bps))
 }
 
-/// The acceptance goals: overlay / underlay, and overlay / by hand.
+/// The acceptance goals: overlay / underlay (issue 12: on the eBPF fast path), and overlay
+/// / by hand.
 const GOAL_OF_UNDERLAY: f64 = 0.90;
 const GOAL_OF_HAND: f64 = 1.00;
 
+/// CPUs every iperf3 of this run is pinned to (`--cpus`), when set.
+static IPERF_CPUS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// `cmd` run through `taskset -c CPUS` when `--cpus` was given.
+fn pinned(cmd: std::process::Command) -> std::process::Command {
+    let Some(cpus) = IPERF_CPUS.get() else {
+        return cmd;
+    };
+    let mut t = std::process::Command::new("taskset");
+    t.args(["-c", cpus])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    t
+}
+
 fn overlay(opts: &Options) -> Result<()> {
     util::require_root("bench overlay")?;
+    if let Some(cpus) = &opts.cpus {
+        let _ = IPERF_CPUS.set(cpus.clone());
+        say(&format!(
+            "every iperf3 runs on CPU(s) {cpus} (taskset): with one CPU, sender, receiver and \
+             every softirq share it, so the figures compare the paths' cost per byte"
+        ));
+    }
     crate::setup::setup()?;
     let vx = if opts.no_lab {
         None
@@ -141,10 +186,12 @@ fn overlay(opts: &Options) -> Result<()> {
     };
     remove_stale_namespaces();
 
-    say("Three TCP throughputs (iperf3, one stream, one after the other, same run):");
+    say("Four TCP throughputs (iperf3, one stream, one after the other, same run):");
     say("  underlay: host to host across the lab's underlay switch (veth, bridge, veth);");
     say("  overlay:  container to container across the vxmesh overlay (veth, bridge, VXLAN,");
     say("            the same underlay, VXLAN, bridge, veth), MTU 1450, agents programming it;");
+    say("  ebpf:     the same containers with the agents on --datapath ebpf (veth, tc redirect");
+    say("            to VXLAN, the same underlay, VXLAN, tc redirect_peer into the container);");
     say("  by hand:  the same topology and MTUs built with iproute2, no vxmesh involved.");
     let mut figures = Figures::default();
     let result = (|| -> Result<()> {
@@ -193,23 +240,45 @@ fn report(opts: &Options, f: &Figures) {
         &f.lab_underlay,
     );
     let lab_overlay = show(
-        "overlay   container -> container (vxmesh lab)",
+        "overlay   container -> container (vxmesh, bridge)",
         &f.lab_overlay,
+    );
+    let lab_ebpf = show(
+        "ebpf      container -> container (vxmesh, ebpf)",
+        &f.lab_ebpf,
     );
     let hand_vxlan = show(
         "by hand   container -> container (iproute2 VXLAN)",
         &f.hand_vxlan,
     );
     let hand_underlay = show("(by hand  host -> host, its underlay)", &f.hand_underlay);
-    if let (Some(o), Some(u)) = (lab_overlay, lab_underlay) {
-        let r = o.bps / u.bps;
+    if let (Some(e), Some(u)) = (lab_ebpf, lab_underlay) {
+        let r = e.bps / u.bps;
         row(
-            "overlay / underlay",
+            "ebpf / underlay",
             format!(
                 "{r:6.2}   goal >= {GOAL_OF_UNDERLAY:.2}: {}",
                 verdict(r, GOAL_OF_UNDERLAY)
             ),
         );
+    }
+    if let (Some(o), Some(u)) = (lab_overlay, lab_underlay) {
+        row(
+            "overlay (bridge) / underlay",
+            format!("{:6.2}", o.bps / u.bps),
+        );
+    }
+    if let (Some(e), Some(o)) = (lab_ebpf, lab_overlay) {
+        row("ebpf / overlay (bridge)", format!("{:6.2}", e.bps / o.bps));
+    }
+    for (label, cpu, m) in [
+        ("agents' CPU, bridge datapath", &f.cpu_bridge, lab_overlay),
+        ("agents' CPU, ebpf datapath", &f.cpu_ebpf, lab_ebpf),
+    ] {
+        if let (Some(m), false) = (m, cpu.is_empty()) {
+            let mean = cpu.iter().sum::<f64>() / cpu.len() as f64;
+            row(label, bench_fast::show_cpu(mean, m.bps));
+        }
     }
     if let (Some(o), Some(h)) = (lab_overlay, hand_vxlan) {
         let r = o.bps / h.bps;
@@ -243,11 +312,12 @@ fn lab(vx: &Vxmesh, opts: &Options, hand: &HandLink, f: &mut Figures) -> Result<
         "1",
     ])?;
     let result = (|| -> Result<()> {
-        let status = vx.status()?;
-        status.check_agents()?;
-        let (a, b) = status.cross_host_pair()?;
-        let host_a = status.host(&a.host)?;
-        let host_b = status.host(&b.host)?;
+        let first = vx.status()?;
+        first.check_agents()?;
+        let (a, b) = first.cross_host_pair()?;
+        let host_a = first.host(&a.host)?;
+        let host_b = first.host(&b.host)?;
+        let (mut status, mut current) = (first.clone(), Datapath::Bridge);
         vx.wait_reachable(&a.name, bare_ip(&b.address), Duration::from_secs(20))?;
 
         for round in 1..=opts.rounds {
@@ -268,22 +338,50 @@ fn lab(vx: &Vxmesh, opts: &Options, hand: &HandLink, f: &mut Figures) -> Result<
             say(&r.show());
             f.lab_underlay.push(r);
 
-            heading(&format!(
-                "overlay: container {} ({}) -> container {} ({}) on {}",
-                a.name,
-                bare_ip(&a.address),
-                b.name,
-                bare_ip(&b.address),
-                a.network
-            ));
-            let r = iperf(
-                &b.namespace,
-                &a.namespace,
-                bare_ip(&b.address),
-                opts.seconds,
-            )?;
-            say(&r.show());
-            f.lab_overlay.push(r);
+            // One switch a round: odd rounds bridge then ebpf, even rounds the reverse.
+            let order = if round % 2 == 1 {
+                [Datapath::Bridge, Datapath::Ebpf]
+            } else {
+                [Datapath::Ebpf, Datapath::Bridge]
+            };
+            for datapath in order {
+                if datapath != current {
+                    status = bench_fast::switch(vx, &status, datapath)?;
+                    current = datapath;
+                }
+                heading(&format!(
+                    "overlay ({}): container {} ({}) -> container {} ({}) on {}",
+                    datapath.name(),
+                    a.name,
+                    bare_ip(&a.address),
+                    b.name,
+                    bare_ip(&b.address),
+                    a.network
+                ));
+                let (r, cpu) = bench_fast::with_agent_cpu(&status, || {
+                    iperf(
+                        &b.namespace,
+                        &a.namespace,
+                        bare_ip(&b.address),
+                        opts.seconds,
+                    )
+                })?;
+                say(&format!(
+                    "{}; agents {}",
+                    r.show(),
+                    bench_fast::show_cpu(cpu, r.bps)
+                ));
+                match datapath {
+                    Datapath::Bridge => {
+                        f.lab_overlay.push(r);
+                        f.cpu_bridge.push(cpu);
+                    }
+                    Datapath::Ebpf => {
+                        f.lab_ebpf.push(r);
+                        f.cpu_ebpf.push(cpu);
+                    }
+                }
+            }
 
             hand.measure(opts, f)?;
         }
@@ -559,12 +657,20 @@ pub(crate) fn iperf(
     server_ip: &str,
     seconds: u32,
 ) -> Result<Measure> {
-    let mut server = util::in_netns(server_ns, "iperf3", ["-s", "-1", "-B", server_ip]);
+    let mut server = pinned(util::in_netns(
+        server_ns,
+        "iperf3",
+        ["-s", "-1", "-B", server_ip],
+    ));
     server.stdin(Stdio::null()).stdout(Stdio::null());
     let _server = util::KillOnDrop::spawn(&mut server)?;
 
     let secs = seconds.to_string();
-    let mut client = util::in_netns(client_ns, "iperf3", ["-c", server_ip, "-t", &secs, "-J"]);
+    let mut client = pinned(util::in_netns(
+        client_ns,
+        "iperf3",
+        ["-c", server_ip, "-t", &secs, "-J"],
+    ));
     say(&format!("$ {}", util::display(&client)));
     // The server needs a moment to listen; a refused connection is retried.
     let mut attempts = 0;
@@ -623,5 +729,8 @@ mod tests {
         assert!(parse(&args(&["overlay", "--seconds"])).is_err());
         assert!(parse(&args(&["overlay", "--fast"])).is_err());
         assert!(parse(&args(&[])).is_err());
+        let (_, o) = parse(&args(&["overlay", "--cpus", "0"])).unwrap();
+        assert_eq!(o.cpus.as_deref(), Some("0"));
+        assert!(parse(&args(&["overlay", "--cpus", "a"])).is_err());
     }
 }

@@ -4,6 +4,7 @@ mod bench;
 mod bench_cni;
 mod bench_control;
 mod bench_crypto;
+mod bench_fast;
 mod bench_lb;
 mod bench_mesh;
 mod demo;
@@ -22,13 +23,15 @@ usage: cargo xtask <command>
 commands:
   setup                  install the Debian packages vxmesh needs (root, apt-get)
   test [-- ARGS...]      setup, cargo build --workspace --all-targets,
-                         cargo test --workspace ARGS... (root: tests create netns)
+                         cargo test --workspace ARGS... (root: tests create netns),
+                         then the overlay tests again with VXMESH_TEST_DATAPATH=ebpf
                          e.g. cargo xtask test -- store -- --nocapture
   demo                   setup, build vxmesh, run a 3-host lab and explain it
-  bench overlay [--seconds N] [--no-lab]
-                         iperf3 TCP throughput: lab underlay, vxmesh overlay and
-                         a VXLAN link built by hand (N s each, default 10);
-                         --no-lab measures only the by-hand link
+  bench overlay [--seconds N] [--rounds R] [--no-lab] [--cpus LIST]
+                         iperf3 TCP throughput: lab underlay, vxmesh overlay on the
+                         bridge and the ebpf datapath (agents' CPU too) and a VXLAN
+                         link built by hand (N s each, default 10); --no-lab
+                         measures only the by-hand link; --cpus pins every iperf3
   bench crypto | cni     encrypted vs plain overlay vs wireguard-go; CNI ADD/DEL latency
   bench control          endpoint add -> programmed on every host, SQLite and etcd
   bench lb [--seconds N] [--rounds R] [--no-lab]

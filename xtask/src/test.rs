@@ -42,6 +42,35 @@ const ON_ETCD_TOO: &[&str] = &["overlay_traffic", "reconcile", "cni_crosshost"];
 /// The variable the lab fixture reads (tests/src/lib.rs `test_store`).
 const ETCD_ENV: &str = "VXMESH_TEST_STORE";
 
+/// The overlay tests that run a second time with the agents on the eBPF fast path
+/// (`VXMESH_TEST_DATAPATH=ebpf`, read by the lab fixtures): traffic and isolation, interop
+/// with iproute2, MTU, reconcile, CNI across hosts (issue 12).
+const EBPF_RERUN: &[&str] = &[
+    "overlay_traffic",
+    "interop_iproute2",
+    "mtu",
+    "reconcile",
+    "cni_crosshost",
+];
+
+/// Whether the arguments passed on choose packages or targets themselves (then the reruns,
+/// which name their own, are left out).
+fn selects_targets(passthrough: &[String]) -> bool {
+    passthrough.iter().take_while(|a| *a != "--").any(|a| {
+        [
+            "-p",
+            "--package",
+            "--test",
+            "--lib",
+            "--bin",
+            "--doc",
+            "--exclude",
+        ]
+        .iter()
+        .any(|o| a == o || a.starts_with(&format!("{o}=")))
+    })
+}
+
 /// Runs `cargo test ARGS --no-fail-fast PASSTHROUGH` (with `env` set), its output streamed
 /// line by line and its `test result:` lines added to `totals`; true when it succeeded.
 fn run_tests(
@@ -85,16 +114,34 @@ pub fn test(passthrough: &[String]) -> Result<()> {
     let mut totals = Totals::default();
     let mut ok = run_tests(&["--workspace"], passthrough, None, &mut totals)?;
 
-    // Acceptance 2 of the etcd issue: the same test bodies with every lab on etcd.
-    heading(&format!(
-        "running the overlay, reconcile and CNI cross-host tests again on etcd \
-         ({ETCD_ENV}=etcd: each lab on a 3-member etcd cluster of its own)"
-    ));
-    let mut args = vec!["-p", "vxmesh-tests"];
-    for t in ON_ETCD_TOO {
-        args.extend(["--test", t]);
+    if !selects_targets(passthrough) {
+        // Acceptance 2 of the etcd issue: the same test bodies with every lab on etcd.
+        heading(&format!(
+            "running the overlay, reconcile and CNI cross-host tests again on etcd \
+             ({ETCD_ENV}=etcd: each lab on a 3-member etcd cluster of its own)"
+        ));
+        let mut args = vec!["-p", "vxmesh-tests"];
+        for t in ON_ETCD_TOO {
+            args.extend(["--test", t]);
+        }
+        ok &= run_tests(&args, passthrough, Some((ETCD_ENV, "etcd")), &mut totals)?;
+
+        // Issue 12: the overlay tests with the agents on the eBPF fast path.
+        heading(
+            "running the overlay tests again with the agents on the eBPF fast path \
+             (VXMESH_TEST_DATAPATH=ebpf)",
+        );
+        let mut args = vec!["-p", "vxmesh-tests"];
+        for t in EBPF_RERUN {
+            args.extend(["--test", t]);
+        }
+        ok &= run_tests(
+            &args,
+            passthrough,
+            Some(("VXMESH_TEST_DATAPATH", "ebpf")),
+            &mut totals,
+        )?;
     }
-    ok &= run_tests(&args, passthrough, Some((ETCD_ENV, "etcd")), &mut totals)?;
 
     heading("summary");
     println!(
@@ -112,7 +159,17 @@ pub fn test(passthrough: &[String]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::Totals;
+    use super::{selects_targets, Totals};
+
+    #[test]
+    fn passthrough_that_names_targets_skips_the_reruns() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(!selects_targets(&a(&[])));
+        assert!(!selects_targets(&a(&["--", "same_network"])));
+        assert!(selects_targets(&a(&["-p", "overlay-core"])));
+        assert!(selects_targets(&a(&["--test=mtu"])));
+        assert!(!selects_targets(&a(&["--", "--test"])));
+    }
 
     #[test]
     fn adds_up_result_lines() {

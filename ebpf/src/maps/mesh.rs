@@ -17,7 +17,8 @@ fn get<T>(name: &'static str, r: std::result::Result<T, MapError>) -> Result<Opt
     }
 }
 
-fn unicast(field: &'static str, mac: [u8; 6]) -> Result<()> {
+/// Ok when `mac` is a unicast address; else [`Error::Invalid`] naming `field`.
+pub(crate) fn unicast(field: &'static str, mac: [u8; 6]) -> Result<()> {
     if mac == [0; 6] || mac[0] & 1 == 1 {
         return Err(Error::invalid(
             field,

@@ -5,7 +5,7 @@
 //! then the tables that name them ([`Maps::replace_maglev_table`]), then the frontend
 //! ([`Maps::upsert_service`]); removal in the reverse order.
 
-mod mesh;
+pub(crate) mod mesh;
 pub mod types;
 
 use std::net::Ipv4Addr;

@@ -476,6 +476,7 @@ macro_rules! layout {
         ($c, size_of::<$t>(), &[$((stringify!($field), offset_of!($t, $field))),*])
     }};
 }
+pub(crate) use layout;
 
 /// Every mirrored struct with its C name, size and field offsets, for the BTF layout test.
 pub const LAYOUTS: &[Layout] = &[

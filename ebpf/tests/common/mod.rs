@@ -296,3 +296,30 @@ pub fn flow_hash(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, proto: u8
     h = mix(h ^ ((sp << 16) | dp));
     mix(h ^ u32::from(proto))
 }
+
+/// An Ethernet ARP frame (RFC 826) for Ethernet/IPv4, built with etherparse: `op` 1
+/// request, 2 reply; `eth` is (destination, source).
+pub fn arp_frame(
+    eth: ([u8; 6], [u8; 6]),
+    op: u16,
+    sender: ([u8; 6], Ipv4Addr),
+    target: ([u8; 6], Ipv4Addr),
+) -> Vec<u8> {
+    let mut f = Vec::new();
+    Ethernet2Header {
+        destination: eth.0,
+        source: eth.1,
+        ether_type: EtherType::ARP,
+    }
+    .write(&mut f)
+    .unwrap();
+    let arp = etherparse::ArpEthIpv4Packet {
+        operation: etherparse::ArpOperation(op),
+        sender_mac: sender.0,
+        sender_ipv4: sender.1.octets(),
+        target_mac: target.0,
+        target_ipv4: target.1.octets(),
+    };
+    f.extend_from_slice(&arp.to_bytes());
+    f
+}

@@ -68,6 +68,12 @@ pub struct AgentArgs {
     /// The resolv.conf whose nameservers get the names that are not vxmesh's.
     #[arg(long, default_value = "/etc/resolv.conf")]
     pub dns_resolv_conf: std::path::PathBuf,
+    /// How frames go between the containers and the VXLAN devices: `bridge` (each network's
+    /// Linux bridge) or `ebpf` (tc programs straight to the VXLAN device and into the
+    /// container, the bridge underneath for the rest; pinned under `--bpf-pin-root`).
+    /// Switching keeps established connections.
+    #[arg(long, default_value = "bridge")]
+    pub datapath: vxmesh::fast_plane::DatapathMode,
 }
 
 /// Enters the namespace before any thread is started, so every thread of the agent lives there.
@@ -155,6 +161,7 @@ pub fn run(args: AgentArgs, catalog: Catalog) -> Result<()> {
                 ..Default::default()
             }),
             lease_ttl: Duration::from_secs_f64(args.lease_ttl),
+            datapath: args.datapath,
         },
     )
     .with_context(|| format!("agent for node {}", args.node))

@@ -18,6 +18,8 @@ pub enum LabCmd {
     Exec(ExecArgs),
     /// Start a host's agent again (after it was stopped or killed), as `lab up` started it.
     StartAgent(StartAgentArgs),
+    /// Stop a host's agent (SIGTERM); what it made in the kernel stays.
+    StopAgent(StopAgentArgs),
     /// Start a member of the lab's etcd cluster again (after it was stopped or killed).
     StartEtcd(StartEtcdArgs),
     /// Remove everything the lab made (agents, replicas, namespaces, cgroups, BPF pins,
@@ -44,6 +46,17 @@ pub struct ReplicaArgs {
 
 #[derive(Debug, Args)]
 pub struct StartAgentArgs {
+    #[command(flatten)]
+    pub prefix: PrefixArg,
+    /// The host (h1).
+    pub host: String,
+    /// Run this datapath from now on (`bridge` or `ebpf`) instead of the host's last one.
+    #[arg(long)]
+    pub datapath: Option<vxmesh::fast_plane::DatapathMode>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopAgentArgs {
     #[command(flatten)]
     pub prefix: PrefixArg,
     /// The host (h1).
@@ -92,6 +105,9 @@ pub struct UpArgs {
     /// --containers-per-host 2 --networks 1 --replicas 6`).
     #[arg(long, value_name = "N")]
     pub replicas: Option<u32>,
+    /// The datapath of every host's agent (`agent --datapath`): `bridge` or `ebpf`.
+    #[arg(long, default_value = "bridge")]
+    pub datapath: vxmesh::fast_plane::DatapathMode,
 }
 
 #[derive(Debug, Args)]
@@ -159,10 +175,14 @@ fn print_state(s: &LabState) {
                 h.namespace.clone(),
                 format!("{} {}", h.interface, h.address),
                 process_word(h.agent_pid, h.agent_running),
+                h.datapath.to_string(),
             ]
         })
         .collect();
-    output::table(&["HOST", "NAMESPACE", "UNDERLAY", "AGENT"], &hosts);
+    output::table(
+        &["HOST", "NAMESPACE", "UNDERLAY", "AGENT", "DATAPATH"],
+        &hosts,
+    );
     println!();
     let nets: Vec<_> = s
         .networks
@@ -266,6 +286,7 @@ pub fn run(cmd: LabCmd, store: &std::path::Path, json: bool) -> Result<i32> {
                 underlay_mtu: a.mtu,
                 agent_bin: std::env::current_exe().context("finding the vxmesh binary")?,
                 replicas: a.replicas,
+                datapath: a.datapath,
             };
             let quiet = json;
             let state = lab::up(&spec, &|line| {
@@ -319,7 +340,7 @@ pub fn run(cmd: LabCmd, store: &std::path::Path, json: bool) -> Result<i32> {
         }
         LabCmd::StartAgent(a) => {
             let bin = std::env::current_exe().context("finding the vxmesh binary")?;
-            let h = lab::start_agent(&a.prefix.prefix, &a.host, &bin)?;
+            let h = lab::start_agent(&a.prefix.prefix, &a.host, &bin, a.datapath)?;
             if json {
                 output::json(&h);
             } else {
@@ -347,6 +368,16 @@ pub fn run(cmd: LabCmd, store: &std::path::Path, json: bool) -> Result<i32> {
                     m.name,
                     m.pid.unwrap_or_default()
                 );
+            }
+        }
+        LabCmd::StopAgent(a) => {
+            let stopped = lab::stop_agent(&a.prefix.prefix, &a.host)?;
+            if json {
+                output::json(&serde_json::json!({ "host": a.host, "stopped": stopped }));
+            } else if stopped {
+                println!("host {}: agent stopped", a.host);
+            } else {
+                println!("host {}: no agent was running", a.host);
             }
         }
         LabCmd::Down(p) => {

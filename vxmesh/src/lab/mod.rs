@@ -26,7 +26,7 @@ mod up;
 pub use demo::{LabDemo, LabReplica};
 pub use down::down;
 pub use exec::exec;
-pub use status::{start_agent, start_etcd_member, status};
+pub use status::{start_agent, start_etcd_member, status, stop_agent};
 pub use up::{up, LabSpec};
 
 /// Where lab state lives: `/run/vxmesh/lab/PREFIX/`.
@@ -88,6 +88,10 @@ pub struct LabHost {
     pub agent_start_time: Option<u64>,
     #[serde(default)]
     pub agent_running: bool,
+    /// The datapath its agent runs (`agent --datapath`): the lab's, or what `lab start-agent
+    /// --datapath` last asked for.
+    #[serde(default)]
+    pub datapath: crate::fast_plane::DatapathMode,
 }
 
 impl LabHost {

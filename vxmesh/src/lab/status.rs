@@ -20,12 +20,14 @@ pub fn status(prefix: &str) -> Result<LabState, LabError> {
     Ok(state)
 }
 
-/// Starts the agent of `host` again (after it stopped or was killed), as `lab up` started it,
-/// and records its PID and start time. Errors when its agent is still running.
+/// Starts the agent of `host` again (after it stopped or was killed), as `lab up` started it
+/// (with `datapath` instead of the host's recorded one when given), and records its PID,
+/// start time and datapath. Errors when its agent is still running.
 pub fn start_agent(
     prefix: &str,
     host: &str,
     agent_bin: &std::path::Path,
+    datapath: Option<crate::fast_plane::DatapathMode>,
 ) -> Result<super::LabHost, LabError> {
     let mut state = status(prefix)?;
     let h = state
@@ -39,6 +41,9 @@ pub fn start_agent(
             value: host.to_string(),
             reason: "its agent is running".into(),
         });
+    }
+    if let Some(d) = datapath {
+        h.datapath = d;
     }
     let (pid, start_time) = super::up::spawn_agent(agent_bin, prefix, &state.store, h)?;
     h.agent_pid = Some(pid);
@@ -78,4 +83,24 @@ pub fn start_etcd_member(
     let started = etcd.members[i].clone();
     state.save()?;
     Ok(started)
+}
+
+/// Stops the agent of `host` (SIGTERM through a pidfd opened once the process is shown to be
+/// that agent, SIGKILL after 5 s); the kernel state it made stays. Returns whether an agent
+/// was running.
+pub fn stop_agent(prefix: &str, host: &str) -> Result<bool, LabError> {
+    let state = status(prefix)?;
+    let h = state
+        .hosts
+        .iter()
+        .find(|h| h.name == host)
+        .ok_or_else(|| LabError::UnknownMember(host.to_string()))?;
+    let Some(agent) = h.agent() else {
+        return Ok(false);
+    };
+    let errors = overlay_core::process::terminate_all(&[agent], std::time::Duration::from_secs(5));
+    match errors.first() {
+        Some(e) => Err(LabError::step(format!("stopping the agent of {host}"), e)),
+        None => Ok(true),
+    }
 }

@@ -37,6 +37,8 @@ pub struct LabSpec {
     pub replicas: Option<u32>,
     /// Keep the lab's state in a 3-member etcd cluster of its own instead of an SQLite file.
     pub etcd: bool,
+    /// The datapath every host's agent runs (`agent --datapath`).
+    pub datapath: crate::fast_plane::DatapathMode,
 }
 
 /// The underlay: host N gets 10.99.0.N/24.
@@ -216,6 +218,7 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
             agent_pid: None,
             agent_start_time: None,
             agent_running: false,
+            datapath: spec.datapath,
         });
         state.save()?;
         progress(&format!(
@@ -439,6 +442,8 @@ pub(super) fn spawn_agent(
         .arg(super::cgroup::host_cgroup(prefix, &h.name))
         .arg("--bpf-pin-root")
         .arg(super::bpf::pin_root(prefix))
+        .arg("--datapath")
+        .arg(h.datapath.to_string())
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
