@@ -447,7 +447,8 @@ mod tests {
         s.hosts.remove("h3");
         s.alive.remove("h3");
         let d = Desired::compute(&s, "h1");
-        assert_eq!(d.networks["a"].fdb.len(), 3);
+        // Broadcast and node MAC toward h2 and h3, and h2's endpoint.
+        assert_eq!(d.networks["a"].fdb.len(), 5);
         assert_eq!(d.networks["a"].neighbours.len(), 1);
         assert_eq!(d.wireguard.unwrap().peers.len(), 2);
     }
