@@ -255,7 +255,13 @@ fn measure(vx: &Vxmesh, store: &str) -> Result<StoreFigures> {
         let n = out
             .lines()
             .filter(|l| {
-                l.contains(" dst ") && l.contains(" self") && !l.starts_with("00:00:00:00:00:00")
+                // Endpoint entries only: not the broadcast entries, nor the other nodes'
+                // MACs (0a:5e:…, 0a:5f:…: the routing mesh's, one per node).
+                l.contains(" dst ")
+                    && l.contains(" self")
+                    && !["00:00:00:00:00:00", "0a:5e:", "0a:5f:"]
+                        .iter()
+                        .any(|p| l.starts_with(p))
             })
             .count();
         let want = BULK - (0..BULK).filter(|i| HOSTS[i % 3] == h.name).count();
