@@ -321,32 +321,9 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// Whether every host with replicas serves port 8080 in DSR mode (`dsr`) or not.
+    /// Whether every host with replicas serves the demo's port in DSR mode (`dsr`) or not.
     fn datapath_in_mode(&self, dsr: bool) -> Result<bool> {
-        let root = self
-            .status
-            .bpf_pin_root
-            .as_ref()
-            .context("the lab status gives no BPF pin root")?;
-        let (demo, _) = self.status.mesh()?;
-        let hosts: BTreeSet<&str> = demo.replicas.iter().map(|r| r.host.as_str()).collect();
-        for h in hosts {
-            let pins = vxmesh_ebpf::NodePins::new(root, h)?;
-            let maps = vxmesh_ebpf::Maps::open_pinned(&pins)?;
-            let entries: Vec<_> = maps
-                .mesh_bes()?
-                .into_iter()
-                .filter(|(_, v)| u16::from_be(v.pub_port) == demo.published)
-                .collect();
-            if entries.is_empty()
-                || entries
-                    .iter()
-                    .any(|(_, v)| (v.flags & vxmesh_ebpf::MESH_F_DSR != 0) != dsr)
-            {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        mesh_in_mode(self.status, dsr)
     }
 
     fn url(&self, t: Target) -> String {
@@ -464,4 +441,32 @@ fn report(f: &Figures) {
             }
         }
     }
+}
+
+/// Whether every lab host with replicas serves the demo's published port in DSR mode (`dsr`)
+/// or in default mode: read from its pinned `vx_mesh_be` entries.
+pub(crate) fn mesh_in_mode(status: &LabStatus, dsr: bool) -> Result<bool> {
+    let root = status
+        .bpf_pin_root
+        .as_ref()
+        .context("the lab status gives no BPF pin root")?;
+    let (demo, _) = status.mesh()?;
+    let hosts: BTreeSet<&str> = demo.replicas.iter().map(|r| r.host.as_str()).collect();
+    for h in hosts {
+        let pins = vxmesh_ebpf::NodePins::new(root, h)?;
+        let maps = vxmesh_ebpf::Maps::open_pinned(&pins)?;
+        let entries: Vec<_> = maps
+            .mesh_bes()?
+            .into_iter()
+            .filter(|(_, v)| u16::from_be(v.pub_port) == demo.published)
+            .collect();
+        if entries.is_empty()
+            || entries
+                .iter()
+                .any(|(_, v)| (v.flags & vxmesh_ebpf::MESH_F_DSR != 0) != dsr)
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

@@ -168,6 +168,15 @@ fn dsr(vx: &Vxmesh, status: &LabStatus, demo: &LabDemo, client: &LabClient) -> R
             "dsr",
         ],
     ))?;
+    // The agents apply the change on their next pass: wait until every host's datapath
+    // serves the port in DSR mode.
+    let switching = Instant::now();
+    while !crate::bench_mesh::mesh_in_mode(status, true)? {
+        if switching.elapsed() > std::time::Duration::from_secs(20) {
+            bail!("the hosts' datapaths did not switch to DSR within 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let ingress_ip = bare_ip(&ingress.address);
     say(&format!(
         "now a replica's host answers the client itself, from {ingress_ip}:{}, and the ingress \
