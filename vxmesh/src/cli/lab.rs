@@ -314,7 +314,7 @@ pub fn run(cmd: LabCmd, store: &std::path::Path, json: bool) -> Result<i32> {
                 );
             }
             println!(
-                "Use the lab's store:  vxmesh --store {} network ls",
+                "Use the lab's store:  vxmesh --store '{}' network ls",
                 state.store.display()
             );
             println!(
