@@ -457,6 +457,15 @@ impl Drop for NetnsGuard {
     }
 }
 
+/// The index of interface `name` in the calling thread's network namespace, `None` if there
+/// is none (`if_nametoindex(3)`).
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a NUL-terminated string; the call only reads it.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,7 +67,8 @@ fn fdb_macs(lab: &Lab, host: &str) -> Vec<String> {
         .iter()
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
         .filter(|m| {
-            m != "00:00:00:00:00:00" && !m.starts_with("0a:5e:") && !m.starts_with("0a:5f:")
+            m.parse::<overlay_core::mac::MacAddr>()
+                .is_ok_and(|m| !m.is_zero() && !m.is_node_space())
         })
         .collect()
 }

@@ -32,7 +32,7 @@ use vxmesh_ebpf::fast::{
 };
 use vxmesh_ebpf::{inode_of, Attachment, LinkOutcome};
 
-use crate::service_plane::ifindex;
+use overlay_core::netns::ifindex;
 
 /// Which datapath carries a host's plain overlay traffic between containers and the VXLAN
 /// devices.

@@ -15,6 +15,7 @@ use ingress_lb::health::{HealthRunner, SocketSource, State, Transition};
 use ingress_lb::reconcile::{
     apply_maps, apply_mesh, AttachTargets, Attacher, Change, DesiredLb, LbReport,
 };
+use overlay_core::netns::ifindex;
 use vxmesh_ebpf::{Datapath, DatapathConfig, NodePins};
 
 use crate::heartbeat::LeaseHandle;
@@ -233,14 +234,6 @@ pub(crate) fn interface_with(addr: std::net::Ipv4Addr) -> Option<(String, u32)> 
     // SAFETY: list came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(list) };
     found
-}
-
-/// The index of interface `name` in this thread's network namespace, if it exists.
-pub(crate) fn ifindex(name: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: c is a valid NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (i != 0).then_some(i)
 }
 
 /// Writes each health transition to the store on the heartbeat's lease (so the reports go

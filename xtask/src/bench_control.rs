@@ -259,9 +259,10 @@ fn measure(vx: &Vxmesh, store: &str) -> Result<StoreFigures> {
                 // MACs (0a:5e:…, 0a:5f:…: the routing mesh's, one per node).
                 l.contains(" dst ")
                     && l.contains(" self")
-                    && !["00:00:00:00:00:00", "0a:5e:", "0a:5f:"]
-                        .iter()
-                        .any(|p| l.starts_with(p))
+                    && l.split_whitespace()
+                        .next()
+                        .and_then(|m| m.parse::<overlay_core::mac::MacAddr>().ok())
+                        .is_some_and(|m| !m.is_zero() && !m.is_node_space())
             })
             .count();
         let want = BULK - (0..BULK).filter(|i| HOSTS[i % 3] == h.name).count();

@@ -37,15 +37,6 @@ pub(crate) fn check(rc: libc::c_int, what: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// The index of interface `name` in the calling thread's network namespace, `None` if there
-/// is none (`if_nametoindex(3)`).
-pub fn index(name: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: a NUL-terminated string; the call only reads it.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (i != 0).then_some(i)
-}
-
 /// Opens one queue of the TUN/TAP interface `name` with `flags` (`IFF_TUN` or `IFF_TAP`,
 /// `IFF_NO_PI`, `IFF_VNET_HDR`, `IFF_MULTI_QUEUE`...), creating the interface if it does not
 /// exist and attaching to it if it does. Returns the queue (non-blocking, close-on-exec) and
@@ -93,7 +84,7 @@ pub(crate) fn persist(queue: &OwnedFd) -> io::Result<()> {
 /// queue it opened for that: whoever opens it next by name with the same flags attaches to it
 /// (as boringtun's device does). Returns whether it existed already.
 pub fn ensure_persistent(name: &str, flags: libc::c_int) -> io::Result<bool> {
-    let existed = index(name).is_some();
+    let existed = crate::netns::ifindex(name).is_some();
     let (queue, _) = open_queue(name, flags)?;
     persist(&queue)?;
     Ok(existed)

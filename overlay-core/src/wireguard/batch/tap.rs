@@ -92,7 +92,7 @@ impl Tap {
     /// Errors: `EINVAL` when `name` exists as another kind of device or a TUN/TAP with other
     /// flags (the legacy datapath's TUN); nothing is changed then.
     pub fn create(name: &str, queues: usize) -> io::Result<Tap> {
-        let reattached = tundev::index(name).is_some();
+        let reattached = crate::netns::ifindex(name).is_some();
         let (first, name) = open_queue(name)?;
         tundev::persist(&first)?;
         let hdr_len = vnet::LEN as libc::c_int;
