@@ -299,7 +299,7 @@ fn build(
     state.save()?;
     plug_host(&sw, &client_ns, super::CLIENT, client_addr, mtu)?;
     progress(&format!(
-        "client: namespace {client_ns}, {UNDERLAY_IF} {client_addr}/24 (not a vxmesh host)"
+        "client: namespace {client_ns}, {UNDERLAY_IF} {client_addr} (not a vxmesh host)"
     ));
 
     for k in 1..=spec.networks {
