@@ -533,13 +533,17 @@ fn wait_for_bridges(state: &LabState, agents: &[Box<dyn LabAgent>]) -> Result<()
                 break;
             }
             if Instant::now() > deadline || !agent.is_some_and(|a| a.is_running()) {
-                return Err(LabError::step(
-                    format!("waiting for the agent of {}", h.name),
-                    format!(
-                        "its networks' bridges did not appear; see {}/agent-{}.log",
+                let log = match agent.and_then(|a| a.process()) {
+                    Some(_) => format!(
+                        "see {}/agent-{}.log",
                         state_dir(&state.prefix).display(),
                         h.name
                     ),
+                    None => "see this process's log".into(),
+                };
+                return Err(LabError::step(
+                    format!("waiting for the agent of {}", h.name),
+                    format!("its networks' bridges did not appear; {log}"),
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));
