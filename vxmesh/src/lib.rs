@@ -5,25 +5,42 @@
 //! and run [`agent::run`] on every host to make its kernel follow the store. Services
 //! (virtual IPs balanced in the kernel) are [`ServiceCatalog`]'s; see [`services`].
 
+#![warn(missing_docs)]
+
+#[allow(missing_docs)]
 pub mod agent;
 mod agent_log;
 pub mod dns;
+mod error;
 pub mod fast_plane;
+#[allow(missing_docs)]
 pub mod heartbeat;
 pub mod lab;
 pub mod service_plane;
 pub mod services;
 pub mod store_outage;
+pub mod watch;
 
 use std::path::Path;
 use std::sync::Arc;
 
+pub use error::{Error, Result};
+pub use ipnet::Ipv4Net;
 pub use overlay_core::catalog::{Catalog, CatalogError, EndpointSpec, NetworkSpec, Snapshot};
 pub use overlay_core::container::{
-    attach_container, detach_container, ContainerError, ContainerSpec,
+    attach_container, attach_container_with, detach_container, network_mtu, AttachOptions,
+    ContainerError, ContainerSpec,
 };
-pub use overlay_core::model::{Endpoint, Network, Node};
-pub use overlay_core::store::{SqliteStore, Store, StoreError, StoreOptions, StoreSpec};
+pub use overlay_core::dataplane::{Attachment, DataplaneError, DefaultRoute};
+pub use overlay_core::model::{
+    CniAttachment, Endpoint, EndpointStatus, HostAddress, HostReport, Network, Node, StoreOutage,
+    WireguardIdentity,
+};
+pub use overlay_core::netns::{self, NetnsError};
+pub use overlay_core::store::{
+    self, LeaseId, Revision, SqliteStore, Store, StoreError, StoreOptions, StoreSpec,
+};
+pub use overlay_core::validate::ValidationError;
 pub use overlay_core::MacAddr;
 pub use services::{
     remove_network, Affinity, BackendSpec, HealthCheck, HealthSpec, PortSpec, Proto, Service,
