@@ -5,7 +5,7 @@
 //! and run [`agent::run`] on every host to make its kernel follow the store. Services
 //! (virtual IPs balanced in the kernel) are [`ServiceCatalog`]'s; see [`services`].
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 #[allow(missing_docs)]
 pub mod agent;
