@@ -80,3 +80,14 @@ pub fn agent(node: &str) -> String {
 pub fn alive(node: &str) -> String {
     format!("{ALIVE}{node}")
 }
+
+/// Outside [`ROOT`], so that the agents' own status reports do not wake the watchers of the
+/// desired state (every agent, the DNS servers, the service planes): one key per running agent,
+/// on its lease, holding what it has applied (the store revision of its last pass) and the
+/// errors of that pass.
+pub const STATUS: &str = "/vxmesh/status/v1/";
+
+/// The status report of `node`'s agent.
+pub fn agent_status(node: &str) -> String {
+    format!("{STATUS}{node}")
+}

@@ -57,6 +57,21 @@ impl ProcessIdentity {
     }
 }
 
+/// True when no process has `pid`, or it has exited and waits to be reaped (a zombie: state
+/// `Z` or `X` in `/proc/PID/stat`).
+pub fn is_exited(pid: u32) -> bool {
+    match read_proc(pid, "stat") {
+        Ok(stat) => {
+            let stat = String::from_utf8_lossy(&stat);
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next());
+            matches!(state, Some("Z" | "X"))
+        }
+        Err(_) => true,
+    }
+}
+
 /// The command line of process `pid`, one string per argument (lossy UTF-8).
 pub fn cmdline(pid: u32) -> Result<Vec<String>, ProcessError> {
     let raw = read_proc(pid, "cmdline")?;

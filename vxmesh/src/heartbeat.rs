@@ -48,7 +48,11 @@ impl Heartbeat {
         let (c, l, n, st) = (catalog.clone(), lease.clone(), node.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("vxmesh-heartbeat".into())
-            .spawn(move || beat(&c, &n, ttl, &l, &st))
+            .spawn({
+                // The agent's span (its node's name on every line).
+                let span = tracing::Span::current();
+                move || span.in_scope(|| beat(&c, &n, ttl, &l, &st))
+            })
             .expect("start the heartbeat thread");
         Heartbeat {
             catalog,

@@ -2,7 +2,7 @@
 //!
 //! The facade an orchestrator embeds: open a store, then use the [`Catalog`] to create
 //! networks, nodes and endpoints, [`attach_container`] to put a network namespace on a network,
-//! and run [`agent::run`] on every host to make its kernel follow the store. Services
+//! and start an agent ([`agent::Agent::spawn`]) on every host to make its kernel follow the store. Services
 //! (virtual IPs balanced in the kernel) are [`ServiceCatalog`]'s; see [`services`].
 
 #![deny(missing_docs)]
@@ -19,6 +19,7 @@ pub mod lab;
 pub mod service_plane;
 pub mod services;
 pub mod store_outage;
+pub mod wait;
 pub mod watch;
 
 use std::path::Path;

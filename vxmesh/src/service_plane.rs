@@ -65,7 +65,12 @@ impl ServicePlane {
         // The agent lives in the host's network namespace: sockets made here reach the
         // backends through the host's bridges.
         let health = HealthRunner::new(SocketSource::current(), tx).map_err(|e| e.to_string())?;
-        tokio::spawn(report_health(catalog.clone(), node.clone(), lease, rx));
+        tokio::spawn(tracing::Instrument::in_current_span(report_health(
+            catalog.clone(),
+            node.clone(),
+            lease,
+            rx,
+        )));
         Ok(ServicePlane {
             node,
             config,

@@ -16,9 +16,10 @@ impl Catalog {
     pub fn announce_agent(&self, node: &str, ttl: Duration) -> Result<LeaseId, CatalogError> {
         validate::node_name(node)?;
         let lease = self.store.lease_grant(ttl)?;
+        let owner = serde_json::to_vec(&AgentOwner::this_process()).expect("plain struct");
         let on_lease = |key: String| Op::Put {
             key,
-            value: std::process::id().to_string().into_bytes(),
+            value: owner.clone(),
             lease: Some(lease),
         };
         self.store.txn(&Txn {
@@ -70,9 +71,68 @@ impl Catalog {
         }
     }
 
+    /// Who holds `node`'s heartbeat key now (`None`: no agent runs; `Some(None)`: an agent of
+    /// an older vxmesh, which wrote only its PID).
+    pub fn agent_owner(&self, node: &str) -> Result<Option<Option<AgentOwner>>, CatalogError> {
+        validate::node_name(node)?;
+        Ok(self
+            .store
+            .get(&keys::agent(node))?
+            .map(|kv| serde_json::from_slice(&kv.value).ok()))
+    }
+
     /// Is `node`'s agent running (its key present and its lease not expired)?
     pub fn agent_alive(&self, node: &str) -> Result<bool, CatalogError> {
         validate::node_name(node)?;
         Ok(self.store.get(&keys::agent(node))?.is_some())
     }
+}
+
+/// The process that runs an agent, as written in its heartbeat key: enough for an agent about
+/// to start to tell a live agent from a stale key its crashed predecessor left.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentOwner {
+    /// Its PID.
+    pub pid: u32,
+    /// Its start time after boot, in clock ticks (`/proc/PID/stat` field 22); 0 if unknown.
+    pub start_time: u64,
+    /// The boot of the machine it runs on (`/proc/sys/kernel/random/boot_id`): a PID means
+    /// something only on the same machine and boot.
+    pub boot_id: String,
+}
+
+impl AgentOwner {
+    /// The calling process.
+    pub fn this_process() -> AgentOwner {
+        let pid = std::process::id();
+        AgentOwner {
+            pid,
+            start_time: crate::process::ProcessIdentity::of(pid)
+                .map(|i| i.start_time)
+                .unwrap_or(0),
+            boot_id: boot_id(),
+        }
+    }
+
+    /// True when this owner is a process on this machine and boot that no longer runs: its key
+    /// is a leftover (the lease has not expired yet) and a new agent may take over.
+    pub fn is_gone_here(&self) -> bool {
+        self.boot_id == boot_id()
+            && (crate::process::is_exited(self.pid)
+                || crate::process::ProcessIdentity::of(self.pid).map_or(true, |i| {
+                    self.start_time != 0 && i.start_time != self.start_time
+                }))
+    }
+
+    /// True when this owner is the calling process.
+    pub fn is_this_process(&self) -> bool {
+        *self == AgentOwner::this_process()
+    }
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), or "" when it cannot be read.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }

@@ -23,6 +23,7 @@ mod hosts;
 mod networks;
 mod nodes;
 
+pub use agents::AgentOwner;
 pub use endpoints::EndpointSpec;
 pub use networks::NetworkSpec;
 

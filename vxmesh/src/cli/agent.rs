@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use vxmesh::agent::{self, AgentConfig};
+use vxmesh::agent::{self, Agent, AgentConfig, AgentError, HostNetns};
 use vxmesh::Catalog;
 
 #[derive(Debug, Args)]
@@ -137,32 +137,67 @@ pub fn run(args: AgentArgs, catalog: Catalog) -> Result<()> {
         .state_dir
         .clone()
         .unwrap_or_else(|| std::path::Path::new("/var/lib/vxmesh").join(&args.node));
-    agent::run(
-        catalog,
-        AgentConfig {
-            node: args.node.clone(),
-            resync: Duration::from_secs_f64(args.resync),
-            state_dir,
-            wireguard: (!args.no_wireguard).then(|| agent::WireguardConfig {
-                ifname: args.wg_interface.clone(),
-                port: args.wg_port,
-                threads: args.wg_threads,
-                datapath: args.wg_datapath,
-            }),
-            services: vxmesh::service_plane::ServiceConfig {
-                cgroup: args.cgroup.clone(),
-                pin_root: args.bpf_pin_root.clone(),
-                // The agent has entered its namespace (--netns) before starting any thread.
-                netns: "/proc/self/ns/net".into(),
-                conntrack_entries: args.conntrack_entries,
-            },
-            dns: (!args.no_dns).then(|| vxmesh::dns::DnsConfig {
-                resolv_conf: args.dns_resolv_conf.clone(),
-                ..Default::default()
-            }),
-            lease_ttl: Duration::from_secs_f64(args.lease_ttl),
-            datapath: args.datapath,
+    let config = AgentConfig {
+        node: args.node.clone(),
+        // `enter_netns` has moved the whole process into `--netns` before any thread started.
+        netns: HostNetns::Current,
+        resync: Duration::from_secs_f64(args.resync),
+        state_dir,
+        wireguard: (!args.no_wireguard).then(|| agent::WireguardConfig {
+            ifname: args.wg_interface.clone(),
+            port: args.wg_port,
+            threads: args.wg_threads,
+            datapath: args.wg_datapath,
+        }),
+        services: vxmesh::service_plane::ServiceConfig {
+            cgroup: args.cgroup.clone(),
+            pin_root: args.bpf_pin_root.clone(),
+            // Set by the agent to the host's namespace.
+            netns: Default::default(),
+            conntrack_entries: args.conntrack_entries,
         },
-    )
-    .with_context(|| format!("agent for node {}", args.node))
+        dns: (!args.no_dns).then(|| vxmesh::dns::DnsConfig {
+            resolv_conf: args.dns_resolv_conf.clone(),
+            ..Default::default()
+        }),
+        lease_ttl: Duration::from_secs_f64(args.lease_ttl),
+        datapath: args.datapath,
+    };
+    // The library installs no signal handler: this binary stops its agent on SIGINT/SIGTERM.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_until_signal(catalog, config))
+        .with_context(|| format!("agent for node {}", args.node))
+}
+
+/// Starts the agent (waiting for a store that cannot be reached yet), then runs it until
+/// SIGINT or SIGTERM, or until it fails.
+async fn run_until_signal(catalog: Catalog, config: AgentConfig) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut outages = vxmesh::store_outage::Outages::default();
+    let handle = loop {
+        match Agent::spawn(catalog.clone(), config.clone()) {
+            Ok(h) => break h,
+            Err(AgentError::Catalog(vxmesh::CatalogError::Store(e))) if e.is_unavailable() => {
+                let wait = outages.failed("reading this node", &e);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = term.recv() => return Ok(()),
+                    _ = int.recv() => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    outages.ok();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = handle.ended() => {}
+    }
+    tokio::task::spawn_blocking(move || handle.stop()).await??;
+    Ok(())
 }

@@ -156,11 +156,11 @@ impl Listeners {
         server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE, TCP_QUEUE);
         let net = network.to_string();
-        let task = tokio::spawn(async move {
+        let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
             if let Err(e) = server.block_until_done().await {
                 tracing::warn!(network = %net, %addr, "DNS server ended: {e}");
             }
-        });
+        }));
         Ok(Running { gateway, task })
     }
 }

@@ -87,10 +87,14 @@ impl DnsServer {
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("vxmesh-dns".into())
-            .spawn(move || {
-                rt.block_on(serve(store, config, stopped));
-                // A store read may still be blocked (a locked database): do not wait for it.
-                rt.shutdown_timeout(Duration::from_secs(1));
+            .spawn({
+                let span = tracing::Span::current();
+                move || {
+                    let _span = span.enter();
+                    rt.block_on(serve(store, config, stopped));
+                    // A store read may still be blocked (a locked database): do not wait for it.
+                    rt.shutdown_timeout(Duration::from_secs(1));
+                }
             })?;
         Ok(DnsServer {
             stop: Some(stop),
