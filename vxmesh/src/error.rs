@@ -1,33 +1,10 @@
-//! One error type for everything the facade does.
-//!
-//! Every function of this crate returns the error of the layer that failed ([`CatalogError`]
-//! from the catalog, [`ServiceError`] from services, [`ContainerError`] from attaching a
-//! container, ...). [`Error`] wraps each of them unchanged, with a `From` impl, so an
-//! embedder can write one `?` chain over calls of different layers and still match on the
-//! inner error when it needs to. Its `Display` is the inner error's (`#[error(transparent)]`).
-//!
-//! ```
-//! use vxmesh::{Catalog, NetworkSpec, SqliteStore};
-//!
-//! fn make(catalog: &Catalog) -> vxmesh::Result<()> {
-//!     catalog.create_network(&NetworkSpec {
-//!         name: "front".into(),
-//!         subnet: "10.20.0.0/24".into(),
-//!         ..Default::default()
-//!     })?; // CatalogError -> Error
-//!     vxmesh::ServiceCatalog::of(catalog).list()?; // ServiceError -> Error
-//!     Ok(())
-//! }
-//! # let dir = tempfile::tempdir().unwrap();
-//! # let catalog = Catalog::new(std::sync::Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap()));
-//! # make(&catalog).unwrap();
-//! # assert!(matches!(make(&catalog), Err(vxmesh::Error::Catalog(vxmesh::CatalogError::Exists { .. }))));
-//! ```
+//! The facade's one error type, [`Error`].
 
 use crate::agent::AgentError;
 use crate::dns::DnsError;
 use crate::lab::replica::ReplicaError;
 use crate::lab::LabError;
+use crate::wait::WaitError;
 use crate::{
     CatalogError, ContainerError, DataplaneError, NetnsError, ServiceError, StoreError,
     ValidationError,
@@ -35,9 +12,32 @@ use crate::{
 
 /// Any error a function of the `vxmesh` crate returns: the inner error, unchanged.
 ///
+/// Every function of this crate returns the error of the layer that failed ([`CatalogError`]
+/// from the catalog, [`ServiceError`] from services, [`ContainerError`] from attaching a
+/// container, ...). [`Error`] wraps each of them unchanged, with a `From` impl, so an
+/// embedder can write one `?` chain over calls of different layers and still match on the
+/// inner error when it needs to. Its `Display` is the inner error's (`#[error(transparent)]`).
+///
+/// ```
+/// use vxmesh::{Catalog, NetworkSpec, SqliteStore};
+///
+/// fn make(catalog: &Catalog) -> vxmesh::Result<()> {
+///     catalog.create_network(&NetworkSpec {
+///         name: "front".into(),
+///         subnet: "10.20.0.0/24".into(),
+///         ..Default::default()
+///     })?; // CatalogError -> Error
+///     vxmesh::ServiceCatalog::of(catalog).list()?; // ServiceError -> Error
+///     Ok(())
+/// }
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let catalog = Catalog::new(std::sync::Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap()));
+/// # make(&catalog).unwrap();
+/// # assert!(matches!(make(&catalog), Err(vxmesh::Error::Catalog(vxmesh::CatalogError::Exists { .. }))));
+/// ```
+///
 /// Match on the variant to act on one kind (`Error::Catalog(CatalogError::NotFound { .. })`);
-/// [`std::error::Error::source`] is the inner error's source, and `Display` the inner error's
-/// message.
+/// [`std::error::Error::source`] is the inner error's source.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -67,6 +67,9 @@ pub enum Error {
     /// The per-host agent.
     #[error(transparent)]
     Agent(#[from] AgentError),
+    /// Waiting until hosts applied a revision ([`crate::wait::wait_applied`]) gave up.
+    #[error(transparent)]
+    Wait(#[from] WaitError),
     /// The DNS server for service names could not start.
     #[error(transparent)]
     Dns(#[from] DnsError),
@@ -88,6 +91,7 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         let store = match self {
             Error::Store(e) => Some(e),
+            Error::Wait(WaitError::Store(e)) => Some(e),
             Error::Catalog(CatalogError::Store(e)) => Some(e),
             Error::Service(ServiceError::Store(e)) => Some(e),
             Error::Service(ServiceError::Catalog(CatalogError::Store(e))) => Some(e),
@@ -95,5 +99,38 @@ impl Error {
             _ => None,
         };
         store.is_some_and(StoreError::is_unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn timeout() -> StoreError {
+        StoreError::Timeout {
+            endpoints: "127.0.0.1:2379".into(),
+            op: "txn",
+            after: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn wraps_unchanged_and_tells_an_unreachable_store_at_any_depth() {
+        let inner = CatalogError::Store(timeout());
+        let text = inner.to_string();
+        let e: Error = inner.into();
+        assert_eq!(e.to_string(), text);
+        assert!(e.is_unavailable());
+        let e: Error = ServiceError::Catalog(CatalogError::Store(timeout())).into();
+        assert!(e.is_unavailable());
+        let e: Error = CatalogError::NotFound {
+            kind: "network",
+            name: "front".into(),
+        }
+        .into();
+        assert!(!e.is_unavailable());
+        assert_eq!(e.to_string(), "unknown network 'front'");
     }
 }
