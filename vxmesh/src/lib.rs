@@ -174,10 +174,12 @@ pub use overlay_core::model::{
     WireguardIdentity,
 };
 pub use overlay_core::netns::{self, NetnsError};
+pub use overlay_core::process::{self, Pidfd};
 pub use overlay_core::store::{
     self, LeaseId, Revision, SqliteStore, Store, StoreError, StoreOptions, StoreSpec,
 };
 pub use overlay_core::validate::ValidationError;
+pub use overlay_core::wireguard::Datapath as WireguardDatapath;
 pub use overlay_core::MacAddr;
 pub use services::{
     remove_network, Affinity, BackendSpec, HealthCheck, HealthSpec, PortSpec, Proto, Service,
