@@ -16,7 +16,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn catalog(dir: &tempfile::TempDir) -> Catalog {
     Catalog::new(Arc::new(
-        SqliteStore::open(&dir.path().join("store.db")).unwrap(),
+        SqliteStore::open(dir.path().join("store.db")).unwrap(),
     ))
 }
 
