@@ -192,7 +192,14 @@ pub const DEFAULT_STORE: &str = "/var/lib/vxmesh/store.db";
 
 /// Opens the store `path` names and returns a catalog over it: the embedded store at a file
 /// path (or `sqlite:PATH`), or an etcd cluster for `etcd://HOST:PORT[,HOST:PORT…]`
-/// ([`StoreSpec::parse`]). A path that is not UTF-8 is an SQLite file.
+/// ([`StoreSpec::parse`]). A path that is not UTF-8 is an SQLite file, created (with its
+/// directory) when absent.
+///
+/// Errors: [`StoreError::Config`] for a bad specification or unreadable TLS files (the field
+/// named), [`StoreError::Dir`] or [`StoreError::Sqlite`] when the file cannot be created or
+/// opened, [`StoreError::Etcd`] or [`StoreError::Timeout`] when etcd authentication fails.
+/// Without credentials nothing is sent to etcd yet: a cluster that is down makes the first
+/// operation fail instead.
 pub fn open_catalog(path: &Path) -> Result<Catalog, StoreError> {
     match path.to_str() {
         Some(s) => open_store_catalog(&StoreSpec::parse(s)?),
@@ -200,7 +207,7 @@ pub fn open_catalog(path: &Path) -> Result<Catalog, StoreError> {
     }
 }
 
-/// Opens the store `spec` names and returns a catalog over it.
+/// Opens the store `spec` names and returns a catalog over it. Errors: as [`open_catalog`].
 pub fn open_store_catalog(spec: &StoreSpec) -> Result<Catalog, StoreError> {
     Ok(Catalog::new(overlay_core::store::open(spec)?))
 }

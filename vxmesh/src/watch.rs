@@ -231,7 +231,8 @@ impl Watcher {
 
     /// [`Watcher::next`] for async callers: the store's blocking watch runs on tokio's
     /// blocking pool, so the caller's runtime keeps running. Must be called inside a tokio
-    /// runtime.
+    /// runtime. A dropped future leaves that blocking call to end by itself (within
+    /// `timeout`); nothing is lost, the next call starts from the same revision.
     ///
     /// # Example
     ///
