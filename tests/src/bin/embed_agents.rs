@@ -61,8 +61,8 @@ async fn attach(catalog: &Catalog, name: &str, node: &str, host_ns: &str, netns:
         network: NETWORK.into(),
         node: node.into(),
         id: name.into(),
-        host_netns: Some(overlay_core::netns::path(host_ns)),
-        container_netns: overlay_core::netns::path(netns),
+        host_netns: Some(vxmesh::netns::path(host_ns)),
+        container_netns: vxmesh::netns::path(netns),
         ifname: "eth0".into(),
         ip: None,
     };

@@ -2,10 +2,11 @@
 
 use super::{LabError, LabState};
 
-/// The state of lab `prefix` with whether each agent, replica and etcd member runs now: an
-/// agent process as its recorded PID and start time say, an in-process agent
-/// ([`super::LabHost::agent_in_process`]) as its lease in the lab's store says (until the
-/// lease expires after it stopped: a few seconds).
+/// The state of lab `prefix` with what runs now: each host's agent, the demo's replicas and
+/// the etcd members are checked (same PID, start time and command line); an in-process agent
+/// ([`super::LabHost::agent_in_process`]) runs as its lease in the lab's store says (until
+/// the lease expires after it stopped: a few seconds). Errors: a bad prefix,
+/// [`LabError::NotUp`], an unreadable state file.
 pub fn status(prefix: &str) -> Result<LabState, LabError> {
     super::check_prefix(prefix)?;
     let mut state = LabState::load(prefix)?;
