@@ -18,13 +18,19 @@ use crate::netns::{self, NetnsError};
 /// A container to attach.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
+    /// The network to attach to (it must exist in the store, and its bridge on the host: wait
+    /// until the host's agent has applied the network before attaching).
     pub network: String,
     /// The node (host) the container runs on.
     pub node: String,
     /// The endpoint id: unique within the network (a container id, or a lab name).
     pub id: String,
-    /// The host's network namespace; `None` for the calling thread's.
+    /// The host's network namespace, where the network's bridge is (`/run/netns/NAME`);
+    /// `None` for the calling thread's, which in a program started on a real host is the root
+    /// namespace: give the path when the host is a namespace.
     pub host_netns: Option<PathBuf>,
+    /// The container's network namespace (`/run/netns/NAME`, `/proc/PID/ns/net`), where the
+    /// veth's container end goes.
     pub container_netns: PathBuf,
     /// The interface name inside the container.
     pub ifname: String,
@@ -32,20 +38,37 @@ pub struct ContainerSpec {
     pub ip: Option<Ipv4Addr>,
 }
 
+/// Why a container could not be attached or detached. Nothing is left behind on error.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
+    /// The store: unknown network or node, no free address, an address or id taken, the
+    /// store unreachable.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// The kernel refused building the veth (or the container namespace cannot be opened or
+    /// entered: `DataplaneError::Netns`).
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
+    /// The host namespace cannot be opened or entered.
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    /// The host's agent has not built the network's bridge yet: wait until it has applied the
+    /// network (`vxmesh::wait::wait_applied`, `AgentHandle::applied`).
     #[error("network {network}: bridge {bridge} does not exist on this host yet; is `vxmesh agent` running here?")]
-    NoBridge { network: String, bridge: String },
+    NoBridge {
+        /// The network.
+        network: String,
+        /// The bridge's name on the host.
+        bridge: String,
+    },
+    /// The MTU asked for is outside 68 and the network's MTU on this host.
     #[error("mtu {mtu}: must be 68..={bridge} (the MTU of network {network} on this host)")]
     Mtu {
+        /// The MTU asked for, in bytes.
         mtu: u32,
+        /// The network's MTU on this host (its bridge's), in bytes.
         bridge: u32,
+        /// The network.
         network: String,
     },
 }
@@ -92,6 +115,15 @@ pub struct AttachOptions {
 }
 
 /// Records the endpoint, then builds its veth into the container. Undoes the record on failure.
+/// Blocking (netlink on threads of its own, in the two namespaces).
+///
+/// The network must already be built on the host (its agent has applied it), or the call
+/// fails with [`ContainerError::NoBridge`]; the other hosts learn the endpoint from the store
+/// (wait for them to apply the revision after this call before relying on it).
+///
+/// Errors: [`ContainerError::Catalog`] (unknown network or node, a taken address or id, no free
+/// address, store unreachable), [`ContainerError::NoBridge`], [`ContainerError::Netns`] (host
+/// namespace), [`ContainerError::Dataplane`] (the container namespace, the kernel).
 pub fn attach_container(
     catalog: &Catalog,
     spec: &ContainerSpec,

@@ -178,6 +178,10 @@ fn three_agents_in_one_embedding_process() {
     e.expect("applied-without-stopped");
     let stopped = e.expect("stopped");
     assert_eq!(stopped["node"], "h3");
+    assert_eq!(
+        stopped["agent_key_left"], false,
+        "a clean stop removes the heartbeat"
+    );
     let waited = stopped["wait_for_stopped"].as_str().unwrap_or_default();
     assert!(
         waited.contains("h3"),
@@ -228,8 +232,13 @@ fn three_agents_in_one_embedding_process() {
     );
     e.go();
     e.expect("error-cleared");
+    let aborted = e.expect("aborted");
+    assert_eq!(
+        aborted["agent_key_left"], true,
+        "abort leaves the heartbeat to the lease"
+    );
     let idle = e.expect("idle");
-    assert_eq!(idle["running"], serde_json::json!(["h1", "h2"]));
+    assert_eq!(idle["running"], serde_json::json!(["h1"]));
 
     // The library took no signal: SIGTERM's default action ends the embedder.
     // SAFETY: kill(2) on our own child, which has not been waited for yet.

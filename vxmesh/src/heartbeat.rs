@@ -73,14 +73,34 @@ impl Heartbeat {
     /// key at once; the lease (the node's liveness key and the health reports on it) expires
     /// after its TTL.
     pub fn stop(self) {
-        *self.stop.0.lock().unwrap() = true;
-        self.stop.1.notify_all();
-        let _ = self.thread.join();
-        if let Some(id) = *self.lease.lock().unwrap() {
-            if let Err(e) = self.catalog.retire_agent(&self.node, id) {
+        let (catalog, node, lease) = self.halt();
+        let current = *lease.lock().unwrap();
+        if let Some(id) = current {
+            if let Err(e) = catalog.retire_agent(&node, id) {
                 tracing::warn!("removing the agent's heartbeat: {e}");
             }
         }
+    }
+
+    /// Stops the keepalives and leaves every key in place, as a crash would: the agent key,
+    /// the node's liveness and the health reports go when the lease expires.
+    pub fn abandon(self) {
+        self.halt();
+    }
+
+    /// Stops the thread (after the store call in flight, if any).
+    #[allow(clippy::type_complexity)]
+    fn halt(
+        self,
+    ) -> (
+        Catalog,
+        String,
+        std::sync::Arc<std::sync::Mutex<Option<LeaseId>>>,
+    ) {
+        *self.stop.0.lock().unwrap() = true;
+        self.stop.1.notify_all();
+        let _ = self.thread.join();
+        (self.catalog, self.node, self.lease)
     }
 }
 

@@ -41,6 +41,9 @@ pub enum WaitError {
         /// Node → the revision it had applied (`None`: no running agent).
         pending: BTreeMap<String, Option<u64>>,
     },
+    /// A node in the list is not in the store (no agent can ever apply anything for it).
+    #[error("unknown node '{0}'")]
+    UnknownNode(String),
     /// The store could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -76,7 +79,8 @@ pub fn agent_statuses(catalog: &Catalog) -> Result<BTreeMap<String, AgentStatus>
 /// be applied). Polls the store every 50 ms.
 ///
 /// Errors: [`WaitError::Timeout`] naming the nodes still behind (and those with no running
-/// agent) after `timeout`; [`WaitError::Store`] when the store cannot be read.
+/// agent) after `timeout`; [`WaitError::UnknownNode`] at once for a node the store does not
+/// have; [`WaitError::Store`] when the store cannot be read.
 pub fn wait_applied(
     catalog: &Catalog,
     nodes: &[&str],
@@ -84,6 +88,11 @@ pub fn wait_applied(
     timeout: Duration,
 ) -> Result<BTreeMap<String, AgentStatus>, WaitError> {
     let deadline = Instant::now() + timeout;
+    for node in nodes {
+        if catalog.store().get(&keys::node(node))?.is_none() {
+            return Err(WaitError::UnknownNode(node.to_string()));
+        }
+    }
     loop {
         let statuses = agent_statuses(catalog)?;
         let mut pending = BTreeMap::new();

@@ -13,18 +13,22 @@ use super::{encode, sample, Catalog, CatalogError};
 /// What a user asks for when creating a network.
 #[derive(Debug, Clone, Default)]
 pub struct NetworkSpec {
+    /// 1-12 characters: letters, digits, `-` (device names are built from it).
     pub name: String,
     /// CIDR text, validated here.
     pub subnet: String,
     /// `None`: the lowest free VNI from 4096 up.
     pub vni: Option<u32>,
+    /// The network's MTU in bytes; `None`: the underlay's minus what vxmesh adds (VXLAN 50,
+    /// and WireGuard 60 more when encrypted).
     pub mtu: Option<u32>,
+    /// Carry the network's VXLAN frames between hosts inside WireGuard only.
     pub encrypted: bool,
 }
 
 impl Catalog {
     /// Validates `spec` against itself, every existing network and the addresses the hosts use
-    /// for themselves ([`Reserved`]: underlay addresses, published host prefixes, the tunnel
+    /// for themselves (`Reserved`: underlay addresses, published host prefixes, the tunnel
     /// range), and stores the network. On any error nothing is written.
     pub fn create_network(&self, spec: &NetworkSpec) -> Result<Network, CatalogError> {
         validate::network_name(&spec.name)?;

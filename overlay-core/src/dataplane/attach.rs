@@ -40,7 +40,7 @@ pub struct Attachment {
     pub container_index: u32,
     pub mac: MacAddr,
     /// The gateway of the default route this attachment installed (`default via GATEWAY dev
-    /// container_ifname`); `None` when it installed none (see [`AttachSpec::default_route`]).
+    /// container_ifname`); `None` when it installed none (see `AttachSpec::default_route`).
     pub default_route: Option<Ipv4Addr>,
 }
 
@@ -86,7 +86,7 @@ where
 }
 
 /// Creates a veth pair, puts one end into the container namespace (named, addressed, up, so
-/// with its subnet route; with a default route as [`AttachSpec::default_route`] says) and
+/// with its subnet route; with a default route as `AttachSpec::default_route` says) and
 /// enslaves the other to the bridge. Routes and addresses the namespace already has (other
 /// attachments, other plugins) are left as they are, except that [`DefaultRoute::Replace`]
 /// replaces the default route. Blocking: it runs its own threads and

@@ -159,8 +159,11 @@ async fn main() {
     applied(&catalog, &agents, "applied-without-stopped").await;
     let revision = catalog.store().revision().unwrap();
     let short = vxmesh::wait::wait_applied(&catalog, &[&stopped], revision, Duration::from_secs(1));
-    say(json!({ "event": "stopped", "node": stopped, "ips": ips,
-        "wait_for_stopped": short.err().map(|e| e.to_string()) }));
+    let key_left = catalog.agent_alive(&stopped).unwrap();
+    say(
+        json!({ "event": "stopped", "node": stopped, "ips": ips, "agent_key_left": key_left,
+        "wait_for_stopped": short.err().map(|e| e.to_string()) }),
+    );
     go().await;
 
     // A reconcile error injected by the test in the second host (its underlay address
@@ -191,6 +194,12 @@ async fn main() {
         .expect("the error cleared in time")
         .unwrap();
     say(json!({ "event": "error-cleared" }));
+
+    // h2's agent ended as a crash would: its heartbeat stays until the lease expires.
+    let aborted = hosts[1].0.clone();
+    agents.remove(&aborted).unwrap().abort().unwrap();
+    let key_left = catalog.agent_alive(&aborted).unwrap();
+    say(json!({ "event": "aborted", "node": aborted, "agent_key_left": key_left }));
 
     // Nothing more to do: SIGTERM (the default action) must end the process.
     say(json!({ "event": "idle", "running": agents.keys().collect::<Vec<_>>() }));

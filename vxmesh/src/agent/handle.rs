@@ -21,7 +21,8 @@ pub struct AgentStatus {
     pub applied_revision: u64,
     /// Passes run since the agent started.
     pub passes: u64,
-    /// The errors of the last pass, one line each (empty: the kernel is as the store says).
+    /// The errors of the last pass, one line each (empty: the kernel is as the store says);
+    /// once the agent has ended on an error, that error.
     pub errors: Vec<String>,
     /// The store error of the current spell without the store (`None`: reachable).
     pub store_outage: Option<String>,
@@ -47,9 +48,20 @@ impl AgentStatus {
 pub struct AgentHandle {
     node: String,
     catalog: Catalog,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Stop>,
     status: watch::Receiver<AgentStatus>,
     thread: Option<std::thread::JoinHandle<Result<(), AgentError>>>,
+}
+
+/// What the handle asks of the agent's loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// Keep going.
+    Running,
+    /// Stop and remove the heartbeat key (the node's liveness stays until the lease expires).
+    Clean,
+    /// Stop and leave every key to the lease, as a crash would.
+    Abort,
 }
 
 /// Starts the agent's thread, which enters the namespace and runs the passes.
@@ -61,7 +73,7 @@ pub(super) fn start(
     netns_path: PathBuf,
 ) -> Result<AgentHandle, AgentError> {
     let node = config.node.clone();
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     let (status_tx, status_rx) = watch::channel(AgentStatus::starting(&node));
     let span = tracing::info_span!("agent", node = %node);
     let c = catalog.clone();
@@ -76,7 +88,12 @@ pub(super) fn start(
             }
             // The namespace stays reachable through `netns` until here.
             drop(netns);
-            status_tx.send_modify(|s| s.running = false);
+            status_tx.send_modify(|s| {
+                s.running = false;
+                if let Err(e) = &r {
+                    s.errors = vec![format!("the agent ended: {e}")];
+                }
+            });
             r
         })?;
     Ok(AgentHandle {
@@ -95,7 +112,7 @@ fn run(
     config: AgentConfig,
     netns: &OwnedFd,
     netns_path: PathBuf,
-    stop: watch::Receiver<bool>,
+    stop: watch::Receiver<Stop>,
     status: watch::Sender<AgentStatus>,
 ) -> Result<(), AgentError> {
     nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
@@ -190,11 +207,20 @@ impl AgentHandle {
     /// until its lease expires, so an agent started again within the lease's TTL disturbs
     /// nothing. Returns the error the agent ended with, if it failed on its own.
     pub fn stop(mut self) -> Result<(), AgentError> {
-        self.stop_and_join()
+        self.stop_and_join(Stop::Clean)
     }
 
-    fn stop_and_join(&mut self) -> Result<(), AgentError> {
-        let _ = self.stop.send(true);
+    /// Ends the agent as a crash would (for tests of host failure, and for a caller that is
+    /// going down hard): its threads stop, but its heartbeat key, its node's liveness and its
+    /// health reports stay in the store until the lease expires ([`AgentConfig::lease_ttl`]),
+    /// so the other hosts keep this node's entries and backends until then, exactly as after a
+    /// SIGKILL of `vxmesh agent`. The kernel state stays, as with [`stop`](Self::stop).
+    pub fn abort(mut self) -> Result<(), AgentError> {
+        self.stop_and_join(Stop::Abort)
+    }
+
+    fn stop_and_join(&mut self, how: Stop) -> Result<(), AgentError> {
+        let _ = self.stop.send(how);
         match self.thread.take() {
             Some(t) => t
                 .join()
@@ -215,7 +241,7 @@ impl std::fmt::Debug for AgentHandle {
 
 impl Drop for AgentHandle {
     fn drop(&mut self) {
-        if let Err(e) = self.stop_and_join() {
+        if let Err(e) = self.stop_and_join(Stop::Clean) {
             tracing::warn!(node = %self.node, "agent ended with: {e}");
         }
     }

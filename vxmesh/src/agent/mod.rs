@@ -87,6 +87,22 @@ impl HostNetns {
             path: path.clone(),
             source,
         })?;
+        // A file that opens but is no namespace would only fail later, in setns(2), on the
+        // agent's thread: nsfs is the namespaces' file system (NSFS_MAGIC, linux/magic.h).
+        const NSFS_MAGIC: i64 = 0x6e73_6673;
+        let fs = nix::sys::statfs::fstatfs(&file).map_err(|e| AgentError::Netns {
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        if fs.filesystem_type().0 as i64 != NSFS_MAGIC {
+            return Err(AgentError::Netns {
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "not a network namespace (not a file of nsfs)",
+                ),
+            });
+        }
         Ok((file.into(), path))
     }
 }

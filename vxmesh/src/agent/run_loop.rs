@@ -8,18 +8,19 @@ use overlay_core::reconcile::{Desired, Reconciler, WireguardHandle};
 use overlay_core::store::StoreError;
 use tokio::sync::watch;
 
+use super::handle::Stop;
 use super::wireguard::Wireguard;
 use super::{AgentConfig, AgentError, AgentStatus};
 
 /// Resolves once the handle asked the agent to stop (or was dropped).
-async fn stop_requested(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
+async fn stop_requested(stop: &mut watch::Receiver<Stop>) {
+    let _ = stop.wait_for(|s| *s != Stop::Running).await;
 }
 
 pub(super) async fn run_loop(
     catalog: Catalog,
     config: AgentConfig,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
     status: watch::Sender<AgentStatus>,
 ) -> Result<(), AgentError> {
     // The WireGuard interface is started when the store first holds an encrypted network, so
@@ -254,7 +255,12 @@ pub(super) async fn run_loop(
             _ = stop_requested(&mut stop) => break,
         }
     }
-    heartbeat.stop();
-    tracing::info!(node = %config.node, "agent stopping; kernel state left in place");
+    if *stop.borrow() == Stop::Abort {
+        heartbeat.abandon();
+        tracing::info!(node = %config.node, "agent aborted; its keys left to the lease, kernel state left in place");
+    } else {
+        heartbeat.stop();
+        tracing::info!(node = %config.node, "agent stopping; kernel state left in place");
+    }
     Ok(())
 }
