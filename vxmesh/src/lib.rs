@@ -24,6 +24,9 @@ pub use overlay_core::container::{
     attach_container, detach_container, ContainerError, ContainerSpec,
 };
 pub use overlay_core::model::{Endpoint, Network, Node};
+/// Named network namespaces (`create`, `delete`, `run_in`, `block_on_in`): a container's
+/// namespace for [`attach_container`], or the host's for [`agent::HostNetns`].
+pub use overlay_core::netns;
 pub use overlay_core::store::{SqliteStore, Store, StoreError, StoreOptions, StoreSpec};
 pub use overlay_core::MacAddr;
 pub use services::{
