@@ -339,20 +339,21 @@ impl Orchestrator {
             .collect())
     }
 
-    /// Simulates a host's power cut, for tests and demos: stops its agent and the servers of
-    /// its replicas at once, without draining or removing anything from the store. The
-    /// reconciler replaces them once the host's liveness has expired.
+    /// Simulates a host's power cut, for tests and demos: kills the servers of its replicas,
+    /// then stops its agent, without draining or removing anything from the store. The other
+    /// hosts take its backends out when its heartbeat goes (the agent's stop removes it); the
+    /// reconciler replaces its replicas once its liveness (the agent's lease) has expired.
     pub async fn crash_host(&self, node: &str) -> Result<(), OrchestratorError> {
-        let hosts = self.hosts.clone();
-        let n = node.to_string();
-        tokio::task::spawn_blocking(move || hosts.stop_agent(&n))
-            .await
-            .map_err(|e| OrchestratorError::Io(std::io::Error::other(e)))??;
         for dep in self.deployments.lock().await.values() {
             for r in dep.replicas.iter().filter(|r| r.spec.node == node) {
                 r.stop_server();
             }
         }
+        let hosts = self.hosts.clone();
+        let n = node.to_string();
+        tokio::task::spawn_blocking(move || hosts.stop_agent(&n))
+            .await
+            .map_err(|e| OrchestratorError::Io(std::io::Error::other(e)))??;
         Ok(())
     }
 
