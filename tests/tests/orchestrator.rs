@@ -1,22 +1,26 @@
 //! Issue 11, acceptance 4: the example orchestrator (`examples/orchestrator`), driven as a
-//! library from this process (its agents run here too), on a lab of 3 hosts made with `vxmesh
-//! lab up` whose agent processes it takes over. A client on the lab's outside machine sends
-//! HTTP requests, each on a new connection, to h1's published port 8080 all along:
-//! - deploy 6 replicas (2 per host), a rolling update of all 6, scale 6 → 3 → 6: not one
-//!   request fails;
-//! - h3 "loses power" (its agent stops, its replicas' servers die): the orchestrator puts 2
-//!   new replicas on h1 and h2 once h3's liveness has expired; requests fail only between the
+//! library from this process, on a lab of 3 hosts made with `vxmesh lab up`: it takes over the
+//! agents of h1 and h2 (they run in this process, through `Agent::spawn`) and leaves h3's
+//! `vxmesh agent` process running, so that h3 can be killed the lab's way (SIGKILL: the
+//! agent's heartbeat and liveness stay in the store until its lease expires, as when a
+//! machine dies). A client on the lab's outside machine sends HTTP requests, each on a new
+//! connection, to h1's published port 8080 all along:
+//! - deploy 6 replicas (2 per host), a rolling update of all 6 (never fewer than 6 backends
+//!   up, never more than 7), scale 6 → 3 → 6: not one request fails;
+//! - h3 dies (its replicas' servers and its agent killed): the orchestrator puts 2 new
+//!   replicas on h1 and h2 once h3's liveness has expired; requests fail only between the
 //!   crash and the moment the 6 replicas are healthy again on h1 and h2 and both hosts have
-//!   applied that (the failures are counted), and none after.
+//!   applied that (the failures are counted and printed), and none after.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use vxmesh::NetworkSpec;
+use vxmesh::services::BackendStatus;
+use vxmesh::{Catalog, NetworkSpec, ServiceCatalog};
 use vxmesh_orchestrator::{DeploySpec, HostSpec, Options, Orchestrator, ReplicaStatus};
 use vxmesh_tests::http_loop::{Outcome, RequestLoop};
-use vxmesh_tests::Lab;
+use vxmesh_tests::{run_ok, Lab};
 
 const EVERY: Duration = Duration::from_millis(50);
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,12 +52,20 @@ async fn scenario(lab: &Lab) {
             ..NetworkSpec::default()
         })
         .unwrap();
-    let hosts = HostSpec::take_over_lab(lab.prefix()).expect("take over the lab's hosts");
+    let hosts = HostSpec::take_over_lab(lab.prefix(), &["h3"]).expect("take over h1 and h2");
     let orch = Orchestrator::start(catalog.clone(), hosts, Options::default())
         .await
         .expect("agents started");
-    // The lab's agent processes are gone: the agents run in this process now.
-    assert!(lab.status().hosts.iter().all(|h| !h.agent_running));
+    // The lab's agent processes of h1 and h2 are gone (they run in this process now); h3's
+    // runs.
+    let running: Vec<String> = lab
+        .status()
+        .hosts
+        .into_iter()
+        .filter(|h| h.agent_running)
+        .map(|h| h.name)
+        .collect();
+    assert_eq!(running, ["h3"]);
     let _reconciler = orch.spawn_reconciler();
 
     let mut web = DeploySpec::new("web", 6, "front");
@@ -66,13 +78,32 @@ async fn scenario(lab: &Lab) {
     let client = lab.namespace("client");
     let lp = RequestLoop::start(&client, to, EVERY, TIMEOUT);
     answered_after(&lp, Instant::now(), 20, 6).await;
-    orch.update("web", "v2", Duration::from_millis(500))
-        .await
-        .expect("rolling update");
+    let (updated, up) = counting_up(
+        &catalog,
+        orch.update("web", "v2", Duration::from_millis(500)),
+    )
+    .await;
+    updated.expect("rolling update");
+    // One at a time, the new one up before the old one leaves: never fewer than 6 up, never
+    // more than 7.
+    assert!(
+        up.iter().all(|n| (6..=7).contains(n)),
+        "up during the update: {up:?}"
+    );
     spread(&orch, &["h1", "h2", "h3"], 2, "v2").await;
-    orch.scale("web", 3).await.expect("scale to 3");
+    let (scaled, up) = counting_up(&catalog, orch.scale("web", 3)).await;
+    scaled.expect("scale to 3");
+    assert!(
+        up.iter().all(|n| (3..=6).contains(n)),
+        "up scaling down: {up:?}"
+    );
     spread(&orch, &["h1", "h2", "h3"], 1, "v2").await;
-    orch.scale("web", 6).await.expect("scale to 6");
+    let (scaled, up) = counting_up(&catalog, orch.scale("web", 6)).await;
+    scaled.expect("scale to 6");
+    assert!(
+        up.iter().all(|n| (3..=6).contains(n)),
+        "up scaling up: {up:?}"
+    );
     spread(&orch, &["h1", "h2", "h3"], 2, "v2").await;
     answered_after(&lp, Instant::now(), 20, 6).await;
     let outcomes = lp.stop();
@@ -92,8 +123,23 @@ async fn scenario(lab: &Lab) {
     // h3 dies: its replicas are replaced on h1 and h2.
     let lp = RequestLoop::start(&client, to, EVERY, TIMEOUT);
     answered_after(&lp, Instant::now(), 20, 6).await;
+    let doomed: Vec<String> = orch
+        .ps("web")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.node == "h3")
+        .map(|r| r.netns)
+        .collect();
+    assert_eq!(doomed.len(), 2);
     let crash = Instant::now();
     orch.crash_host("h3").await.expect("crash h3");
+    lab.signal_agent("h3", libc::SIGKILL);
+    // The servers are dead: nothing listens in their namespaces any more.
+    for ns in &doomed {
+        let listening = run_ok("ip", &["netns", "exec", ns, "ss", "-Hltn", "sport = :80"]);
+        assert_eq!(listening.trim(), "", "{ns} still listens");
+    }
     let healed = spread(&orch, &["h1", "h2"], 3, "v2").await;
     let revision = catalog.store().revision().unwrap();
     vxmesh::wait::wait_applied_async(
@@ -124,6 +170,12 @@ async fn scenario(lab: &Lab) {
         last.as_secs_f64(),
         outcomes.iter().filter(|o| o.start >= settled).count()
     );
+    let reasons: BTreeSet<&str> = failed
+        .iter()
+        .filter_map(|o| o.result.as_ref().err())
+        .map(|e| e.split(" after").next().unwrap_or(e))
+        .collect();
+    eprintln!("dead host: the failures were {reasons:?}");
     assert_eq!(before, 0, "failures before the crash: {failed:?}");
     assert_eq!(after, 0, "failures once healed: {failed:?}");
     // The replicas h3 had are gone from the store and from the machine.
@@ -196,6 +248,31 @@ async fn answered_after(lp: &RequestLoop, since: Instant, n: usize, replicas: us
             so_far.last()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs `work`, and meanwhile reads every 100 ms how many backends of `web` the store says
+/// are up; returns its output and the counts seen.
+async fn counting_up<T>(
+    catalog: &Catalog,
+    work: impl std::future::Future<Output = T>,
+) -> (T, BTreeSet<usize>) {
+    let services = ServiceCatalog::of(catalog);
+    let mut seen = BTreeSet::new();
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return (out, seen),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                let snap = services.snapshot().unwrap();
+                let up = snap
+                    .backends(&snap.services["web"])
+                    .iter()
+                    .filter(|b| b.status == BackendStatus::Up)
+                    .count();
+                seen.insert(up);
+            }
+        }
     }
 }
 

@@ -106,6 +106,8 @@ pub struct ReplicaStatus {
     pub address: Ipv4Addr,
     /// Its backend's state in the store: `up`, `draining`, `down`, `unknown`, `node-down`, ….
     pub state: String,
+    /// Its network namespace (`/run/netns/NAME`).
+    pub netns: String,
 }
 
 /// A deployed service: what was asked and the replicas that run.
@@ -127,8 +129,9 @@ pub struct Orchestrator {
 }
 
 impl Orchestrator {
-    /// Starts an agent for every host (in this process) and waits until each has applied the
-    /// store as it is now. Call it on a tokio runtime.
+    /// Starts the agents of the hosts (in this process; see [`HostSpec::agent`]) and waits
+    /// until every host's agent has applied the store as it is now. Call it on a tokio
+    /// runtime.
     ///
     /// Errors: an agent cannot start ([`OrchestratorError::Agent`]), or does not apply the
     /// store within [`Options::apply_timeout`] ([`OrchestratorError::Wait`]).
@@ -335,14 +338,17 @@ impl Orchestrator {
                     .get(r.spec.name.as_str())
                     .unwrap_or(&"absent")
                     .to_string(),
+                netns: r.spec.netns.clone(),
             })
             .collect())
     }
 
     /// Simulates a host's power cut, for tests and demos: kills the servers of its replicas,
-    /// then stops its agent, without draining or removing anything from the store. The other
-    /// hosts take its backends out when its heartbeat goes (the agent's stop removes it); the
-    /// reconciler replaces its replicas once its liveness (the agent's lease) has expired.
+    /// then stops its agent if this process runs it (an agent run elsewhere is the caller's
+    /// to kill), without draining or removing anything from the store. The other hosts take
+    /// its backends out when its heartbeat goes (a stop through the handle removes it at once;
+    /// a killed agent's stays until its lease expires); the reconciler replaces its replicas
+    /// once its liveness (the agent's lease) has expired.
     pub async fn crash_host(&self, node: &str) -> Result<(), OrchestratorError> {
         for dep in self.deployments.lock().await.values() {
             for r in dep.replicas.iter().filter(|r| r.spec.node == node) {

@@ -11,50 +11,58 @@ use vxmesh::Catalog;
 
 use crate::OrchestratorError;
 
-/// One host: its agent's configuration (node name, host namespace, …) and where its replicas'
-/// namespaces are named.
+/// One host: its node name, its network namespace, how its replicas' namespaces are named,
+/// and how this process runs its agent.
 #[derive(Debug, Clone)]
 pub struct HostSpec {
-    /// How its agent runs; `agent.node` is the host's node name in the store.
-    pub agent: AgentConfig,
+    /// The host's node name in the store.
+    pub node: String,
+    /// The host's network namespace (where its containers' veths go).
+    pub netns: HostNetns,
     /// Replica namespaces on this host are named `PREFIX1`, `PREFIX2`, … (a lab host `P-h1`
     /// uses `P-h1-c`, the lab's container names, so `vxmesh lab down` removes them too).
     pub netns_prefix: String,
+    /// The agent this process runs for the host (`agent.node` and `agent.netns` as above);
+    /// `None`: its agent runs elsewhere (another process, e.g. the lab's `vxmesh agent`).
+    pub agent: Option<AgentConfig>,
 }
 
 impl HostSpec {
-    /// The hosts of lab `prefix` (`vxmesh lab up --prefix PREFIX`), configured as the lab
-    /// configures its own agents (state directory, cgroup, BPF pin root, datapath), after
-    /// stopping the lab's agent processes (`vxmesh lab stop-agent`) so that this process can
-    /// run them.
+    /// The hosts of lab `prefix` (`vxmesh lab up --prefix PREFIX`). For every host not named
+    /// in `keep`, the lab's agent process is stopped (`vxmesh lab stop-agent`) and this
+    /// process runs its agent instead, configured as the lab configures its own (state
+    /// directory, cgroup, BPF pin root, datapath); the hosts in `keep` keep theirs.
     ///
     /// Errors: [`OrchestratorError::Lab`] when the lab is not up or an agent cannot be stopped.
-    pub fn take_over_lab(prefix: &str) -> Result<Vec<HostSpec>, OrchestratorError> {
+    pub fn take_over_lab(prefix: &str, keep: &[&str]) -> Result<Vec<HostSpec>, OrchestratorError> {
         let state = LabState::load(prefix)?;
         let mut hosts = Vec::new();
         for h in &state.hosts {
-            vxmesh::lab::stop_agent(prefix, &h.name)?;
-            let mut agent = AgentConfig::new(&h.name, HostNetns::named(&h.namespace));
-            agent.state_dir = vxmesh::lab::host_state_dir(prefix, &h.name);
-            agent.services.cgroup = Some(vxmesh::lab::cgroup::host_cgroup(prefix, &h.name));
-            agent.services.pin_root = vxmesh::lab::bpf::pin_root(prefix);
-            agent.datapath = h.datapath;
+            let netns = HostNetns::named(&h.namespace);
+            let agent = if keep.contains(&h.name.as_str()) {
+                None
+            } else {
+                vxmesh::lab::stop_agent(prefix, &h.name)?;
+                let mut agent = AgentConfig::new(&h.name, netns.clone());
+                agent.state_dir = vxmesh::lab::host_state_dir(prefix, &h.name);
+                agent.services.cgroup = Some(vxmesh::lab::cgroup::host_cgroup(prefix, &h.name));
+                agent.services.pin_root = vxmesh::lab::bpf::pin_root(prefix);
+                agent.datapath = h.datapath;
+                Some(agent)
+            };
             hosts.push(HostSpec {
-                agent,
+                node: h.name.clone(),
+                netns,
                 netns_prefix: format!("{}-c", h.namespace),
+                agent,
             });
         }
         Ok(hosts)
     }
 
-    /// The node name.
-    pub fn node(&self) -> &str {
-        &self.agent.node
-    }
-
     /// The host's namespace file for [`vxmesh::ContainerSpec::host_netns`].
     pub fn netns_path(&self) -> Option<PathBuf> {
-        match &self.agent.netns {
+        match &self.netns {
             HostNetns::Current => None,
             HostNetns::Path(p) => Some(p.clone()),
         }
@@ -69,21 +77,18 @@ pub struct Hosts {
 }
 
 impl Hosts {
-    /// Starts one agent per host. On an error the agents already started are stopped.
+    /// Starts the agent of every host that has one in its spec. On an error the agents
+    /// already started are stopped (dropped).
     ///
     /// Errors: [`OrchestratorError::Agent`] (unknown node, a live agent already runs for it,
     /// the namespace cannot be opened).
     pub fn start(catalog: &Catalog, specs: Vec<HostSpec>) -> Result<Hosts, OrchestratorError> {
         let mut agents = BTreeMap::new();
-        for spec in &specs {
-            let handle = Agent::spawn(catalog.clone(), spec.agent.clone())?;
-            agents.insert(spec.node().to_string(), handle);
+        for (spec, config) in specs.iter().filter_map(|s| Some((s, s.agent.clone()?))) {
+            agents.insert(spec.node.clone(), Agent::spawn(catalog.clone(), config)?);
         }
         Ok(Hosts {
-            specs: specs
-                .into_iter()
-                .map(|s| (s.node().to_string(), s))
-                .collect(),
+            specs: specs.into_iter().map(|s| (s.node.clone(), s)).collect(),
             agents: Mutex::new(agents),
         })
     }
@@ -100,7 +105,7 @@ impl Hosts {
 
     /// Stops `node`'s agent (blocking: it waits for the agent's threads). Its heartbeat goes
     /// at once; its liveness stays in the store until its lease expires. False when this
-    /// process runs no agent for it.
+    /// process runs no agent for it (any more).
     pub fn stop_agent(&self, node: &str) -> Result<bool, OrchestratorError> {
         let handle = self.agents.lock().expect("agents lock").remove(node);
         match handle {

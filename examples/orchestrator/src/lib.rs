@@ -21,7 +21,7 @@
 //! // `front` (`vxmesh network create front --subnet 10.20.0.0/24`).
 //! let lab = vxmesh::lab::LabState::load("vxlab")?;
 //! let catalog = vxmesh::open_catalog(&lab.store)?;
-//! let orch = Orchestrator::start(catalog, HostSpec::take_over_lab("vxlab")?, Options::default()).await?;
+//! let orch = Orchestrator::start(catalog, HostSpec::take_over_lab("vxlab", &[])?, Options::default()).await?;
 //! let _reconciler = orch.spawn_reconciler();
 //! let mut web = DeploySpec::new("web", 6, "front");
 //! web.publish = vec!["8080:80".parse().expect("a published port")];

@@ -29,7 +29,7 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let lab = vxmesh::lab::LabState::load(&args.lab)?;
     let catalog = vxmesh::open_catalog(&lab.store).context("opening the lab's store")?;
-    let hosts = HostSpec::take_over_lab(&args.lab)?;
+    let hosts = HostSpec::take_over_lab(&args.lab, &[])?;
     let orch = Orchestrator::start(catalog, hosts, Options::default()).await?;
     let _reconciler = orch.spawn_reconciler();
     eprintln!("ready: deploy, scale, update, ps (one per line; --help after any)");
