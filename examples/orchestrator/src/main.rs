@@ -6,7 +6,6 @@ mod cli;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use vxmesh_orchestrator::{HostSpec, Options, Orchestrator};
 
 /// Deploys, scales and updates services over a vxmesh lab's hosts.
@@ -34,24 +33,33 @@ async fn main() -> Result<()> {
     let _reconciler = orch.spawn_reconciler();
     eprintln!("ready: deploy, scale, update, ps (one per line; --help after any)");
 
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = true;
+    // stdin is read on a thread of its own: a blocking read must not keep the process alive
+    // after a signal.
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
-            line = lines.next_line(), if stdin_open => match line? {
-                Some(line) if line.trim().is_empty() => {}
-                Some(line) => match cli::Line::try_parse_from(line.split_whitespace()) {
+            // At the end of input the services keep running until a signal.
+            Some(line) = lines.recv() => {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match cli::Line::try_parse_from(line.split_whitespace()) {
                     Ok(l) => {
                         if let Err(e) = cli::run(&orch, l.command).await {
                             eprintln!("error: {e:#}");
                         }
                     }
                     Err(e) => eprintln!("{e}"),
-                },
-                // End of input: keep the services running until a signal.
-                None => stdin_open = false,
-            },
+                }
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
         }
