@@ -14,20 +14,19 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use vxmesh::services::{status_word, BackendStatus, PublishedPort, ServiceSnapshot};
-use vxmesh::wait::{wait_applied_async, WaitError};
-use vxmesh::{
-    netns, BackendSpec, Catalog, HealthCheck, HealthSpec, PortSpec, Proto, ServiceCatalog,
-    ServiceSpec, ServiceUpdate,
-};
+use vxmesh::services::{status_word, PublishedPort};
+use vxmesh::wait::wait_applied_async;
+use vxmesh::{Catalog, HealthCheck, HealthSpec, PortSpec, Proto, ServiceCatalog, ServiceSpec};
+
+mod lifecycle;
 
 use crate::hosts::{HostSpec, Hosts};
 use crate::placement::{place, surplus};
-use crate::replica::{Replica, ReplicaSpec};
+use crate::replica::Replica;
 use crate::OrchestratorError;
 
 /// A service to deploy: `deploy web --replicas 6 --publish 8080:80 --network front`.
@@ -370,7 +369,7 @@ impl Orchestrator {
         let _ = tokio::task::spawn_blocking(move || hosts.stop_all()).await;
     }
 
-    // ---- steps ----
+    // ---- count and placement (a replica joins and leaves in lifecycle.rs) ----
 
     /// Starts replicas until `dep` has `target`.
     async fn grow(&self, dep: &mut Deployment, target: usize) -> Result<(), OrchestratorError> {
@@ -404,152 +403,6 @@ impl Orchestrator {
             .map(str::to_string)
             .ok_or_else(|| OrchestratorError::NoLiveHost(dep.spec.name.clone()))
     }
-
-    /// Starts a replica of `dep` on `node` and admits it (see the module doc); on failure it
-    /// is removed again.
-    async fn start_replica(
-        &self,
-        dep: &mut Deployment,
-        node: &str,
-    ) -> Result<(), OrchestratorError> {
-        let host = self.hosts.get(node).expect("placement picks managed hosts");
-        let (name, ns) = self.next_names(&dep.spec.name, &host.netns_prefix);
-        let spec = ReplicaSpec {
-            name,
-            version: dep.spec.version.clone(),
-            network: dep.spec.network.clone(),
-            node: node.to_string(),
-            host_netns: host.netns_path(),
-            netns: ns,
-            port: dep.spec.port,
-        };
-        let replica = Replica::start(&self.catalog, spec).await?;
-        match self.admit(&dep.spec.name, &replica).await {
-            Ok(()) => {
-                tracing::info!(service = %dep.spec.name, replica = %replica.spec.name, node, "replica up");
-                dep.replicas.push(replica);
-                Ok(())
-            }
-            Err(e) => {
-                self.forget(&dep.spec.name, replica).await;
-                Err(e)
-            }
-        }
-    }
-
-    /// Makes a serving replica a backend of `service`: once every live host knows its
-    /// endpoint; returns once it is healthy and every live host has applied that.
-    async fn admit(&self, service: &str, replica: &Replica) -> Result<(), OrchestratorError> {
-        let name = &replica.spec.name;
-        self.applied_everywhere(self.catalog.store().revision()?)
-            .await?;
-        self.services.update(
-            service,
-            &[ServiceUpdate::AddBackend(BackendSpec::new(name))],
-        )?;
-        let deadline = Instant::now() + self.options.healthy_timeout;
-        let healthy_at = loop {
-            let snap = self.snapshot()?;
-            let status = backend_status(&snap, service, name);
-            if status == Some(BackendStatus::Up) {
-                break snap.revision;
-            }
-            if Instant::now() >= deadline {
-                return Err(OrchestratorError::NotHealthy {
-                    replica: name.clone(),
-                    waited: self.options.healthy_timeout,
-                    status: format!("{status:?}"),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        self.applied_everywhere(healthy_at).await
-    }
-
-    /// Takes a replica out of `service` without breaking a connection, then removes it.
-    async fn drain_and_remove(
-        &self,
-        service: &str,
-        replica: Replica,
-    ) -> Result<(), OrchestratorError> {
-        let name = replica.spec.name.clone();
-        // No new connections (established ones stay) ...
-        self.services
-            .update(service, &[ServiceUpdate::DrainBackend(name.clone())])?;
-        self.applied_everywhere(self.catalog.store().revision()?)
-            .await?;
-        // ... then out of every host's backend map, and only then the server stops.
-        self.services
-            .update(service, &[ServiceUpdate::RemoveBackend(name)])?;
-        self.applied_everywhere(self.catalog.store().revision()?)
-            .await?;
-        replica.remove(&self.catalog).await
-    }
-
-    /// Removes a replica that gets no traffic any more (a dead host's, or one that never
-    /// became healthy) without waiting for anything; errors are logged.
-    async fn forget(&self, service: &str, replica: Replica) {
-        let name = replica.spec.name.clone();
-        if let Err(e) = self
-            .services
-            .update(service, &[ServiceUpdate::RemoveBackend(name.clone())])
-        {
-            tracing::debug!(replica = %name, "removing the backend: {e}");
-        }
-        if let Err(e) = replica.remove(&self.catalog).await {
-            tracing::warn!(replica = %name, "removing the replica: {e}");
-        }
-    }
-
-    /// Waits until every host whose agent runs has applied `revision`. The set of hosts is
-    /// read again every 2 s, so a host that dies meanwhile does not hold the wait up.
-    async fn applied_everywhere(&self, revision: u64) -> Result<(), OrchestratorError> {
-        let deadline = Instant::now() + self.options.apply_timeout;
-        loop {
-            let nodes = self.running(&self.snapshot()?);
-            let r = wait_applied_async(
-                self.catalog.clone(),
-                nodes,
-                revision,
-                Duration::from_secs(2),
-            )
-            .await;
-            match r {
-                Ok(statuses) => {
-                    for (node, s) in statuses.iter().filter(|(_, s)| !s.errors.is_empty()) {
-                        tracing::warn!(node, errors = ?s.errors, "host applied with errors");
-                    }
-                    return Ok(());
-                }
-                Err(WaitError::Timeout { .. }) if Instant::now() < deadline => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// The managed hosts whose agent's heartbeat is in `snap`, by name.
-    fn running(&self, snap: &ServiceSnapshot) -> Vec<String> {
-        self.hosts
-            .names()
-            .into_iter()
-            .filter(|h| snap.live_agents.contains(h))
-            .collect()
-    }
-
-    fn snapshot(&self) -> Result<ServiceSnapshot, OrchestratorError> {
-        Ok(self.services.snapshot()?)
-    }
-
-    /// A replica name (`SERVICE.N`) and a namespace name (`PREFIXN`) not in use yet.
-    fn next_names(&self, service: &str, netns_prefix: &str) -> (String, String) {
-        loop {
-            let n = self.next_replica.fetch_add(1, Ordering::Relaxed);
-            let ns = format!("{netns_prefix}{n}");
-            if !netns::exists(&ns) {
-                return (format!("{service}.{n}"), ns);
-            }
-        }
-    }
 }
 
 fn deployment<'a>(
@@ -559,13 +412,4 @@ fn deployment<'a>(
     deployments
         .get_mut(service)
         .ok_or_else(|| OrchestratorError::Unknown(service.into()))
-}
-
-/// The status of backend `endpoint` of `service` in `snap` (`None`: no such backend).
-fn backend_status(snap: &ServiceSnapshot, service: &str, endpoint: &str) -> Option<BackendStatus> {
-    let svc = snap.services.get(service)?;
-    snap.backends(svc)
-        .into_iter()
-        .find(|b| b.backend.endpoint == endpoint)
-        .map(|b| b.status)
 }
