@@ -1,5 +1,5 @@
-//! How one replica joins a service and leaves it, in the order the controller's module doc gives,
-//! and the waits in between.
+//! How one replica joins a service and leaves it, in the order the controller's module doc
+//! gives, and the waits in between.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
