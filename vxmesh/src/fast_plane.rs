@@ -183,7 +183,7 @@ fn network_state(
     }
 }
 
-/// What the fast path's maps should hold on this host: [`network_state`] of every network
+/// What the fast path's maps should hold on this host: `network_state` of every network
 /// it builds.
 pub fn wanted_state(
     desired: &Desired,

@@ -70,7 +70,28 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// A reader that stops early (`vxmesh lab status | head -1`) closes the pipe: Rust ignores
+/// SIGPIPE, so `println!` then panics with EPIPE. That ends the program quietly with the status a
+/// shell gives a process SIGPIPE killed (128 + 13), instead of a panic message. (SIGPIPE itself
+/// stays ignored, so a reset store connection is an error to handle, never a silent death.)
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(128 + libc::SIGPIPE);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

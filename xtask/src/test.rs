@@ -110,9 +110,20 @@ pub fn test(passthrough: &[String]) -> Result<()> {
     heading("building the workspace (cargo build --workspace --all-targets)");
     util::run(util::cargo().args(["build", "--workspace", "--all-targets"]))?;
 
-    heading("running the tests (cargo test --workspace); they create network namespaces");
+    // Issue 11: the facade's rustdoc builds without a warning (broken links included). Its
+    // doc tests run with the workspace's tests below (`cargo test --workspace` runs them).
+    heading("checking the facade's documentation (cargo doc --no-deps -p vxmesh, -D warnings)");
+    let docs_ok = util::run(
+        util::cargo()
+            .args(["doc", "--no-deps", "-p", "vxmesh"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )
+    .inspect_err(|e| eprintln!("{e:#}"))
+    .is_ok();
+
+    heading("running the tests (cargo test --workspace, doc tests included); they create network namespaces");
     let mut totals = Totals::default();
-    let mut ok = run_tests(&["--workspace"], passthrough, None, &mut totals)?;
+    let mut ok = run_tests(&["--workspace"], passthrough, None, &mut totals)? && docs_ok;
 
     if !selects_targets(passthrough) {
         // Acceptance 2 of the etcd issue: the same test bodies with every lab on etcd.
@@ -148,6 +159,9 @@ pub fn test(passthrough: &[String]) -> Result<()> {
         "tests: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.ignored
     );
+    if !docs_ok {
+        println!("documentation: `cargo doc -p vxmesh` had warnings (see above)");
+    }
     if !ok || totals.failed > 0 {
         bail!("tests failed");
     }

@@ -70,6 +70,8 @@ pub fn run(cmd: NodeCmd, catalog: &Catalog, json: bool) -> Result<()> {
                         .and_then(|h| h.store_outage.as_ref())
                 })
                 .collect();
+            // What each running agent reports: the revision it applied, its last errors.
+            let statuses = vxmesh::wait::agent_statuses(catalog)?;
             if json {
                 let rows: Vec<serde_json::Value> = nodes
                     .iter()
@@ -78,6 +80,8 @@ pub fn run(cmd: NodeCmd, catalog: &Catalog, json: bool) -> Result<()> {
                     .map(|((n, a), o)| {
                         let mut v = serde_json::to_value(n).expect("a node serializes");
                         v["agent"] = a.clone().into();
+                        v["agent_status"] =
+                            serde_json::to_value(statuses.get(&n.name)).expect("serializes");
                         v["store_outage"] = serde_json::to_value(o).expect("serializes");
                         v
                     })
@@ -94,6 +98,12 @@ pub fn run(cmd: NodeCmd, catalog: &Catalog, json: bool) -> Result<()> {
                             n.name.clone(),
                             n.underlay.to_string(),
                             agent.clone(),
+                            statuses
+                                .get(&n.name)
+                                .map_or("-".into(), |s| match s.errors.len() {
+                                    0 => s.applied_revision.to_string(),
+                                    e => format!("{} ({e} errors)", s.applied_revision),
+                                }),
                             outage.map_or("-".into(), describe_outage),
                             wg.and_then(|w| w.tunnel_ip)
                                 .map_or("-".into(), |ip| ip.to_string()),
@@ -115,6 +125,7 @@ pub fn run(cmd: NodeCmd, catalog: &Catalog, json: bool) -> Result<()> {
                         "NAME",
                         "UNDERLAY",
                         "AGENT",
+                        "APPLIED",
                         "LAST STORE OUTAGE",
                         "TUNNEL",
                         "WG PORT",

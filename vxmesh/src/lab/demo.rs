@@ -42,11 +42,15 @@ const READY_WITHIN: Duration = Duration::from_secs(60);
 pub struct LabReplica {
     /// The name it answers with (its container's name).
     pub name: String,
+    /// The container it runs in.
     pub container: String,
+    /// The host of that container.
     pub host: String,
     /// Its container's address on the network.
     pub address: Ipv4Addr,
+    /// The TCP port it listens on.
     pub port: u16,
+    /// The PID of its process, when `lab up` started one.
     pub pid: Option<u32>,
     /// Start time (clock ticks after boot, /proc/PID/stat field 22) of the process `lab up`
     /// started: with the PID and the command line it proves a process is this replica.
@@ -60,12 +64,15 @@ pub struct LabReplica {
 /// The demo service of a lab made with `--replicas`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabDemo {
+    /// The service's name ([`DEMO_SERVICE`]).
     pub service: String,
+    /// The network of its VIP and replicas.
     pub network: String,
     /// The service's port (= the replicas' port).
     pub port: u16,
     /// The port published on every host's underlay address.
     pub published: u16,
+    /// Its replicas, one per container chosen.
     pub replicas: Vec<LabReplica>,
 }
 

@@ -30,13 +30,16 @@ const CLIENT_PORTS: [u16; 3] = [2379, 12379, 22379];
 /// One member as `lab up` started it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabEtcdMember {
+    /// The member's name.
     pub name: String,
     /// `127.0.0.1:PORT` inside the etcd namespace.
     pub client: String,
+    /// The PID of its process, when it was started.
     pub pid: Option<u32>,
     /// Start time (clock ticks after boot): with the PID and the command line it proves a
     /// process is this member before anything signals it.
     pub start_time: Option<u64>,
+    /// Filled by `lab status`: the process is there.
     #[serde(default)]
     pub running: bool,
 }
@@ -44,7 +47,9 @@ pub struct LabEtcdMember {
 /// The lab's etcd cluster.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabEtcd {
+    /// The network namespace the members run in (`PREFIX-etcd`).
     pub namespace: String,
+    /// The three members.
     pub members: Vec<LabEtcdMember>,
 }
 

@@ -38,28 +38,46 @@ pub const UNDERLAY_IF: &str = "eth0";
 /// Every container's interface.
 pub const CONTAINER_IF: &str = "eth0";
 
+/// Errors of the lab's operations.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
+    /// A bad lab parameter; `field` names it.
     #[error("invalid {field} '{value}': {reason}")]
     Invalid {
+        /// The parameter (`prefix`, `hosts`, ...).
         field: &'static str,
+        /// The value given.
         value: String,
+        /// What a good value is.
         reason: String,
     },
+    /// A lab with this prefix is up already.
     #[error("lab '{0}' is already up; run `vxmesh lab down --prefix {0}` first")]
     AlreadyUp(String),
+    /// No lab with this prefix is up (the prefix, its state directory).
     #[error("lab '{0}' is not up (no state in {1})")]
     NotUp(String, String),
+    /// No host, container or client of the lab has this name.
     #[error("unknown lab host or container '{0}' (see `vxmesh lab status`)")]
     UnknownMember(String),
+    /// A file or process operation failed.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done.
         context: String,
+        /// The error of the operating system.
         #[source]
         source: std::io::Error,
     },
+    /// A step of building or changing the lab failed.
     #[error("{context}: {message}")]
-    Step { context: String, message: String },
+    Step {
+        /// What was being done.
+        context: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// `lab down` removed what it could; these are the parts it could not.
     #[error("lab down finished with {} error(s): {}", .0.len(), .0.join("; "))]
     Teardown(Vec<String>),
 }
@@ -76,16 +94,22 @@ impl LabError {
 /// A simulated host.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabHost {
+    /// The host's lab name (`h1`, `h2`, ...): its node name in the store.
     pub name: String,
+    /// Its network namespace (`PREFIX-h1`).
     pub namespace: String,
+    /// Its underlay interface ([`UNDERLAY_IF`]).
     pub interface: String,
+    /// Its underlay address (the node's underlay address in the store).
     pub address: Ipv4Addr,
+    /// The PID of its agent, when `lab up` (or `lab start-agent`) started one.
     pub agent_pid: Option<u32>,
     /// The agent's start time (clock ticks after boot, /proc/PID/stat field 22), recorded when
     /// `lab up` started it: with the PID and the command line it proves a process is this
     /// agent before anything signals it (PIDs are reused). Absent in older state files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_start_time: Option<u64>,
+    /// Filled by `lab status`: its agent runs.
     #[serde(default)]
     pub agent_running: bool,
     /// The datapath its agent runs (`agent --datapath`): the lab's, or what `lab start-agent
@@ -131,37 +155,58 @@ pub fn is_agent_of(args: &[String], namespace: &str) -> bool {
             .any(|w| w[0] == "--netns" && w[1] == namespace)
 }
 
+/// An overlay network of the lab.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabNetwork {
+    /// The network's name (`net1`, ...).
     pub name: String,
+    /// Its subnet (CIDR).
     pub subnet: String,
+    /// Its VXLAN network identifier.
     pub vni: u32,
+    /// Its gateway address (the containers' default route and nameserver).
     pub gateway: Ipv4Addr,
     /// Carried inside WireGuard between the hosts.
     #[serde(default)]
     pub encrypted: bool,
 }
 
+/// A container of the lab: a network namespace attached to one network on one host.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabContainer {
+    /// The container's lab name (`h1-c1`): its endpoint id.
     pub name: String,
+    /// The host it runs on.
     pub host: String,
+    /// Its network namespace (`PREFIX-h1-c1`).
     pub namespace: String,
+    /// The network it is attached to.
     pub network: String,
+    /// Its interface inside the namespace ([`CONTAINER_IF`]).
     pub interface: String,
+    /// Its address on the network.
     pub address: Ipv4Addr,
+    /// Its MAC address (`aa:bb:cc:dd:ee:ff`).
     pub mac: String,
 }
 
 /// What a lab is made of; written to `state.json` as it is built.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabState {
+    /// The lab's prefix.
     pub prefix: String,
+    /// The store every agent and command of the lab uses: an SQLite path, or the etcd
+    /// cluster's URL.
     pub store: PathBuf,
+    /// The namespace of the underlay switch ([`SWITCH_BRIDGE`]).
     pub switch_namespace: String,
+    /// The underlay's subnet (CIDR).
     pub underlay_subnet: String,
+    /// The simulated hosts.
     pub hosts: Vec<LabHost>,
+    /// The overlay networks.
     pub networks: Vec<LabNetwork>,
+    /// The containers.
     pub containers: Vec<LabContainer>,
     /// The lab's cgroup: a child per host (its agent's `--cgroup`), and below it one per
     /// container of the host.
@@ -189,7 +234,9 @@ pub struct LabState {
 /// The lab's outside client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabClient {
+    /// Its network namespace.
     pub namespace: String,
+    /// Its address on the underlay.
     pub address: Ipv4Addr,
 }
 
@@ -198,6 +245,8 @@ pub const CLIENT: &str = "client";
 /// The client's underlay address: 10.99.0.250 (hosts take .1 up to .50).
 pub const CLIENT_HOST_OCTET: u8 = 250;
 
+/// The state directory of lab `prefix`: `STATE_ROOT/PREFIX` (its `state.json`, the hosts'
+/// state directories).
 pub fn state_dir(prefix: &str) -> PathBuf {
     Path::new(STATE_ROOT).join(prefix)
 }
@@ -212,6 +261,8 @@ fn state_file(prefix: &str) -> PathBuf {
 }
 
 impl LabState {
+    /// Reads the state of lab `prefix` as `lab up` recorded it. Errors: [`LabError::NotUp`]
+    /// when it has none, [`LabError::Io`] or [`LabError::Step`] when it cannot be read or parsed.
     pub fn load(prefix: &str) -> Result<LabState, LabError> {
         let path = state_file(prefix);
         let text = std::fs::read(&path).map_err(|e| match e.kind() {

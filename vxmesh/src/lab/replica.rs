@@ -45,15 +45,22 @@ pub struct ReplicaSpec {
 /// Errors of [`serve`].
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
+    /// A bad parameter; `field` names it.
     #[error("invalid {field} '{value}': {reason}")]
     Invalid {
+        /// The parameter.
         field: &'static str,
+        /// The value given.
         value: String,
+        /// What a good value is.
         reason: &'static str,
     },
+    /// A socket or runtime operation failed.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done.
         context: String,
+        /// The error of the operating system.
         #[source]
         source: std::io::Error,
     },

@@ -2,6 +2,9 @@
 
 use super::{LabError, LabState};
 
+/// The state of lab `prefix` with what runs now: each host's agent, the demo's replicas and
+/// the etcd members are checked (same PID, start time and command line). Errors: a bad
+/// prefix, [`LabError::NotUp`], an unreadable state file.
 pub fn status(prefix: &str) -> Result<LabState, LabError> {
     super::check_prefix(prefix)?;
     let mut state = LabState::load(prefix)?;

@@ -22,9 +22,14 @@ use super::{
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct LabSpec {
+    /// Names everything the lab makes (`PREFIX-h1`, `PREFIX-h1-c1`, ...); see
+    /// [`super::check_prefix`].
     pub prefix: String,
+    /// Simulated hosts, 1 to 50.
     pub hosts: u32,
+    /// Containers on each host, 0 to 50, spread over the networks.
     pub containers_per_host: u32,
+    /// Overlay networks (`net1`, `net2`, ...), 1 to 50.
     pub networks: u32,
     /// How many of the networks (net1, net2, … first) are encrypted with WireGuard.
     pub encrypted_networks: u32,

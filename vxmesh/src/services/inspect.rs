@@ -21,10 +21,17 @@ use super::view::{status_word, ServiceView};
 /// ([`NodeInspection`] for every node in the store, sorted by name).
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceInspection {
+    /// The service as configured.
     pub service: ServiceView,
+    /// True when the service's network was removed: it has no table and can only be
+    /// removed.
     pub orphaned: bool,
+    /// The store revision everything was read at.
     pub revision: u64,
+    /// Every backend, in the service's order.
     pub backends: Vec<BackendInspection>,
+    /// Every node of the store, sorted by name, with what its kernel holds when its pins
+    /// are on this machine.
     pub nodes: Vec<NodeInspection>,
 }
 
@@ -40,15 +47,25 @@ pub struct ServiceInspection {
 /// `counters` ([`BackendCounters`] per node on this machine).
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendInspection {
+    /// The backend's endpoint id (in the service's network).
     pub endpoint: String,
+    /// The kernel's backend id (unique over all services, never reused).
     pub id: u32,
+    /// Relative share of new flows.
     pub weight: u32,
+    /// As configured: active, or draining (no new flows).
     pub state: BackendState,
+    /// The node of its endpoint; `None` when the endpoint is gone.
     pub node: Option<String>,
+    /// The address of its endpoint; `None` when the endpoint is gone.
     pub ip: Option<Ipv4Addr>,
+    /// [`status_word`] of its status by the store.
     pub status: &'static str,
+    /// The last health report of its node's agent; `None` when there is none.
     pub health: Option<HealthRecord>,
+    /// Its slots in the Maglev table the store's state gives (0 when out or draining).
     pub table_slots: u32,
+    /// Its counters in each kernel whose pins are on this machine.
     pub counters: Vec<BackendCounters>,
 }
 
@@ -62,10 +79,18 @@ pub struct BackendInspection {
 /// tc path, and connect()s and first sendmsg()s of sockets the socket hooks sent to it).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct BackendCounters {
+    /// The node whose kernel counted.
     pub node: String,
+    /// The backend is in that node's backend map.
     pub programmed: bool,
+    /// Packets the tc programs translated to it, and UDP datagrams the socket hooks sent
+    /// to it.
     pub packets: u64,
+    /// Frame bytes of the packets the tc programs translated (the socket path counts
+    /// none).
     pub bytes: u64,
+    /// New flows of the tc path, and connects and first sendmsgs of sockets the socket
+    /// hooks sent to it.
     pub connections: u64,
 }
 
@@ -80,12 +105,20 @@ pub struct BackendCounters {
 /// service refused for want of a backend).
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeInspection {
+    /// The node's name.
     pub node: String,
+    /// Its pin directory: `<pin root>/<node>`.
     pub pin_dir: PathBuf,
+    /// The pin directory exists here; when false every field below is `None`.
     pub on_this_host: bool,
+    /// Why the pins that exist could not be read; `None` when they could.
     pub error: Option<String>,
+    /// The fill of the node's whole connection table.
     pub conntrack: Option<ConntrackFill>,
+    /// This service's Maglev table in that kernel; `None` when there is none (no backend
+    /// up, or not programmed yet).
     pub maglev: Option<KernelTable>,
+    /// Packets and connects to the service refused for want of a backend.
     pub no_backend_drops: Option<u64>,
 }
 
@@ -95,9 +128,13 @@ pub struct NodeInspection {
 /// (entries it holds), `fill_percent` (entries / capacity × 100).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConntrackFill {
+    /// Entries in use: both directions of every flow.
     pub entries: u64,
+    /// Translated flows.
     pub flows: u64,
+    /// Entries the table holds.
     pub capacity: u32,
+    /// `entries / capacity × 100`.
     pub fill_percent: f64,
 }
 
@@ -107,7 +144,9 @@ pub struct ConntrackFill {
 /// table, bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KernelTable {
+    /// The table size M in the kernel (slots).
     pub slots: u32,
+    /// Kernel memory of the table, bytes.
     pub memory_bytes: u64,
 }
 

@@ -44,8 +44,63 @@ use overlay_core::model::Network;
 
 pub use overlay_core::validate::ValidationError;
 
+/// Services in the store: create, list, get, update (backends, health check, published
+/// ports, mode) and remove, each one compare-and-swap transaction; cheap to clone.
+///
+/// # Example
+///
+/// ```
+/// use vxmesh::services::{BackendStatus, HealthStatus};
+/// use vxmesh::{BackendSpec, EndpointSpec, NetworkSpec, ServiceCatalog, ServiceSpec, ServiceUpdate};
+///
+/// # fn main() -> vxmesh::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let catalog = vxmesh::open_catalog(&dir.path().join("store.db"))?;
+/// catalog.create_network(&NetworkSpec {
+///     name: "front".into(),
+///     subnet: "10.20.0.0/24".into(),
+///     ..Default::default()
+/// })?;
+/// catalog.add_node("h1", "192.0.2.1".parse().unwrap())?;
+/// for id in ["web1", "web2"] {
+///     catalog.add_endpoint(&EndpointSpec {
+///         network: "front".into(),
+///         node: "h1".into(),
+///         id: Some(id.into()),
+///         ..Default::default()
+///     })?;
+/// }
+/// let services = ServiceCatalog::of(&catalog);
+/// let web = services.create(&ServiceSpec {
+///     name: "web".into(),
+///     network: "front".into(),
+///     ports: vec!["80:8080/tcp".parse()?],
+///     backends: vec![BackendSpec::new("web1"), "web2:3".parse()?], // web2 with weight 3
+///     health: vxmesh::HealthSpec {
+///         check: "http:/healthz".parse()?,
+///         ..Default::default()
+///     },
+///     ..Default::default()
+/// })?;
+/// assert_eq!(web.vip.to_string(), "10.20.0.4"); // the next free address of the subnet
+///
+/// // h1's agent is live and reports web1 up, web2 down (normally from its health checks).
+/// catalog.announce_agent("h1", std::time::Duration::from_secs(60))?;
+/// services.report_health("web", "web1", "h1", HealthStatus::Up, "HTTP 200", None)?;
+/// services.report_health("web", "web2", "h1", HealthStatus::Down, "HTTP 500", None)?;
+/// // Draining: healthy, in the kernel's backend map, but no new flows.
+/// services.update("web", &[ServiceUpdate::DrainBackend("web1".into())])?;
+/// let snap = services.snapshot()?;
+/// let status: Vec<_> = snap.backends(&snap.services["web"]).into_iter().map(|b| b.status).collect();
+/// assert!(matches!(status[..], [BackendStatus::Draining, BackendStatus::Down { .. }]), "{status:?}");
+///
+/// services.remove("web")?;
+/// assert!(services.list()?.is_empty());
+/// # Ok(()) }
+/// ```
+pub use ingress_lb::catalog::ServiceCatalog;
 pub use ingress_lb::catalog::{
-    BackendStatus, HealthChange, HealthRecord, HealthStatus, ServiceCatalog, ServiceError,
+    BackendStatus, BackendView, HealthChange, HealthRecord, HealthStatus, ServiceError,
     ServiceSnapshot, ServiceUpdate,
 };
 pub use ingress_lb::service::validate;

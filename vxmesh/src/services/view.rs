@@ -21,19 +21,30 @@ use serde::Serialize;
 /// port, proto}]`, the routing mesh's published ports), `mode` (`default`|`dsr`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServiceView {
+    /// The service's name.
     pub name: String,
+    /// The network of its VIP and backends.
     pub network: String,
+    /// The kernel's service id.
     pub id: u32,
+    /// The virtual IP, from the network's subnet.
     pub vip: Ipv4Addr,
+    /// The VIP's ports and the backends' target ports.
     pub ports: Vec<ServicePort>,
+    /// Every backend as configured.
     pub backends: Vec<Backend>,
+    /// The health check.
     pub health: HealthView,
+    /// Whether a client sticks to one backend.
     pub affinity: Affinity,
+    /// The Maglev table size the user set; `None`: automatic.
     pub maglev_table_size: Option<u32>,
     /// Slots of the Maglev table; null only for a record with more backends than a table can
     /// hold (refused on write).
     pub table_size: Option<u32>,
+    /// The routing mesh's published ports (on every host's underlay address).
     pub publish: Vec<PublishedPort>,
+    /// How replies of the routing mesh go back: through the ingress host, or DSR.
     pub mode: Mode,
 }
 
@@ -43,10 +54,15 @@ pub struct ServiceView {
 /// `timeout_ms` (milliseconds), `rise`, `fall` (consecutive results).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthView {
+    /// `none`, `tcp` or `http:PATH`: the flag's form.
     pub check: String,
+    /// Time between checks, ms.
     pub interval_ms: u32,
+    /// How long one check may take, ms.
     pub timeout_ms: u32,
+    /// Consecutive successes that make a down backend up.
     pub rise: u32,
+    /// Consecutive failures that make an up backend down.
     pub fall: u32,
 }
 
@@ -88,15 +104,18 @@ impl From<&Service> for ServiceView {
 /// network was removed: it gets no table and can only be removed).
 #[derive(Debug, Clone, Serialize)]
 pub struct ListedService {
+    /// The service as configured.
     #[serde(flatten)]
     pub service: ServiceView,
+    /// Backends taking new flows: up and not draining.
     pub backends_up: usize,
+    /// True when the service's network was removed.
     pub orphaned: bool,
 }
 
 /// The word for a backend's status, as `service inspect` shows it: `up`, `draining`,
 /// `down`, `unknown` (no health report yet), `node-down` (its node's agent heartbeat is
-/// missing) or `endpoint-gone`.
+/// missing), `endpoint-gone` or `node-gone` (its node's agent lease expired).
 pub fn status_word(s: &BackendStatus) -> &'static str {
     match s {
         BackendStatus::Up => "up",
