@@ -10,7 +10,8 @@
 //!
 //! Host liveness comes from the store, as any process would see it: a host takes new
 //! replicas while its agent's heartbeat is there; its replicas are moved once its liveness
-//! (the agent's lease) has expired.
+//! (the agent's lease) has expired, which the reconciler learns from the store's typed watch
+//! ([`vxmesh::watch::Watcher`], `Change::Alive`).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use vxmesh::services::{status_word, PublishedPort};
 use vxmesh::wait::wait_applied_async;
+use vxmesh::watch::{Change, Watcher};
 use vxmesh::{Catalog, HealthCheck, HealthSpec, PortSpec, Proto, ServiceCatalog, ServiceSpec};
 
 mod lifecycle;
@@ -77,17 +79,17 @@ pub struct Options {
     pub apply_timeout: Duration,
     /// Longest wait for a new replica's node to report it healthy.
     pub healthy_timeout: Duration,
-    /// How often the background reconciler looks at the hosts and the counts.
-    pub tick: Duration,
+    /// The background reconciler runs when a host's liveness ends, and at least this often.
+    pub resync: Duration,
 }
 
 impl Default for Options {
-    /// 30 s, 30 s, 500 ms.
+    /// 30 s, 30 s, 2 s.
     fn default() -> Self {
         Options {
             apply_timeout: Duration::from_secs(30),
             healthy_timeout: Duration::from_secs(30),
-            tick: Duration::from_millis(500),
+            resync: Duration::from_secs(2),
         }
     }
 }
@@ -290,14 +292,27 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Runs [`Orchestrator::reconcile`] every [`Options::tick`] until the orchestrator is
+    /// Runs [`Orchestrator::reconcile`] whenever the store's typed watch reports that a host's
+    /// liveness ended, and at least every [`Options::resync`], until the orchestrator is
     /// dropped (or the task aborted); errors are logged.
     pub fn spawn_reconciler(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let me: Weak<Orchestrator> = Arc::downgrade(self);
-        let tick = self.options.tick;
+        let (catalog, resync) = (self.catalog.clone(), self.options.resync);
         tokio::spawn(async move {
+            let mut watcher = Watcher::from_now(&catalog).ok();
             loop {
-                tokio::time::sleep(tick).await;
+                match watcher.as_mut() {
+                    Some(w) => {
+                        if let Err(e) = host_gone_within(w, resync).await {
+                            tracing::warn!("watching the store: {e}");
+                            watcher = None;
+                        }
+                    }
+                    None => {
+                        tokio::time::sleep(resync).await;
+                        watcher = Watcher::from_now(&catalog).ok();
+                    }
+                }
                 let Some(o) = me.upgrade() else { return };
                 if let Err(e) = o.reconcile().await {
                     tracing::warn!("reconcile: {e}");
@@ -402,6 +417,28 @@ impl Orchestrator {
         place(live, &current)
             .map(str::to_string)
             .ok_or_else(|| OrchestratorError::NoLiveHost(dep.spec.name.clone()))
+    }
+}
+
+/// Returns when `watcher` reports a host's liveness ending (or changes it missed), or after
+/// `timeout`.
+async fn host_gone_within(watcher: &mut Watcher, timeout: Duration) -> vxmesh::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        let changes = watcher.next_async(left).await?;
+        let gone = |c: &Change| {
+            matches!(
+                c,
+                Change::Alive { alive: false, .. } | Change::Resync { .. }
+            )
+        };
+        if changes.iter().any(gone) {
+            return Ok(());
+        }
     }
 }
 
