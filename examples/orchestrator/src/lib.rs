@@ -34,7 +34,13 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Tested by `tests/tests/orchestrator.rs`, which drives this library in its own process.
+//! Tested by `tests/tests/orchestrator.rs`, which drives this library in the test's own
+//! process on a 3-host lab: it takes over the agents of h1 and h2 ([`HostSpec::take_over_lab`]
+//! with `keep = ["h3"]`) and leaves h3's `vxmesh agent` process to the lab, so that the test
+//! can kill it with SIGKILL (an agent stopped through its handle removes its heartbeat at
+//! once; a killed one's stays until its lease expires, as when a machine dies). Through h1's
+//! published port, a client loop sees no failure during a rolling update of 6 replicas and
+//! scale 6 → 3 → 6, and failures only until the dead host's replicas are replaced.
 
 #![deny(missing_docs)]
 
