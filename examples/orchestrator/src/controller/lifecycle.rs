@@ -47,11 +47,7 @@ impl Orchestrator {
 
     /// Makes a serving replica a backend of `service`: once every live host knows its
     /// endpoint; returns once it is healthy and every live host has applied that.
-    pub(super) async fn admit(
-        &self,
-        service: &str,
-        replica: &Replica,
-    ) -> Result<(), OrchestratorError> {
+    async fn admit(&self, service: &str, replica: &Replica) -> Result<(), OrchestratorError> {
         let name = &replica.spec.name;
         self.applied_everywhere(self.catalog.store().revision()?)
             .await?;
@@ -153,7 +149,7 @@ impl Orchestrator {
     }
 
     /// A replica name (`SERVICE.N`) and a namespace name (`PREFIXN`) not in use yet.
-    pub(super) fn next_names(&self, service: &str, netns_prefix: &str) -> (String, String) {
+    fn next_names(&self, service: &str, netns_prefix: &str) -> (String, String) {
         loop {
             let n = self.next_replica.fetch_add(1, Ordering::Relaxed);
             let ns = format!("{netns_prefix}{n}");
