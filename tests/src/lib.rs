@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod etcd;
 pub mod fast;
 pub mod http_loop;
+pub mod leftovers;
 pub mod mesh;
 pub mod pcap;
 pub mod podman;
@@ -159,6 +160,9 @@ pub struct LabState {
     /// The lab's etcd cluster, when it runs on etcd.
     #[serde(default)]
     pub etcd: Option<vxmesh::lab::etcd::LabEtcd>,
+    /// The outside client on the underlay switch (`lab exec client`).
+    #[serde(default)]
+    pub client: Option<vxmesh::lab::LabClient>,
 }
 
 /// The store the lab tests run on: `VXMESH_TEST_STORE=etcd` runs every lab on a 3-member
@@ -233,6 +237,7 @@ impl Lab {
                 cgroup: None,
                 bpf_pin_root: None,
                 etcd: None,
+                client: None,
             },
         };
         // From here on, drop tears the lab down.

@@ -10,8 +10,15 @@ use crate::capture::Capture;
 use crate::services::{lab_exec_output, tally};
 use crate::{wait_until, Lab};
 
-/// The lab's outside client (`lab exec client`), as every host sees it.
-pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 250);
+/// The underlay address of the lab's outside client (`lab exec client`), as every host sees
+/// it (in the lab's underlay subnet, `lab up --underlay`).
+pub fn client_addr(lab: &Lab) -> Ipv4Addr {
+    lab.state
+        .client
+        .as_ref()
+        .expect("lab status shows the outside client")
+        .address
+}
 
 /// Hosts of `lab`, by name.
 pub fn host_names(lab: &Lab) -> Vec<String> {

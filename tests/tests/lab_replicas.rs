@@ -11,7 +11,6 @@ use overlay_core::process::{Pidfd, ProcessIdentity};
 use vxmesh_tests::services::{lab_exec_output, tally};
 use vxmesh_tests::{run, unique, vxmesh_bin, Lab};
 
-const CLIENT_ADDR: &str = "10.99.0.250";
 /// New connections through each host's published port.
 const PER_HOST: usize = 300;
 
@@ -117,7 +116,7 @@ fn replicas_answer_through_every_host_and_go_with_lab_down() {
         for (replica, seen) in &addrs {
             assert_eq!(
                 seen,
-                &vec![CLIENT_ADDR.to_string()],
+                &vec![vxmesh_tests::mesh::client_addr(&lab).to_string()],
                 "{replica} through {h}"
             );
         }

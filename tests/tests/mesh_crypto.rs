@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 
 use vxmesh_tests::crypto::{self, arrives, inject, udp_dst_port};
-use vxmesh_tests::mesh::{self, between_hosts, host_names, ipv4_ends, CLIENT_ADDR};
+use vxmesh_tests::mesh::{self, between_hosts, host_names, ipv4_ends};
 use vxmesh_tests::services::{self, Nginx};
 use vxmesh_tests::{pcap, Lab};
 
@@ -24,6 +24,7 @@ const REQUESTS: usize = 60;
 /// Requests through every host while every underlay device is captured; asserts what the
 /// clients got and what the wire showed.
 fn requests_show_only_wireguard_between_hosts(lab: &Lab, mode: &str) {
+    let client = mesh::client_addr(lab);
     let caps = mesh::UnderlayCaptures::start(lab, "ip");
     let mut answered = BTreeSet::new();
     for h in host_names(lab) {
@@ -31,7 +32,7 @@ fn requests_show_only_wireguard_between_hosts(lab: &Lab, mode: &str) {
         for (replica, seen) in &addrs {
             assert_eq!(
                 seen,
-                &vec![CLIENT_ADDR.to_string()],
+                &vec![client.to_string()],
                 "{mode}: {replica} saw the client through {h}"
             );
         }
@@ -58,12 +59,12 @@ fn requests_show_only_wireguard_between_hosts(lab: &Lab, mode: &str) {
         .count();
     let from_client_marked = frames
         .iter()
-        .filter(|f| ipv4_ends(f).is_some_and(|(s, _)| s == CLIENT_ADDR))
+        .filter(|f| ipv4_ends(f).is_some_and(|(s, _)| s == client))
         .filter(|f| pcap::contains(f, MARKER.as_bytes()))
         .count();
     let to_client_http = frames
         .iter()
-        .filter(|f| ipv4_ends(f).is_some_and(|(_, d)| d == CLIENT_ADDR))
+        .filter(|f| ipv4_ends(f).is_some_and(|(_, d)| d == client))
         .filter(|f| pcap::contains(f, b"HTTP/1.1 200"))
         .count();
     eprintln!(

@@ -14,7 +14,6 @@ use vxmesh_tests::{wait_until, Lab};
 const REPLICAS: [&str; 6] = ["h1-c1", "h1-c2", "h2-c1", "h2-c2", "h3-c1", "h3-c2"];
 /// New connections to each host's published port.
 const CONNECTIONS: usize = 600;
-const CLIENT_ADDR: &str = "10.99.0.250";
 
 fn through_each_host(lab: &Lab) -> BTreeMap<String, usize> {
     let mut total: BTreeMap<String, usize> = BTreeMap::new();
@@ -45,7 +44,7 @@ fn through_each_host(lab: &Lab) -> BTreeMap<String, usize> {
         for (replica, seen) in &addrs {
             assert_eq!(
                 seen,
-                &vec![CLIENT_ADDR.to_string()],
+                &vec![vxmesh_tests::mesh::client_addr(lab).to_string()],
                 "{replica} saw the client"
             );
         }
@@ -76,7 +75,7 @@ fn witnessed_through_h1(lab: &Lab) -> (usize, usize) {
     let mut back_to_h1 = Capture::start(
         &lab.namespace("h1"),
         "vx-net1",
-        &format!("tcp and dst host {CLIENT_ADDR}"),
+        &format!("tcp and dst host {}", vxmesh_tests::mesh::client_addr(lab)),
     );
     let mut from_h2 = Capture::start(
         &lab.namespace("h2"),

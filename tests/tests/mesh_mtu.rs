@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use vxmesh_tests::capture::Capture;
-use vxmesh_tests::mesh::{ipv4_ends, tcp_mss, CLIENT_ADDR};
+use vxmesh_tests::mesh::{client_addr, ipv4_ends, tcp_mss};
 use vxmesh_tests::services::{self, lab_exec_output, udp_ask_with, SvcServer, UdpEcho};
 use vxmesh_tests::{crypto, wait_until, Lab};
 
@@ -161,11 +161,12 @@ fn full_size_packets_through_every_host_fit_plain_and_encrypted_networks() {
     }
 
     // Default mode, with every backend's container watching the SYNs that reach it.
+    let client = client_addr(&lab);
     let mut syns: Vec<(u16, Capture)> = SERVICES
         .iter()
         .flat_map(|s| s.backends.map(|b| (s.mtu, b)))
         .map(|(mtu, b)| {
-            let filter = format!("tcp[tcpflags] == tcp-syn and src host {CLIENT_ADDR}");
+            let filter = format!("tcp[tcpflags] == tcp-syn and src host {client}");
             (mtu, Capture::start(&lab.namespace(b), "eth0", &filter))
         })
         .collect();

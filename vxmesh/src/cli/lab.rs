@@ -108,6 +108,11 @@ pub struct UpArgs {
     /// The datapath of every host's agent (`agent --datapath`): `bridge` or `ebpf`.
     #[arg(long, default_value = "bridge")]
     pub datapath: vxmesh::fast_plane::DatapathMode,
+    /// The underlay switch's subnet: host N gets its N-th address, the outside client its
+    /// 250th (or its last in a subnet smaller than a /24). A private range (RFC 1918) outside
+    /// 10.10.0.0/16 (the lab's networks).
+    #[arg(long, value_name = "CIDR", default_value = "10.99.0.0/24")]
+    pub underlay: ipnet::Ipv4Net,
 }
 
 #[derive(Debug, Args)]
@@ -174,7 +179,11 @@ fn print_state(s: &LabState) {
                 h.name.clone(),
                 h.namespace.clone(),
                 format!("{} {}", h.interface, h.address),
-                process_word(h.agent_pid, h.agent_running),
+                match (h.agent_in_process, h.agent_running) {
+                    (true, true) => "running in the embedding process".into(),
+                    (true, false) => "NOT RUNNING (was in the embedding process)".into(),
+                    (false, _) => process_word(h.agent_pid, h.agent_running),
+                },
                 h.datapath.to_string(),
             ]
         })
@@ -287,6 +296,7 @@ pub fn run(cmd: LabCmd, store: &std::path::Path, json: bool) -> Result<i32> {
                 agent_bin: std::env::current_exe().context("finding the vxmesh binary")?,
                 replicas: a.replicas,
                 datapath: a.datapath,
+                underlay: a.underlay,
             };
             let quiet = json;
             let state = lab::up(&spec, &|line| {

@@ -1,10 +1,12 @@
 //! The lab: several simulated hosts on one machine.
 //!
 //! Each host is a network namespace joined to an underlay switch (a bridge in a namespace of
-//! its own) and runs its own `vxmesh agent`; containers are namespaces attached to the overlay
-//! through the same code path the CNI plugin uses ([`overlay_core::container`]). Everything the
-//! lab makes is named after its prefix, so `lab down` can find and remove all of it even when
-//! `lab up` failed half way.
+//! its own, on the subnet [`LabSpec::underlay`]) and runs its own agent: a `vxmesh agent`
+//! process ([`ProcessLauncher`], what `vxmesh lab up` does), or one inside the calling process
+//! ([`InProcessLauncher`] through [`up_with`], for an embedder's own test lab). Containers are
+//! namespaces attached to the overlay through the same code path the CNI plugin uses
+//! ([`overlay_core::container`]). Everything the lab makes is named after its prefix, so
+//! `lab down` can find and remove all of it even when `lab up` failed half way.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -18,16 +20,23 @@ pub mod demo;
 mod down;
 pub mod etcd;
 mod exec;
+mod in_process;
+mod launcher;
 pub mod replica;
 pub mod resolv;
+mod running;
 mod status;
+pub mod underlay;
 mod up;
 
 pub use demo::{LabDemo, LabReplica};
 pub use down::down;
 pub use exec::exec;
+pub use in_process::InProcessLauncher;
+pub use launcher::{AgentLauncher, AgentSite, LabAgent, ProcessLauncher};
+pub use running::Lab;
 pub use status::{start_agent, start_etcd_member, status, stop_agent};
-pub use up::{up, LabSpec};
+pub use up::{up, up_with, LabSpec};
 
 /// Where lab state lives: `/run/vxmesh/lab/PREFIX/`.
 pub const STATE_ROOT: &str = "/run/vxmesh/lab";
@@ -116,6 +125,11 @@ pub struct LabHost {
     /// --datapath` last asked for.
     #[serde(default)]
     pub datapath: crate::fast_plane::DatapathMode,
+    /// Its agent runs inside the process that built the lab ([`InProcessLauncher`]): no PID
+    /// is recorded, `lab stop-agent` and `lab down` do not signal it (that process stops it),
+    /// and `lab status` takes whether it runs from its store lease.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agent_in_process: bool,
 }
 
 impl LabHost {
@@ -200,8 +214,8 @@ pub struct LabState {
     pub store: PathBuf,
     /// The namespace of the underlay switch ([`SWITCH_BRIDGE`]).
     pub switch_namespace: String,
-    /// The underlay's subnet (CIDR).
-    pub underlay_subnet: String,
+    /// The underlay switch's subnet ([`LabSpec::underlay`]): host N has its N-th address.
+    pub underlay_subnet: ipnet::Ipv4Net,
     /// The simulated hosts.
     pub hosts: Vec<LabHost>,
     /// The overlay networks.
@@ -240,10 +254,9 @@ pub struct LabClient {
     pub address: Ipv4Addr,
 }
 
-/// The member name of the outside client (`lab exec client`).
+/// The member name of the outside client (`lab exec client`); its address is
+/// [`underlay::client_address`] (10.99.0.250 in the default underlay).
 pub const CLIENT: &str = "client";
-/// The client's underlay address: 10.99.0.250 (hosts take .1 up to .50).
-pub const CLIENT_HOST_OCTET: u8 = 250;
 
 /// The state directory of lab `prefix`: `STATE_ROOT/PREFIX` (its `state.json`, the hosts'
 /// state directories).

@@ -3,13 +3,23 @@
 use super::{LabError, LabState};
 
 /// The state of lab `prefix` with what runs now: each host's agent, the demo's replicas and
-/// the etcd members are checked (same PID, start time and command line). Errors: a bad
-/// prefix, [`LabError::NotUp`], an unreadable state file.
+/// the etcd members are checked (same PID, start time and command line); an in-process agent
+/// ([`super::LabHost::agent_in_process`]) runs as its lease in the lab's store says (until
+/// the lease expires after it stopped: a few seconds). Errors: a bad prefix,
+/// [`LabError::NotUp`], an unreadable state file.
 pub fn status(prefix: &str) -> Result<LabState, LabError> {
     super::check_prefix(prefix)?;
     let mut state = LabState::load(prefix)?;
+    let catalog = match state.hosts.iter().any(|h| h.agent_in_process) {
+        true => crate::open_catalog(&state.store).ok(),
+        false => None,
+    };
     for h in state.hosts.iter_mut() {
-        h.agent_running = h.agent().is_some();
+        h.agent_running = match (&catalog, h.agent_in_process) {
+            (_, false) => h.agent().is_some(),
+            (Some(c), true) => c.agent_alive(&h.name).unwrap_or(false),
+            (None, true) => false,
+        };
     }
     for r in state.demo.iter_mut().flat_map(|d| d.replicas.iter_mut()) {
         r.running = r.process().is_some();
@@ -48,10 +58,10 @@ pub fn start_agent(
     if let Some(d) = datapath {
         h.datapath = d;
     }
-    let (pid, start_time) = super::up::spawn_agent(agent_bin, prefix, &state.store, h)?;
-    h.agent_pid = Some(pid);
-    h.agent_start_time = start_time;
-    h.agent_running = true;
+    let site = super::AgentSite::of(prefix, &state.store, h);
+    // Dropping the agent leaves its process running with the lab.
+    let agent = super::AgentLauncher::launch(&super::ProcessLauncher::new(agent_bin), &site)?;
+    super::up::record_agent(h, agent.as_ref());
     let started = h.clone();
     state.save()?;
     Ok(started)
@@ -90,7 +100,8 @@ pub fn start_etcd_member(
 
 /// Stops the agent of `host` (SIGTERM through a pidfd opened once the process is shown to be
 /// that agent, SIGKILL after 5 s); the kernel state it made stays. Returns whether an agent
-/// was running.
+/// was running. Errors when a running agent runs inside the process that built the lab
+/// ([`super::InProcessLauncher`]): only that process can stop it.
 pub fn stop_agent(prefix: &str, host: &str) -> Result<bool, LabError> {
     let state = status(prefix)?;
     let h = state
@@ -98,6 +109,14 @@ pub fn stop_agent(prefix: &str, host: &str) -> Result<bool, LabError> {
         .iter()
         .find(|h| h.name == host)
         .ok_or_else(|| LabError::UnknownMember(host.to_string()))?;
+    if h.agent_in_process && h.agent_running {
+        return Err(LabError::Invalid {
+            field: "host",
+            value: host.to_string(),
+            reason: "its agent runs inside the process that built the lab (an embedded lab):                      that process stops it"
+                .into(),
+        });
+    }
     let Some(agent) = h.agent() else {
         return Ok(false);
     };

@@ -1,22 +1,20 @@
 //! `lab up`: build the switch, the hosts, their agents, the networks and the containers.
 
 use std::fs::File;
-use std::net::Ipv4Addr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net};
 use overlay_core::container::{attach_container, ContainerSpec};
 use overlay_core::dataplane::{Dataplane, DataplaneError};
 use overlay_core::netns;
-use overlay_core::process::ProcessIdentity;
 use overlay_core::NetworkSpec;
 
+use super::launcher::{AgentLauncher, AgentSite, LabAgent, ProcessLauncher};
+use super::underlay;
 use super::{
-    check_prefix, state_dir, LabContainer, LabError, LabHost, LabNetwork, LabState, CONTAINER_IF,
-    SWITCH_BRIDGE, UNDERLAY_IF,
+    check_prefix, state_dir, Lab, LabContainer, LabError, LabHost, LabNetwork, LabState,
+    CONTAINER_IF, SWITCH_BRIDGE, UNDERLAY_IF,
 };
 
 /// What to build.
@@ -35,7 +33,8 @@ pub struct LabSpec {
     pub encrypted_networks: u32,
     /// MTU of the underlay links (the overlay gets 50 less).
     pub underlay_mtu: u32,
-    /// The `vxmesh` binary each host's agent (and each demo replica) runs.
+    /// The `vxmesh` binary each demo replica runs, and each host's agent under [`up`]
+    /// ([`ProcessLauncher`]).
     pub agent_bin: PathBuf,
     /// `--replicas N`: the demo service published on port 8080 of every host, with N
     /// replicas in the first network's containers ([`super::demo`]); `None`: no service.
@@ -44,10 +43,32 @@ pub struct LabSpec {
     pub etcd: bool,
     /// The datapath every host's agent runs (`agent --datapath`).
     pub datapath: crate::fast_plane::DatapathMode,
+    /// The underlay switch's subnet: host N gets its N-th address, the outside client its
+    /// 250th (the last usable one in a subnet smaller than a /24); see [`underlay::check`] for
+    /// what it may be. Labs on different switches may share a subnet or not.
+    pub underlay: Ipv4Net,
 }
 
-/// The underlay: host N gets 10.99.0.N/24.
-const UNDERLAY: [u8; 3] = [10, 99, 0];
+impl LabSpec {
+    /// What `vxmesh lab up --prefix PREFIX` builds by default: 3 hosts with 2 containers
+    /// each, 2 networks (none encrypted), an MTU of 1500, underlay 10.99.0.0/24, the bridge
+    /// datapath, SQLite, no demo; `vxmesh` from `PATH` as [`LabSpec::agent_bin`].
+    pub fn new(prefix: impl Into<String>) -> LabSpec {
+        LabSpec {
+            prefix: prefix.into(),
+            hosts: 3,
+            containers_per_host: 2,
+            networks: 2,
+            encrypted_networks: 0,
+            underlay_mtu: 1500,
+            agent_bin: PathBuf::from("vxmesh"),
+            replicas: None,
+            etcd: false,
+            datapath: crate::fast_plane::DatapathMode::Bridge,
+            underlay: underlay::default_underlay(),
+        }
+    }
+}
 
 fn invalid(field: &'static str, value: impl ToString, reason: &str) -> LabError {
     LabError::Invalid {
@@ -90,25 +111,66 @@ fn check(spec: &LabSpec) -> Result<(), LabError> {
             "must be between 1280 and 9000",
         ));
     }
+    underlay::check(spec.underlay, spec.hosts)?;
     if let Some(n) = spec.replicas {
         super::demo::check_replicas(n, spec.hosts, spec.containers_per_host, spec.networks)?;
     }
     Ok(())
 }
 
-/// Builds the lab. On any failure everything built so far is removed again.
+/// Builds the lab with a `vxmesh agent` process per host ([`ProcessLauncher`] running
+/// [`LabSpec::agent_bin`]) and leaves it up (`vxmesh lab up`); returns its state. On any
+/// failure everything built so far is removed again.
+///
+/// Errors: as [`up_with`].
 pub fn up(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> {
+    let launcher = ProcessLauncher::new(&spec.agent_bin);
+    let (state, _agents) = up_with(spec, &launcher, progress)?.into_parts();
+    // Dropping the process agents leaves them running with the lab.
+    Ok(state)
+}
+
+/// Builds the lab, starting each host's agent with `launcher`, and returns it with those
+/// agents; `progress` gets a line per step. Dropping the [`Lab`] (or [`Lab::down`]) stops the
+/// agents and removes everything; on any failure, or a panic, during the build everything
+/// built so far is removed again. Blocking: from inside a tokio runtime call it on a blocking
+/// thread (`spawn_blocking`).
+///
+/// Errors: [`LabError::Invalid`] naming the bad field of `spec`, with nothing made;
+/// [`LabError::AlreadyUp`] when a lab with this prefix exists (it is left alone); any step's
+/// error otherwise.
+pub fn up_with(
+    spec: &LabSpec,
+    launcher: &dyn AgentLauncher,
+    progress: &dyn Fn(&str),
+) -> Result<Lab, LabError> {
     check(spec)?;
     if state_dir(&spec.prefix).join("state.json").exists()
         || netns::exists(&format!("{}-sw", spec.prefix))
     {
         return Err(LabError::AlreadyUp(spec.prefix.clone()));
     }
-    match build(spec, progress) {
-        Ok(state) => Ok(state),
+    let mut lab = Lab::building(LabState {
+        prefix: spec.prefix.clone(),
+        store: PathBuf::new(),
+        switch_namespace: format!("{}-sw", spec.prefix),
+        underlay_subnet: spec.underlay,
+        hosts: vec![],
+        networks: vec![],
+        containers: vec![],
+        cgroup: Some(super::cgroup::lab_cgroup(&spec.prefix)),
+        bpf_pin_root: Some(super::bpf::pin_root(&spec.prefix)),
+        mounted_bpffs: false,
+        client: None,
+        demo: None,
+        etcd: None,
+    });
+    let (state, agents) = lab.parts_mut();
+    match build(spec, launcher, state, agents, progress) {
+        Ok(()) => Ok(lab),
         Err(e) => {
             progress(&format!("lab up failed ({e}); removing what was built"));
-            if let Err(down) = super::down(&spec.prefix) {
+            if let Err(down) = lab.down() {
                 progress(&format!("cleanup after the failure: {down}"));
             }
             Err(e)
@@ -131,7 +193,13 @@ where
     }
 }
 
-fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> {
+fn build(
+    spec: &LabSpec,
+    launcher: &dyn AgentLauncher,
+    state: &mut LabState,
+    agents: &mut Vec<Box<dyn LabAgent>>,
+    progress: &dyn Fn(&str),
+) -> Result<(), LabError> {
     let dir = state_dir(&spec.prefix);
     std::fs::create_dir_all(&dir).map_err(|source| LabError::Io {
         context: format!("creating {}", dir.display()),
@@ -154,21 +222,8 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
     };
     let catalog =
         crate::open_catalog(&store).map_err(|e| LabError::step("opening the lab store", e))?;
-    let mut state = LabState {
-        prefix: spec.prefix.clone(),
-        store: store.clone(),
-        switch_namespace: format!("{}-sw", spec.prefix),
-        underlay_subnet: format!("{}.{}.{}.0/24", UNDERLAY[0], UNDERLAY[1], UNDERLAY[2]),
-        hosts: vec![],
-        networks: vec![],
-        containers: vec![],
-        cgroup: Some(super::cgroup::lab_cgroup(&spec.prefix)),
-        bpf_pin_root: Some(super::bpf::pin_root(&spec.prefix)),
-        mounted_bpffs: false,
-        client: None,
-        demo: None,
-        etcd,
-    };
+    state.store = store.clone();
+    state.etcd = etcd;
     state.save()?;
 
     // Where the agents attach and pin (see `cgroup` and `bpf`).
@@ -201,17 +256,21 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
         },
     )?;
     progress(&format!(
-        "underlay switch: bridge {SWITCH_BRIDGE} in namespace {sw}"
+        "underlay switch: bridge {SWITCH_BRIDGE} in namespace {sw}, subnet {}",
+        spec.underlay
     ));
 
     // Hosts, each on a port of the switch.
+    let prefix_len = spec.underlay.prefix_len();
     for i in 1..=spec.hosts {
         let host = format!("h{i}");
         let ns = format!("{}-{host}", spec.prefix);
-        let address = Ipv4Addr::new(UNDERLAY[0], UNDERLAY[1], UNDERLAY[2], i as u8);
+        let address = Ipv4Net::new(underlay::host_address(spec.underlay, i), prefix_len)
+            .expect("the underlay's prefix length is valid");
         netns::create(&ns).map_err(|e| LabError::step(format!("creating namespace {ns}"), e))?;
         super::cgroup::create(&super::cgroup::host_cgroup(&spec.prefix, &host))?;
         plug_host(&sw, &ns, &host, address, mtu)?;
+        let address = address.addr();
         catalog
             .add_node(&host, address)
             .map_err(|e| LabError::step(format!("adding node {host}"), e))?;
@@ -224,31 +283,28 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
             agent_start_time: None,
             agent_running: false,
             datapath: spec.datapath,
+            agent_in_process: false,
         });
         state.save()?;
         progress(&format!(
-            "host {host}: namespace {ns}, {UNDERLAY_IF} {address}/24"
+            "host {host}: namespace {ns}, {UNDERLAY_IF} {address}/{prefix_len}"
         ));
     }
 
     // The outside client: on the switch, not a vxmesh host (no node, no agent).
     let client_ns = format!("{}-{}", spec.prefix, super::CLIENT);
-    let client_addr = Ipv4Addr::new(
-        UNDERLAY[0],
-        UNDERLAY[1],
-        UNDERLAY[2],
-        super::CLIENT_HOST_OCTET,
-    );
+    let client_addr = Ipv4Net::new(underlay::client_address(spec.underlay), prefix_len)
+        .expect("the underlay's prefix length is valid");
     netns::create(&client_ns)
         .map_err(|e| LabError::step(format!("creating namespace {client_ns}"), e))?;
     state.client = Some(super::LabClient {
         namespace: client_ns.clone(),
-        address: client_addr,
+        address: client_addr.addr(),
     });
     state.save()?;
     plug_host(&sw, &client_ns, super::CLIENT, client_addr, mtu)?;
     progress(&format!(
-        "client: namespace {client_ns}, {UNDERLAY_IF} {client_addr}/24 (not a vxmesh host)"
+        "client: namespace {client_ns}, {UNDERLAY_IF} {client_addr} (not a vxmesh host)"
     ));
 
     for k in 1..=spec.networks {
@@ -256,7 +312,7 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
         let n = catalog
             .create_network(&NetworkSpec {
                 name: name.clone(),
-                subnet: format!("10.10.{k}.0/24"),
+                subnet: underlay::network_subnet(k),
                 encrypted: k <= spec.encrypted_networks,
                 ..Default::default()
             })
@@ -279,20 +335,23 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
     state.save()?;
 
     // One agent per host.
-    for h in state.hosts.iter_mut() {
-        let (pid, start_time) = spawn_agent(&spec.agent_bin, &spec.prefix, &store, h)?;
-        h.agent_pid = Some(pid);
-        h.agent_start_time = start_time;
-        h.agent_running = true;
-        progress(&format!(
-            "host {}: agent running (pid {pid}, log {}/agent-{}.log)",
-            h.name,
-            dir.display(),
-            h.name
-        ));
+    for i in 0..state.hosts.len() {
+        let site = AgentSite::of(&spec.prefix, &store, &state.hosts[i]);
+        let agent = launcher.launch(&site)?;
+        let h = &mut state.hosts[i];
+        record_agent(h, agent.as_ref());
+        agents.push(agent);
+        state.save()?;
+        progress(&match state.hosts[i].agent_pid {
+            Some(pid) => format!(
+                "host {}: agent running (pid {pid}, log {})",
+                site.node,
+                site.log.display()
+            ),
+            None => format!("host {}: agent running in this process", site.node),
+        });
     }
-    state.save()?;
-    wait_for_bridges(&state)?;
+    wait_for_bridges(state, agents)?;
 
     // Containers, round robin over the networks.
     for h in state.hosts.clone() {
@@ -345,11 +404,21 @@ fn build(spec: &LabSpec, progress: &dyn Fn(&str)) -> Result<LabState, LabError> 
             ));
         }
     }
-    wait_for_attachment_reports(&catalog, &state)?;
+    wait_for_attachment_reports(&catalog, state)?;
     if let Some(n) = spec.replicas {
-        super::demo::start(&mut state, &spec.agent_bin, n, progress)?;
+        super::demo::start(state, &spec.agent_bin, n, progress)?;
     }
-    Ok(state)
+    Ok(())
+}
+
+/// Records in `h` (for `state.json`) the agent just started for it.
+pub(super) fn record_agent(h: &mut LabHost, agent: &dyn LabAgent) {
+    let process = agent.process();
+    h.agent_pid = process.map(|p| p.pid);
+    // 0: it could not be read.
+    h.agent_start_time = process.map(|p| p.start_time).filter(|&t| t != 0);
+    h.agent_in_process = process.is_none();
+    h.agent_running = true;
 }
 
 /// The lab is up when every host's agent has taken its containers in hand: each container's
@@ -391,8 +460,9 @@ fn wait_for_attachment_reports(
     }
 }
 
-/// A veth from the switch to the host: `hN` on the switch's bridge, `eth0` in the host.
-fn plug_host(sw: &str, ns: &str, host: &str, address: Ipv4Addr, mtu: u32) -> Result<(), LabError> {
+/// A veth from the switch to the host: `hN` on the switch's bridge, `eth0` in the host with
+/// `address` (an address and the underlay's prefix length).
+fn plug_host(sw: &str, ns: &str, host: &str, address: Ipv4Net, mtu: u32) -> Result<(), LabError> {
     let (port, target) = (host.to_string(), netns::path(ns));
     let what = format!("plugging {host} into the switch");
     // The host end is born inside the host namespace, already named `eth0`.
@@ -420,51 +490,9 @@ fn plug_host(sw: &str, ns: &str, host: &str, address: Ipv4Addr, mtu: u32) -> Res
                 op: "lab up",
                 link: UNDERLAY_IF.into(),
             })?;
-        let net = Ipv4Net::new(address, 24).expect("/24 is valid");
-        dp.add_address(l.index, IpNet::V4(net)).await?;
+        dp.add_address(l.index, IpNet::V4(address)).await?;
         dp.set_up(l.index).await
     })
-}
-
-/// Starts the agent of host `h` (`agent_bin`: the vxmesh binary), logging to
-/// `agent-HOST.log` in the lab's state directory (appended: a restarted agent's log follows
-/// the last one's); returns its PID and start time (clock ticks after boot; `None` if it
-/// exited before it could be read).
-pub(super) fn spawn_agent(
-    agent_bin: &Path,
-    prefix: &str,
-    store: &Path,
-    h: &LabHost,
-) -> Result<(u32, Option<u64>), LabError> {
-    let (log, err) = log_files(&state_dir(prefix).join(format!("agent-{}.log", h.name)))?;
-    let child = Command::new(agent_bin)
-        .arg("--store")
-        .arg(store)
-        .args(["agent", "--node", &h.name, "--netns", &h.namespace])
-        .arg("--state-dir")
-        .arg(super::host_state_dir(prefix, &h.name))
-        .arg("--cgroup")
-        .arg(super::cgroup::host_cgroup(prefix, &h.name))
-        .arg("--bpf-pin-root")
-        .arg(super::bpf::pin_root(prefix))
-        .arg("--datapath")
-        .arg(h.datapath.to_string())
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err)
-        // Its own process group: a Ctrl-C meant for `lab up` does not stop the lab's agents.
-        .process_group(0)
-        .spawn()
-        .map_err(|source| LabError::Io {
-            context: format!("starting the agent of {} ({})", h.name, agent_bin.display()),
-            source,
-        })?;
-    let start_time = ProcessIdentity::of(child.id()).ok().map(|i| i.start_time);
-    Ok((child.id(), start_time))
 }
 
 /// A lab process's log `path`, opened for appending (made when missing), twice: for its
@@ -484,7 +512,7 @@ pub(super) fn log_files(path: &Path) -> Result<(File, File), LabError> {
 }
 
 /// Containers can be attached once the agents have made the networks' bridges.
-fn wait_for_bridges(state: &LabState) -> Result<(), LabError> {
+fn wait_for_bridges(state: &LabState, agents: &[Box<dyn LabAgent>]) -> Result<(), LabError> {
     let bridges: Vec<String> = state
         .networks
         .iter()
@@ -492,6 +520,7 @@ fn wait_for_bridges(state: &LabState) -> Result<(), LabError> {
         .collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     for h in &state.hosts {
+        let agent = agents.iter().find(|a| a.node() == h.name);
         loop {
             let want = bridges.clone();
             let ready = ns_step(
@@ -508,14 +537,18 @@ fn wait_for_bridges(state: &LabState) -> Result<(), LabError> {
             if ready {
                 break;
             }
-            if Instant::now() > deadline || !h.agent_alive() {
-                return Err(LabError::step(
-                    format!("waiting for the agent of {}", h.name),
-                    format!(
-                        "its networks' bridges did not appear; see {}/agent-{}.log",
+            if Instant::now() > deadline || !agent.is_some_and(|a| a.is_running()) {
+                let log = match agent.and_then(|a| a.process()) {
+                    Some(_) => format!(
+                        "see {}/agent-{}.log",
                         state_dir(&state.prefix).display(),
                         h.name
                     ),
+                    None => "see this process's log".into(),
+                };
+                return Err(LabError::step(
+                    format!("waiting for the agent of {}", h.name),
+                    format!("its networks' bridges did not appear; {log}"),
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));
