@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use vxmesh::agent::{Agent, AgentConfig, AgentHandle, HostNetns};
-use vxmesh::lab::LabState;
+use vxmesh::lab::{AgentSite, InProcessLauncher, LabState};
 use vxmesh::Catalog;
 
 use crate::OrchestratorError;
@@ -31,7 +31,8 @@ impl HostSpec {
     /// The hosts of lab `prefix` (`vxmesh lab up --prefix PREFIX`). For every host not named
     /// in `keep`, the lab's agent process is stopped (`vxmesh lab stop-agent`) and this
     /// process runs its agent instead, configured as the lab configures its own (state
-    /// directory, cgroup, BPF pin root, datapath); the hosts in `keep` keep theirs.
+    /// directory, cgroup, BPF pin root, datapath: [`InProcessLauncher::config`]); the hosts in
+    /// `keep` keep theirs.
     ///
     /// Errors: [`OrchestratorError::Lab`] when the lab is not up or an agent cannot be stopped.
     pub fn take_over_lab(prefix: &str, keep: &[&str]) -> Result<Vec<HostSpec>, OrchestratorError> {
@@ -43,12 +44,8 @@ impl HostSpec {
                 None
             } else {
                 vxmesh::lab::stop_agent(prefix, &h.name)?;
-                let mut agent = AgentConfig::new(&h.name, netns.clone());
-                agent.state_dir = vxmesh::lab::host_state_dir(prefix, &h.name);
-                agent.services.cgroup = Some(vxmesh::lab::cgroup::host_cgroup(prefix, &h.name));
-                agent.services.pin_root = vxmesh::lab::bpf::pin_root(prefix);
-                agent.datapath = h.datapath;
-                Some(agent)
+                let site = AgentSite::of(prefix, &state.store, h);
+                Some(InProcessLauncher::new().config(&site))
             };
             hosts.push(HostSpec {
                 node: h.name.clone(),
