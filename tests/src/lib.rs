@@ -17,6 +17,7 @@ pub mod cni;
 pub mod crypto;
 pub mod etcd;
 pub mod fast;
+pub mod http_loop;
 pub mod leftovers;
 pub mod mesh;
 pub mod pcap;

@@ -122,7 +122,11 @@ pub fn serve(spec: &ReplicaSpec) -> Result<(), ReplicaError> {
     runtime.block_on(run(spec.clone()))
 }
 
-fn listen(port: u16) -> std::io::Result<TcpListener> {
+/// A listening TCP socket on `0.0.0.0:port` (SO_REUSEADDR, backlog [`BACKLOG`]) in the
+/// network namespace of the calling thread; needs a tokio runtime (its reactor). A socket stays
+/// in the namespace it was made in, so one made on a thread inside a container's namespace can
+/// be served from any thread with [`serve_on`]. Errors: the port is taken, no permission.
+pub fn listen(port: u16) -> std::io::Result<TcpListener> {
     let socket = TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
     socket.bind(SocketAddr::V4(SocketAddrV4::new(
@@ -138,6 +142,15 @@ async fn run(spec: ReplicaSpec) -> Result<(), ReplicaError> {
         source,
     })?;
     tracing::info!(name = %spec.name, port = spec.port, "replica listening");
+    match serve_on(spec.name, listener).await {}
+}
+
+/// Serves the replica's answer ([`answer`] with `name`) on every connection `listener`
+/// accepts, until the future is dropped or aborted. Each connection is served by a task of its
+/// own (on the caller's runtime), which finishes its exchanges even after that: dropping the
+/// future closes the listening socket (new connections are refused) without cutting the
+/// requests in flight. Accept errors (EMFILE, …) are logged and retried; it never returns.
+pub async fn serve_on(name: String, listener: TcpListener) -> Infallible {
     let server = HeaderValue::from_static(concat!("vxmesh-replica/", env!("CARGO_PKG_VERSION")));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -150,7 +163,7 @@ async fn run(spec: ReplicaSpec) -> Result<(), ReplicaError> {
             }
         };
         let _ = stream.set_nodelay(true);
-        let body = Bytes::from(answer(&spec.name, peer));
+        let body = Bytes::from(answer(&name, peer));
         let server = server.clone();
         tokio::spawn(async move {
             let service = service_fn(move |_req: Request<hyper::body::Incoming>| {
