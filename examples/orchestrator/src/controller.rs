@@ -358,11 +358,11 @@ impl Orchestrator {
     }
 
     /// Simulates a host's power cut, for tests and demos: kills the servers of its replicas,
-    /// then stops its agent if this process runs it (an agent run elsewhere is the caller's
-    /// to kill), without draining or removing anything from the store. The other hosts take
-    /// its backends out when its heartbeat goes (a stop through the handle removes it at once;
-    /// a killed agent's stays until its lease expires); the reconciler replaces its replicas
-    /// once its liveness (the agent's lease) has expired.
+    /// then ends its agent as a crash would if this process runs it (`AgentHandle::abort`; an
+    /// agent run elsewhere is the caller's to kill), without draining or removing anything from
+    /// the store. Its heartbeat and liveness stay until its lease expires, as when a machine
+    /// dies; then the other hosts take its backends out and the reconciler replaces its
+    /// replicas.
     pub async fn crash_host(&self, node: &str) -> Result<(), OrchestratorError> {
         for dep in self.deployments.lock().await.values() {
             for r in dep.replicas.iter().filter(|r| r.spec.node == node) {
@@ -371,7 +371,7 @@ impl Orchestrator {
         }
         let hosts = self.hosts.clone();
         let n = node.to_string();
-        tokio::task::spawn_blocking(move || hosts.stop_agent(&n))
+        tokio::task::spawn_blocking(move || hosts.abort_agent(&n))
             .await
             .map_err(|e| OrchestratorError::Io(std::io::Error::other(e)))??;
         Ok(())

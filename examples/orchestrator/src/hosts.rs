@@ -111,6 +111,16 @@ impl Hosts {
         }
     }
 
+    /// Ends the agent of `node` as a crash would ([`vxmesh::agent::AgentHandle::abort`]): its
+    /// liveness stays in the store until its lease expires. False when it runs elsewhere.
+    pub fn abort_agent(&self, node: &str) -> Result<bool, OrchestratorError> {
+        let handle = self.agents.lock().expect("agents lock").remove(node);
+        match handle {
+            Some(h) => h.abort().map(|_| true).map_err(Into::into),
+            None => Ok(false),
+        }
+    }
+
     /// Stops every agent.
     pub fn stop_all(&self) {
         let all = std::mem::take(&mut *self.agents.lock().expect("agents lock"));
