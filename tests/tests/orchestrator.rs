@@ -65,6 +65,22 @@ async fn scenario(lab: &Lab) {
     }
     let _reconciler = orch.spawn_reconciler();
 
+    // More replicas than the /24 can hold: refused before anything is made.
+    let too_many = orch.deploy(DeploySpec::new("big", 300, "front")).await;
+    let err = too_many.expect_err("300 replicas on a /24").to_string();
+    assert!(
+        err.starts_with("invalid replicas '300': network front has room for"),
+        "{err}"
+    );
+    assert!(
+        ServiceCatalog::of(&catalog).get("big").is_err(),
+        "nothing made"
+    );
+    assert!(
+        catalog.endpoints(Some("front")).unwrap().is_empty(),
+        "nothing made"
+    );
+
     let mut web = DeploySpec::new("web", 6, "front");
     web.publish = vec!["8080:80".parse().unwrap()];
     orch.deploy(web).await.expect("deploy");

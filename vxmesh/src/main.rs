@@ -90,6 +90,21 @@ fn quiet_on_closed_stdout() {
     }));
 }
 
+/// The error and its causes, "outer: inner: …", leaving out a cause whose text the message
+/// already ends with (library errors often carry their source in their own message too).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if text.is_empty() {
+            text = c;
+        } else if !text.ends_with(&c) {
+            text = format!("{text}: {c}");
+        }
+    }
+    text
+}
+
 fn main() -> ExitCode {
     quiet_on_closed_stdout();
     let cli = match Cli::try_parse() {
@@ -119,7 +134,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            let msg = format!("{e:#}");
+            let msg = error_text(&e);
             if json {
                 println!("{}", serde_json::json!({ "error": msg }));
             }

@@ -181,7 +181,7 @@ impl Orchestrator {
         if deployments.contains_key(&spec.name) {
             return Err(OrchestratorError::Exists(spec.name));
         }
-        self.catalog.network(&spec.network)?;
+        self.check_room(&spec.network, 0, spec.replicas)?;
         self.services.create(&ServiceSpec {
             name: spec.name.clone(),
             network: spec.network.clone(),
@@ -214,6 +214,7 @@ impl Orchestrator {
     pub async fn scale(&self, service: &str, replicas: usize) -> Result<(), OrchestratorError> {
         let mut deployments = self.deployments.lock().await;
         let dep = deployment(&mut deployments, service)?;
+        self.check_room(&dep.spec.network, dep.replicas.len(), replicas)?;
         dep.spec.replicas = replicas;
         if dep.replicas.len() < replicas {
             self.grow(dep, replicas).await
@@ -385,6 +386,27 @@ impl Orchestrator {
     }
 
     // ---- count and placement (a replica joins and leaves in lifecycle.rs) ----
+
+    /// Refuses to grow from `have` to `want` replicas when the network's subnet cannot hold
+    /// them (and one more, for a rolling update): checked before anything is made, so an
+    /// impossible count leaves nothing half built.
+    fn check_room(&self, network: &str, have: usize, want: usize) -> Result<(), OrchestratorError> {
+        let net = self.catalog.network(network)?;
+        // The subnet's addresses, less the network and broadcast addresses and the gateway.
+        let size = 1usize << (32 - net.subnet.prefix_len());
+        let used = self.catalog.endpoints(Some(network))?.len();
+        let free = size.saturating_sub(3).saturating_sub(used);
+        let room = free.saturating_sub(1);
+        if want > have && want - have > room {
+            return Err(OrchestratorError::NoRoom {
+                network: network.to_string(),
+                wanted: want,
+                room,
+                free,
+            });
+        }
+        Ok(())
+    }
 
     /// Starts replicas until `dep` has `target`.
     async fn grow(&self, dep: &mut Deployment, target: usize) -> Result<(), OrchestratorError> {

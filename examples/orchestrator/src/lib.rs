@@ -90,6 +90,18 @@ pub enum OrchestratorError {
     /// A service of that name is deployed already.
     #[error("service {0} is deployed already")]
     Exists(String),
+    /// The network has no room for that many replicas (a rolling update needs one more).
+    #[error("invalid replicas '{wanted}': network {network} has room for {room} more endpoint(s) ({free} free addresses; a rolling update needs one spare)")]
+    NoRoom {
+        /// The network.
+        network: String,
+        /// The replicas asked for.
+        wanted: usize,
+        /// How many more replicas fit, keeping one address for a rolling update.
+        room: usize,
+        /// Free addresses in the network's subnet now.
+        free: usize,
+    },
     /// Every host is down.
     #[error("no live host to place a replica of {0} on")]
     NoLiveHost(String),

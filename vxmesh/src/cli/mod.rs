@@ -25,7 +25,9 @@ pub mod store;
 #[command(name = "vxmesh", version, propagate_version = true)]
 pub struct Cli {
     /// The store: an SQLite database file shared by every vxmesh process on this machine
-    /// (PATH or sqlite:PATH), or an etcd cluster: etcd://HOST:PORT[,HOST:PORT…].
+    /// (PATH or sqlite:PATH), or an etcd cluster: etcd://HOST:PORT[,HOST:PORT…]. For
+    /// `lab up` only `sqlite` (the default: a file in the lab's directory) or `etcd` (a
+    /// 3-member cluster of the lab's own).
     #[arg(long, global = true, env = "VXMESH_STORE", default_value = vxmesh::DEFAULT_STORE)]
     pub store: PathBuf,
     #[command(flatten)]
