@@ -26,14 +26,7 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 
 #[test]
 fn deploy_update_scale_and_a_dead_host_keep_the_published_port_answering() {
-    let lab = Lab::up_with(&[
-        "--hosts",
-        "3",
-        "--containers-per-host",
-        "0",
-        "--networks",
-        "1",
-    ]);
+    let lab = Lab::up(3, 0, 1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()

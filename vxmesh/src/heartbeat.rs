@@ -74,8 +74,7 @@ impl Heartbeat {
     /// after its TTL.
     pub fn stop(self) {
         let (catalog, node, lease) = self.halt();
-        let current = *lease.lock().unwrap();
-        if let Some(id) = current {
+        if let Some(id) = lease {
             if let Err(e) = catalog.retire_agent(&node, id) {
                 tracing::warn!("removing the agent's heartbeat: {e}");
             }
@@ -88,19 +87,14 @@ impl Heartbeat {
         self.halt();
     }
 
-    /// Stops the thread (after the store call in flight, if any).
-    #[allow(clippy::type_complexity)]
-    fn halt(
-        self,
-    ) -> (
-        Catalog,
-        String,
-        std::sync::Arc<std::sync::Mutex<Option<LeaseId>>>,
-    ) {
+    /// Stops the thread (after the store call in flight, if any); returns what `stop` needs
+    /// to retire the key: the catalog, the node and the lease last used.
+    fn halt(self) -> (Catalog, String, Option<LeaseId>) {
         *self.stop.0.lock().unwrap() = true;
         self.stop.1.notify_all();
         let _ = self.thread.join();
-        (self.catalog, self.node, self.lease)
+        let lease = *self.lease.lock().unwrap();
+        (self.catalog, self.node, lease)
     }
 }
 

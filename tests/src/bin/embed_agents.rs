@@ -11,7 +11,8 @@ use std::io::BufRead;
 use std::time::Duration;
 
 use serde_json::json;
-use vxmesh::agent::{Agent, AgentConfig, AgentError, AgentHandle, HostNetns};
+use vxmesh::agent::{Agent, AgentConfig, AgentError, AgentHandle};
+use vxmesh::lab::{AgentSite, InProcessLauncher, LabState};
 use vxmesh::{Catalog, ContainerSpec, NetworkSpec};
 
 const NETWORK: &str = "emb";
@@ -31,12 +32,12 @@ async fn go() {
     .unwrap();
 }
 
-fn config(prefix: &str, node: &str, netns: &str) -> AgentConfig {
-    let mut c = AgentConfig::new(node, HostNetns::named(netns));
-    c.state_dir = vxmesh::lab::host_state_dir(prefix, node);
-    c.services.pin_root = vxmesh::lab::bpf::pin_root(prefix);
-    c.services.cgroup = Some(vxmesh::lab::cgroup::host_cgroup(prefix, node));
-    c
+/// The agent configuration the lab gives its in-process agents (its state directory, cgroup,
+/// pin root and datapath for the host).
+fn config(prefix: &str, node: &str) -> AgentConfig {
+    let lab = LabState::load(prefix).unwrap();
+    let host = lab.hosts.iter().find(|h| h.name == node).unwrap();
+    InProcessLauncher::new().config(&AgentSite::of(prefix, &lab.store, host))
 }
 
 /// Waits on every handle, then through the store (the wait another process would use).
@@ -109,15 +110,15 @@ async fn main() {
 
     // Three agents, started from inside this runtime.
     let mut agents = BTreeMap::new();
-    for (node, ns) in &hosts {
-        let a = Agent::spawn(catalog.clone(), config(prefix, node, ns)).unwrap();
+    for (node, _) in &hosts {
+        let a = Agent::spawn(catalog.clone(), config(prefix, node)).unwrap();
         agents.insert(node.clone(), a);
     }
     say(json!({ "event": "started", "nodes": agents.keys().collect::<Vec<_>>() }));
 
     // A second agent for a live node.
-    let (n1, ns1) = &hosts[0];
-    match Agent::spawn(catalog.clone(), config(prefix, n1, ns1)) {
+    let n1 = &hosts[0].0;
+    match Agent::spawn(catalog.clone(), config(prefix, n1)) {
         Err(e @ AgentError::AlreadyRunning { .. }) => {
             say(json!({ "event": "refused", "error": e.to_string() }))
         }
